@@ -1,0 +1,193 @@
+//! Batching: records, and packing them into `PutRecords` calls under the
+//! API's limits.
+//!
+//! Pure: [`Batch::try_push`] decides whether a record fits; the lane in
+//! `sink` decides when to send (full, or linger elapsed). The limits are the
+//! API's constants, not settings: 500 records per call, 5 MiB per call and
+//! 1 MiB per record, both counting data and partition key bytes.
+
+use crate::checkpoint::{Ack, FileId};
+
+/// At most this many records in one `PutRecords` call.
+pub const MAX_RECORDS_PER_CALL: usize = 500;
+/// At most this many bytes (data plus partition keys) in one call.
+pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
+/// At most this many bytes (data plus partition key) in one record.
+pub const MAX_BYTES_PER_RECORD: usize = 1024 * 1024;
+/// The longest partition key in bytes: 256 characters of up to 4 bytes.
+pub const MAX_KEY_BYTES: usize = 256 * 4;
+/// The longest line data framing emits, so that any key still fits.
+pub const MAX_DATA_BYTES: usize = MAX_BYTES_PER_RECORD - MAX_KEY_BYTES;
+/// What a record costs in memory beyond its data and key (the structs and
+/// allocator overhead), for the in-flight byte budget.
+pub const RECORD_OVERHEAD: usize = 64;
+
+/// One line on its way to Kinesis, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub data: Vec<u8>,
+    pub key: String,
+    pub file: FileId,
+    /// The file range this record covers (terminator included).
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Record {
+    /// The size Kinesis counts against its limits.
+    pub fn api_size(&self) -> usize {
+        self.data.len() + self.key.len()
+    }
+
+    /// What this record holds of the in-flight memory budget.
+    pub fn budget_size(&self) -> usize {
+        self.api_size() + RECORD_OVERHEAD
+    }
+}
+
+/// Records bound for one `PutRecords` call.
+#[derive(Debug, Default)]
+pub struct Batch {
+    records: Vec<Record>,
+    bytes: usize,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Bytes counted against the call limit.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// No further record of any size fits.
+    pub fn is_full(&self) -> bool {
+        self.records.len() >= MAX_RECORDS_PER_CALL || self.bytes >= MAX_BYTES_PER_CALL
+    }
+
+    /// Adds `r` if the call stays within the limits; gives it back if not.
+    /// A record over the per-record limit is never accepted (the caller
+    /// dead-letters it); an empty batch accepts any record within it.
+    pub fn try_push(&mut self, r: Record) -> Result<(), Record> {
+        let size = r.api_size();
+        if size > MAX_BYTES_PER_RECORD
+            || self.records.len() >= MAX_RECORDS_PER_CALL
+            || self.bytes + size > MAX_BYTES_PER_CALL
+        {
+            return Err(r);
+        }
+        self.bytes += size;
+        self.records.push(r);
+        Ok(())
+    }
+
+    pub fn into_records(self) -> Vec<Record> {
+        self.records
+    }
+}
+
+/// The acks for `records`, with ranges of the same file that touch merged.
+pub fn coalesce_acks<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<Ack> {
+    let mut acks: Vec<Ack> = Vec::new();
+    for r in records {
+        match acks.last_mut() {
+            Some(last) if last.file == r.file && last.end == r.start => last.end = r.end,
+            _ => acks.push(Ack { file: r.file, start: r.start, end: r.end }),
+        }
+    }
+    acks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rec(data_len: usize, key: &str) -> Record {
+        Record { data: vec![b'x'; data_len], key: key.to_string(), file: 0, start: 0, end: data_len as u64 + 1 }
+    }
+
+    #[test]
+    fn record_limit_counts_the_key_at_the_exact_boundary() {
+        let mut b = Batch::new();
+        // 1 MiB exactly, key included: fits.
+        assert!(b.try_push(rec(MAX_BYTES_PER_RECORD - 3, "abc")).is_ok());
+        // One byte over because of a multi-byte key: refused.
+        let mut b = Batch::new();
+        assert!(b.try_push(rec(MAX_BYTES_PER_RECORD - 3, "ab\u{e9}")).is_err());
+    }
+
+    #[test]
+    fn call_limits_at_the_exact_boundary() {
+        let mut b = Batch::new();
+        for _ in 0..MAX_RECORDS_PER_CALL {
+            assert!(b.try_push(rec(1, "k")).is_ok());
+        }
+        assert!(b.is_full());
+        assert!(b.try_push(rec(1, "k")).is_err());
+
+        let mut b = Batch::new();
+        let per = MAX_BYTES_PER_RECORD - 1; // plus a one-byte key
+        for _ in 0..5 {
+            assert!(b.try_push(rec(per, "k")).is_ok());
+        }
+        assert_eq!(b.bytes(), MAX_BYTES_PER_CALL);
+        assert!(b.try_push(rec(0, "k")).is_err(), "5 MiB with keys is the limit");
+    }
+
+    #[test]
+    fn acks_merge_touching_ranges_of_one_file() {
+        let rs = [
+            Record { data: vec![], key: "k".into(), file: 1, start: 0, end: 5 },
+            Record { data: vec![], key: "k".into(), file: 1, start: 5, end: 9 },
+            Record { data: vec![], key: "k".into(), file: 2, start: 0, end: 3 },
+            Record { data: vec![], key: "k".into(), file: 1, start: 12, end: 15 },
+        ];
+        let acks = coalesce_acks(&rs);
+        assert_eq!(
+            acks,
+            vec![
+                Ack { file: 1, start: 0, end: 9 },
+                Ack { file: 2, start: 0, end: 3 },
+                Ack { file: 1, start: 12, end: 15 }
+            ]
+        );
+    }
+
+    proptest! {
+        /// Whatever the sizes and keys, a batch never exceeds a limit, and a
+        /// record is refused only when adding it would.
+        #[test]
+        fn batches_respect_limits(
+            sizes in proptest::collection::vec(0usize..(MAX_BYTES_PER_RECORD + 10), 1..40),
+            keys in proptest::collection::vec("\\PC{1,256}", 1..40),
+        ) {
+            let mut b = Batch::new();
+            for (i, s) in sizes.iter().enumerate() {
+                let r = rec(*s, &keys[i % keys.len()]);
+                let size = r.api_size();
+                let (len, bytes) = (b.len(), b.bytes());
+                match b.try_push(r) {
+                    Ok(()) => {
+                        prop_assert!(size <= MAX_BYTES_PER_RECORD);
+                        prop_assert!(b.bytes() <= MAX_BYTES_PER_CALL);
+                        prop_assert!(b.len() <= MAX_RECORDS_PER_CALL);
+                    }
+                    Err(_) => prop_assert!(
+                        size > MAX_BYTES_PER_RECORD || len + 1 > MAX_RECORDS_PER_CALL || bytes + size > MAX_BYTES_PER_CALL
+                    ),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! Checkpoints: which bytes of which file Kinesis has confirmed, and the
+//! store that keeps that across restarts.
+//!
+//! [`Watermark`] is the pure core: it takes acknowledged byte ranges in any
+//! order and reports the end of the longest contiguous confirmed prefix.
+//! [`Checkpoints`] holds one watermark per open file, the entries loaded from
+//! disk for files not (yet) open, and writes them atomically: temp file,
+//! `fsync`, rename, `fsync` of the directory.
+//!
+//! Invariant: an offset reaches the store only after every record before it
+//! was confirmed with a sequence number or durably dead-lettered, because the
+//! only way a watermark moves is [`Checkpoints::ack`], which the sink calls
+//! after exactly those two events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the store inside `state_dir`.
+pub const STORE_FILE: &str = "checkpoints.json";
+/// The store format this build writes and reads.
+pub const STORE_VERSION: u32 = 1;
+/// Entries for files not seen for this long are dropped from the store.
+pub const EXPIRE_AFTER: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// A file as the kernel knows it. Stable across renames; reused after a
+/// delete, which is why a [`Fingerprint`] goes with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// A hash of the first `len` bytes of a file (at most
+/// [`Fingerprint::MAX_LEN`]), so that a new file on a reused inode is not
+/// taken for the old one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub len: u64,
+    pub md5: String,
+}
+
+impl Fingerprint {
+    pub const MAX_LEN: u64 = 256;
+
+    pub fn of(head: &[u8]) -> Fingerprint {
+        use md5::{Digest, Md5};
+        let digest = Md5::digest(head);
+        Fingerprint { len: head.len() as u64, md5: digest.iter().map(|b| format!("{b:02x}")).collect() }
+    }
+}
+
+/// Identifies one reading of one file for the lifetime of the process. A
+/// truncated file gets a new id, so late acks for its old content are ignored.
+pub type FileId = u64;
+
+/// One confirmed (or dead-lettered) byte range of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub file: FileId,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// The end of the longest contiguous confirmed prefix.
+#[derive(Debug, Clone, Default)]
+pub struct Watermark {
+    offset: u64,
+    /// Confirmed ranges beyond `offset`: start -> end.
+    ahead: BTreeMap<u64, u64>,
+}
+
+impl Watermark {
+    pub fn new(offset: u64) -> Watermark {
+        Watermark { offset, ahead: BTreeMap::new() }
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Ranges confirmed but not yet joined to the prefix.
+    pub fn gaps(&self) -> usize {
+        self.ahead.len()
+    }
+
+    /// Records `[start, end)` as confirmed. Returns whether the offset moved.
+    pub fn ack(&mut self, start: u64, end: u64) -> bool {
+        if end <= self.offset || end <= start {
+            return false;
+        }
+        let before = self.offset;
+        if start <= self.offset {
+            self.offset = end;
+        } else {
+            let e = self.ahead.entry(start).or_insert(end);
+            *e = (*e).max(end);
+        }
+        while let Some((&s, &e)) = self.ahead.first_key_value() {
+            if s > self.offset {
+                break;
+            }
+            self.ahead.pop_first();
+            self.offset = self.offset.max(e);
+        }
+        self.offset != before
+    }
+}
+
+/// One entry of the store file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedFile {
+    pub flow: String,
+    #[serde(flatten)]
+    pub key: FileKey,
+    pub fingerprint: Fingerprint,
+    pub path: PathBuf,
+    pub offset: u64,
+    pub updated_unix_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoreFile {
+    version: u32,
+    files: Vec<SavedFile>,
+}
+
+#[derive(Debug)]
+struct Live {
+    flow: String,
+    key: FileKey,
+    fingerprint: Fingerprint,
+    path: PathBuf,
+    watermark: Watermark,
+    /// Set when the tailer stopped reading, to where it had read.
+    closed_at: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    live: HashMap<FileId, Live>,
+    saved: HashMap<(String, FileKey), SavedFile>,
+    next_id: FileId,
+    dirty: bool,
+}
+
+/// Error of the checkpoint store, with the path it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("checkpoint store {path}: {message}")]
+pub struct StoreError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// The checkpoints of every file of every flow.
+#[derive(Debug)]
+pub struct Checkpoints {
+    dir: PathBuf,
+    state: Mutex<State>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Checkpoints {
+    /// Loads the store in `dir` (creating `dir` if needed). A store that
+    /// cannot be parsed is moved aside and reported; it is never silently
+    /// replaced.
+    pub fn open(dir: &Path) -> Result<Checkpoints, StoreError> {
+        let err = |p: &Path, m: String| StoreError { path: p.to_path_buf(), message: m };
+        fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create state directory: {e}")))?;
+        let path = dir.join(STORE_FILE);
+        let mut state = State::default();
+        match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<StoreFile>(&bytes) {
+                Ok(store) if store.version == STORE_VERSION => {
+                    for f in store.files {
+                        state.saved.insert((f.flow.clone(), f.key), f);
+                    }
+                }
+                parsed => {
+                    let why = match parsed {
+                        Ok(store) => format!("unsupported store version {}", store.version),
+                        Err(e) => format!("cannot parse: {e}"),
+                    };
+                    let aside = dir.join(format!("{STORE_FILE}.corrupt-{}", now_ms()));
+                    fs::rename(&path, &aside).map_err(|e| err(&path, format!("{why}; and cannot move it aside: {e}")))?;
+                    tracing::error!(
+                        path = %path.display(),
+                        moved_to = %aside.display(),
+                        "checkpoint store unreadable ({why}); moved aside, files start again from their start_at position"
+                    );
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(&path, format!("cannot read: {e}"))),
+        }
+        Ok(Checkpoints { dir: dir.to_path_buf(), state: Mutex::new(state) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock would be a bug in this module; the
+        // state itself stays consistent (every method leaves it valid), so
+        // go on with it rather than poison the whole daemon.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The saved entry for a file of a flow, if any.
+    pub fn lookup(&self, flow: &str, key: FileKey) -> Option<SavedFile> {
+        self.lock().saved.get(&(flow.to_string(), key)).cloned()
+    }
+
+    /// Starts tracking a file read from `offset`. Any other live reading of
+    /// the same file in the same flow (a truncated file restarting) is
+    /// superseded: its late acks are ignored.
+    pub fn register(&self, flow: &str, key: FileKey, fingerprint: Fingerprint, path: PathBuf, offset: u64) -> FileId {
+        let mut st = self.lock();
+        st.live.retain(|_, l| !(l.flow == flow && l.key == key));
+        let id = st.next_id;
+        st.next_id += 1;
+        st.live.insert(id, Live { flow: flow.to_string(), key, fingerprint, path, watermark: Watermark::new(offset), closed_at: None });
+        st.dirty = true;
+        id
+    }
+
+    /// Records confirmed ranges.
+    pub fn ack(&self, acks: &[Ack]) {
+        let mut st = self.lock();
+        let mut moved = false;
+        let mut finished = Vec::new();
+        for a in acks {
+            if let Some(l) = st.live.get_mut(&a.file) {
+                moved |= l.watermark.ack(a.start, a.end);
+                if l.closed_at.is_some_and(|c| l.watermark.offset() >= c) {
+                    finished.push(a.file);
+                }
+            }
+        }
+        for id in finished {
+            retire(&mut st, id);
+        }
+        st.dirty |= moved;
+    }
+
+    pub fn set_fingerprint(&self, id: FileId, fingerprint: Fingerprint) {
+        let mut st = self.lock();
+        if let Some(l) = st.live.get_mut(&id) {
+            l.fingerprint = fingerprint;
+            st.dirty = true;
+        }
+    }
+
+    pub fn set_path(&self, id: FileId, path: PathBuf) {
+        let mut st = self.lock();
+        if let Some(l) = st.live.get_mut(&id) {
+            l.path = path;
+            st.dirty = true;
+        }
+    }
+
+    pub fn path_of(&self, id: FileId) -> Option<PathBuf> {
+        self.lock().live.get(&id).map(|l| l.path.clone())
+    }
+
+    /// The tailer of `id` stopped after reading up to `read_to`. The entry
+    /// becomes a saved one as soon as everything read was confirmed.
+    pub fn close(&self, id: FileId, read_to: u64) {
+        let mut st = self.lock();
+        if let Some(l) = st.live.get_mut(&id) {
+            l.closed_at = Some(read_to);
+            if l.watermark.offset() >= read_to {
+                retire(&mut st, id);
+            }
+        }
+    }
+
+    /// The confirmed offset of a live file.
+    pub fn confirmed(&self, id: FileId) -> Option<u64> {
+        self.lock().live.get(&id).map(|l| l.watermark.offset())
+    }
+
+    /// Writes the store if anything changed since the last save.
+    pub fn save(&self) -> Result<bool, StoreError> {
+        let files = {
+            let mut st = self.lock();
+            if !st.dirty {
+                return Ok(false);
+            }
+            st.dirty = false;
+            snapshot(&mut st)
+        };
+        let result = write_atomically(&self.dir, &StoreFile { version: STORE_VERSION, files });
+        if result.is_err() {
+            self.lock().dirty = true;
+        }
+        result.map(|()| true)
+    }
+}
+
+fn retire(st: &mut State, id: FileId) {
+    if let Some(l) = st.live.remove(&id) {
+        let saved = SavedFile {
+            flow: l.flow.clone(),
+            key: l.key,
+            fingerprint: l.fingerprint,
+            path: l.path,
+            offset: l.watermark.offset(),
+            updated_unix_ms: now_ms(),
+        };
+        st.saved.insert((l.flow, l.key), saved);
+        st.dirty = true;
+    }
+}
+
+fn snapshot(st: &mut State) -> Vec<SavedFile> {
+    let now = now_ms();
+    let expire = EXPIRE_AFTER.as_millis() as u64;
+    st.saved.retain(|_, s| now.saturating_sub(s.updated_unix_ms) < expire);
+    let mut out: HashMap<(String, FileKey), SavedFile> = st.saved.clone();
+    for l in st.live.values() {
+        out.insert(
+            (l.flow.clone(), l.key),
+            SavedFile {
+                flow: l.flow.clone(),
+                key: l.key,
+                fingerprint: l.fingerprint.clone(),
+                path: l.path.clone(),
+                offset: l.watermark.offset(),
+                updated_unix_ms: now,
+            },
+        );
+    }
+    let mut files: Vec<SavedFile> = out.into_values().collect();
+    files.sort_by(|a, b| (&a.flow, &a.path).cmp(&(&b.flow, &b.path)));
+    files
+}
+
+fn write_atomically(dir: &Path, store: &StoreFile) -> Result<(), StoreError> {
+    let path = dir.join(STORE_FILE);
+    let tmp = dir.join(format!("{STORE_FILE}.tmp"));
+    let err = |p: &Path, what: &str, e: std::io::Error| StoreError { path: p.to_path_buf(), message: format!("{what}: {e}") };
+    let body = serde_json::to_vec_pretty(store).map_err(|e| StoreError { path: path.clone(), message: format!("cannot encode: {e}") })?;
+    let mut f = fs::File::create(&tmp).map_err(|e| err(&tmp, "cannot create", e))?;
+    f.write_all(&body).map_err(|e| err(&tmp, "cannot write", e))?;
+    f.sync_all().map_err(|e| err(&tmp, "cannot fsync", e))?;
+    drop(f);
+    fs::rename(&tmp, &path).map_err(|e| err(&path, "cannot rename into place", e))?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err(dir, "cannot fsync directory", e))?;
+    Ok(())
+}
+
+/// Reads the store in `dir` without changing anything (for tests and
+/// `status`).
+pub fn read_store(dir: &Path) -> Result<Vec<SavedFile>, StoreError> {
+    let path = dir.join(STORE_FILE);
+    let bytes = fs::read(&path).map_err(|e| StoreError { path: path.clone(), message: format!("cannot read: {e}") })?;
+    let store: StoreFile =
+        serde_json::from_slice(&bytes).map_err(|e| StoreError { path: path.clone(), message: format!("cannot parse: {e}") })?;
+    Ok(store.files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn watermark_joins_out_of_order_ranges() {
+        let mut w = Watermark::new(10);
+        assert!(!w.ack(20, 30));
+        assert_eq!(w.offset(), 10);
+        assert!(w.ack(10, 20));
+        assert_eq!(w.offset(), 30);
+        assert!(!w.ack(10, 20), "a duplicate ack changes nothing");
+        assert_eq!(w.gaps(), 0);
+    }
+
+    proptest! {
+        /// Whatever order the acks of contiguous records arrive in, the
+        /// watermark is the end of the longest confirmed prefix.
+        #[test]
+        fn watermark_is_longest_contiguous_prefix(
+            lens in proptest::collection::vec(1u64..50, 1..60),
+            order in proptest::collection::vec(any::<proptest::sample::Index>(), 1..60),
+        ) {
+            let mut ranges = Vec::new();
+            let mut off = 5;
+            for l in &lens { ranges.push((off, off + l)); off += l; }
+            let mut confirmed = vec![false; ranges.len()];
+            let mut w = Watermark::new(5);
+            let mut remaining: Vec<usize> = (0..ranges.len()).collect();
+            for idx in order {
+                if remaining.is_empty() { break; }
+                let i = remaining.remove(idx.index(remaining.len()));
+                w.ack(ranges[i].0, ranges[i].1);
+                confirmed[i] = true;
+                let prefix = confirmed.iter().take_while(|c| **c).count();
+                let expected = if prefix == 0 { 5 } else { ranges[prefix - 1].1 };
+                prop_assert_eq!(w.offset(), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn store_round_trips_and_corrupt_store_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = FileKey { dev: 1, ino: 2 };
+        let cp = Checkpoints::open(dir.path()).unwrap();
+        let id = cp.register("f", key, Fingerprint::of(b"head"), PathBuf::from("/x.log"), 0);
+        cp.ack(&[Ack { file: id, start: 0, end: 7 }]);
+        assert!(cp.save().unwrap());
+        assert!(!cp.save().unwrap(), "nothing changed, nothing written");
+        let cp2 = Checkpoints::open(dir.path()).unwrap();
+        let saved = cp2.lookup("f", key).unwrap();
+        assert_eq!(saved.offset, 7);
+        assert_eq!(saved.fingerprint, Fingerprint::of(b"head"));
+        assert!(cp2.lookup("other", key).is_none());
+
+        fs::write(dir.path().join(STORE_FILE), b"{not json").unwrap();
+        let cp3 = Checkpoints::open(dir.path()).unwrap();
+        assert!(cp3.lookup("f", key).is_none());
+        let aside = fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+        assert!(aside, "the corrupt store is kept beside the new one");
+    }
+
+    #[test]
+    fn superseded_reading_ignores_late_acks() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = FileKey { dev: 1, ino: 3 };
+        let cp = Checkpoints::open(dir.path()).unwrap();
+        let old = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0);
+        let new = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0);
+        cp.ack(&[Ack { file: old, start: 0, end: 100 }]);
+        assert_eq!(cp.confirmed(new), Some(0));
+        assert_eq!(cp.confirmed(old), None);
+    }
+
+    #[test]
+    fn closed_file_is_retired_once_everything_read_is_confirmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = FileKey { dev: 1, ino: 4 };
+        let cp = Checkpoints::open(dir.path()).unwrap();
+        let id = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0);
+        cp.close(id, 10);
+        assert_eq!(cp.confirmed(id), Some(0), "still live until confirmed");
+        cp.ack(&[Ack { file: id, start: 0, end: 10 }]);
+        assert_eq!(cp.confirmed(id), None);
+        assert_eq!(cp.lookup("f", key).map(|s| s.offset), Some(10));
+    }
+}

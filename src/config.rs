@@ -1,0 +1,618 @@
+//! Configuration: the TOML file as written, and the validated [`Settings`]
+//! that the rest of kinetail sees.
+//!
+//! Parsing and validation are two steps. The `Raw*` structs mirror the file
+//! (`deny_unknown_fields`, every string kept with its position), and
+//! [`Settings::from_toml`] turns them into typed values: compiled regexes and
+//! globs, `Duration`s, checked sizes. Every error names the file, the line and
+//! the column of the offending value, so `kinetail check` can print
+//! `FILE:LINE:COL: message` and nothing downstream needs to re-validate.
+//!
+//! `${VAR}` and `${VAR:-default}` in string values are replaced from the
+//! environment here, after parsing, so an expanded value can never change the
+//! TOML structure and an unset variable is reported at the value that used it.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::keying::{KeySource, KeySpec};
+
+/// Where the daemon looks for its configuration when `--config` is absent.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/kinetail/kinetail.toml";
+
+/// A configuration error, positioned in the file when the position is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column of the offending value.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => {
+                write!(f, "{}:{}:{}: {}", self.file.display(), line, col, self.message)
+            }
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+type Str = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Str,
+    #[serde(default)]
+    aws: RawAws,
+    checkpoint_interval_ms: Option<Spanned<u64>>,
+    shutdown_grace_ms: Option<Spanned<u64>>,
+    rescan_interval_ms: Option<Spanned<u64>>,
+    max_buffer_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    flow: Vec<Spanned<RawFlow>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    region: Option<Str>,
+    endpoint_url: Option<Str>,
+    profile: Option<Str>,
+    request_timeout_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlow {
+    name: Str,
+    paths: Spanned<Vec<Str>>,
+    #[serde(default)]
+    exclude: Vec<Str>,
+    stream: Str,
+    start_at: Option<Str>,
+    partition_key: Option<Spanned<RawKey>>,
+    linger_ms: Option<Spanned<u64>>,
+    max_in_flight: Option<Spanned<u64>>,
+    strip_cr: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    from: Option<Str>,
+    pattern: Option<Str>,
+    field: Option<Str>,
+    value: Option<Str>,
+    fallback: Option<Str>,
+    fallback_value: Option<Str>,
+}
+
+/// Everything the daemon needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file these settings came from (for messages).
+    pub source: PathBuf,
+    pub state_dir: PathBuf,
+    pub aws: AwsSettings,
+    /// How often confirmed offsets are written to the checkpoint store.
+    pub checkpoint_interval: Duration,
+    /// How long shutdown waits for in-flight records to be confirmed.
+    pub shutdown_grace: Duration,
+    /// How often every flow's globs are expanded again (notify events only
+    /// make discovery faster; this is the guarantee).
+    pub rescan_interval: Duration,
+    /// Upper bound on the bytes of records read but not yet confirmed.
+    pub max_buffer_bytes: usize,
+    pub flows: Vec<FlowSettings>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub profile: Option<String>,
+    pub request_timeout: Duration,
+}
+
+/// How a flow names its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamRef {
+    Name(String),
+    /// A stream ARN and the stream name it ends with.
+    Arn { arn: String, name: String },
+}
+
+impl StreamRef {
+    pub fn name(&self) -> &str {
+        match self {
+            StreamRef::Name(n) => n,
+            StreamRef::Arn { name, .. } => name,
+        }
+    }
+}
+
+impl fmt::Display for StreamRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamRef::Name(n) => f.write_str(n),
+            StreamRef::Arn { arn, .. } => f.write_str(arn),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Beginning,
+    End,
+}
+
+#[derive(Debug, Clone)]
+pub struct FlowSettings {
+    pub name: String,
+    /// The glob patterns as written (after `${VAR}` expansion).
+    pub paths: Vec<String>,
+    pub exclude: Vec<glob::Pattern>,
+    pub stream: StreamRef,
+    pub start_at: StartAt,
+    pub partition_key: KeySpec,
+    /// How long a batch may wait for more records before it is sent.
+    pub linger: Duration,
+    /// How many PutRecords calls this flow may have in flight at once.
+    pub max_in_flight: usize,
+    /// Strip the `\r` of a `\r\n` terminator (a bare `\r` inside a line stays).
+    pub strip_cr: bool,
+}
+
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+pub const DEFAULT_RESCAN_INTERVAL_MS: u64 = 5_000;
+pub const DEFAULT_MAX_BUFFER_BYTES: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_LINGER_MS: u64 = 200;
+pub const DEFAULT_MAX_IN_FLIGHT: u64 = 4;
+/// The buffer must hold at least a few maximum-size records, or a single
+/// large line could never be admitted.
+const MIN_BUFFER_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Turns byte spans into messages with line and column.
+struct Locator<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let col = before[line_start..].chars().count() + 1;
+        (line, col)
+    }
+
+    fn at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            position: Some(self.position(span.start)),
+            message: message.into(),
+        }
+    }
+
+    /// Expands `${VAR}` in a string value; errors point at the value.
+    fn string(&self, value: &Str, what: &str) -> Result<String, ConfigError> {
+        expand_env(value.get_ref(), |name| std::env::var(name).ok())
+            .map_err(|m| self.at(value.span(), format!("{what}: {m}")))
+    }
+
+    fn positive_ms(&self, value: Option<&Spanned<u64>>, default: u64, what: &str) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(Duration::from_millis(default)),
+            Some(v) if *v.get_ref() == 0 => Err(self.at(v.span(), format!("{what} must be greater than 0"))),
+            Some(v) => Ok(Duration::from_millis(*v.get_ref())),
+        }
+    }
+}
+
+/// Replaces `${NAME}` and `${NAME:-default}` from `lookup`. `$${` stands for
+/// a literal `${`. An unset variable without a default is an error.
+pub fn expand_env(input: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if after.starts_with("$${") {
+            out.push_str("${");
+            rest = &after[3..];
+        } else if let Some(body_start) = after.strip_prefix("${") {
+            let end = body_start
+                .find('}')
+                .ok_or_else(|| format!("unterminated `${{` in {input:?}"))?;
+            let body = &body_start[..end];
+            let (name, default) = match body.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (body, None),
+            };
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(format!("`${{{body}}}` is not a valid variable reference"));
+            }
+            match (lookup(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (use ${{{name}:-default}} for a default)"
+                    ));
+                }
+            }
+            rest = &body_start[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn is_glob_meta(c: char) -> bool {
+    matches!(c, '*' | '?' | '[' | ']')
+}
+
+/// Parses a stream name or ARN, as `PutRecords` accepts them.
+pub fn parse_stream(s: &str) -> Result<StreamRef, String> {
+    fn valid_name(n: &str) -> bool {
+        (1..=128).contains(&n.len())
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    }
+    if let Some(rest) = s.strip_prefix("arn:") {
+        // arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let ok = parts.len() == 5
+            && parts[0].starts_with("aws")
+            && parts[1] == "kinesis"
+            && !parts[2].is_empty()
+            && parts[3].len() == 12
+            && parts[3].chars().all(|c| c.is_ascii_digit());
+        let name = parts.get(4).and_then(|r| r.strip_prefix("stream/"));
+        match name {
+            Some(name) if ok && valid_name(name) => Ok(StreamRef::Arn { arn: s.to_string(), name: name.to_string() }),
+            _ => Err(format!(
+                "{s:?} is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)"
+            )),
+        }
+    } else if valid_name(s) {
+        Ok(StreamRef::Name(s.to_string()))
+    } else {
+        Err(format!(
+            "{s:?} is not a valid stream name (1 to 128 characters of a-z, A-Z, 0-9, _ . -) nor a stream ARN"
+        ))
+    }
+}
+
+impl Settings {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            position: None,
+            message: format!("cannot read configuration: {e}"),
+        })?;
+        Settings::from_toml(path, &text)
+    }
+
+    /// Parses and validates `text`, naming `file` in errors.
+    pub fn from_toml(file: &Path, text: &str) -> Result<Settings, ConfigError> {
+        let loc = Locator { file, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => loc.at(span, e.message().trim_end().to_string()),
+            None => ConfigError { file: file.to_path_buf(), position: None, message: e.message().trim_end().to_string() },
+        })?;
+
+        let state_dir = PathBuf::from(loc.string(&raw.state_dir, "state_dir")?);
+        if state_dir.as_os_str().is_empty() {
+            return Err(loc.at(raw.state_dir.span(), "state_dir must not be empty"));
+        }
+
+        let aws = AwsSettings {
+            region: raw.aws.region.as_ref().map(|v| loc.string(v, "aws.region")).transpose()?,
+            endpoint_url: match raw.aws.endpoint_url.as_ref() {
+                None => None,
+                Some(v) => {
+                    let url = loc.string(v, "aws.endpoint_url")?;
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(loc.at(v.span(), format!("aws.endpoint_url {url:?} must start with http:// or https://")));
+                    }
+                    Some(url)
+                }
+            },
+            profile: raw.aws.profile.as_ref().map(|v| loc.string(v, "aws.profile")).transpose()?,
+            request_timeout: loc.positive_ms(raw.aws.request_timeout_ms.as_ref(), DEFAULT_REQUEST_TIMEOUT_MS, "aws.request_timeout_ms")?,
+        };
+
+        let max_buffer_bytes = match raw.max_buffer_bytes.as_ref() {
+            None => DEFAULT_MAX_BUFFER_BYTES,
+            Some(v) if *v.get_ref() < MIN_BUFFER_BYTES => {
+                return Err(loc.at(v.span(), format!("max_buffer_bytes must be at least {MIN_BUFFER_BYTES}")));
+            }
+            Some(v) => *v.get_ref(),
+        };
+
+        let mut flows = Vec::new();
+        let mut names = HashSet::new();
+        if raw.flow.is_empty() {
+            return Err(ConfigError {
+                file: file.to_path_buf(),
+                position: None,
+                message: "no [[flow]] is configured: nothing to ship".into(),
+            });
+        }
+        for flow in &raw.flow {
+            let f = flow.get_ref();
+            let name = loc.string(&f.name, "flow.name")?;
+            if name.is_empty() {
+                return Err(loc.at(f.name.span(), "flow.name must not be empty"));
+            }
+            if !names.insert(name.clone()) {
+                return Err(loc.at(f.name.span(), format!("flow name {name:?} is used twice")));
+            }
+            if f.paths.get_ref().is_empty() {
+                return Err(loc.at(f.paths.span(), "flow.paths must list at least one glob"));
+            }
+            let mut paths = Vec::new();
+            for p in f.paths.get_ref() {
+                let s = loc.string(p, "flow.paths")?;
+                if !s.starts_with('/') {
+                    return Err(loc.at(p.span(), format!("flow.paths entry {s:?} must be an absolute path")));
+                }
+                glob::Pattern::new(&s).map_err(|e| loc.at(p.span(), format!("flow.paths entry {s:?} is not a valid glob: {e}")))?;
+                paths.push(s);
+            }
+            let mut exclude = Vec::new();
+            for p in &f.exclude {
+                let s = loc.string(p, "flow.exclude")?;
+                exclude.push(
+                    glob::Pattern::new(&s)
+                        .map_err(|e| loc.at(p.span(), format!("flow.exclude entry {s:?} is not a valid glob: {e}")))?,
+                );
+            }
+            let stream_s = loc.string(&f.stream, "flow.stream")?;
+            let stream = parse_stream(&stream_s).map_err(|m| loc.at(f.stream.span(), format!("flow.stream: {m}")))?;
+            let start_at = match f.start_at.as_ref() {
+                None => StartAt::Beginning,
+                Some(v) => match loc.string(v, "flow.start_at")?.as_str() {
+                    "beginning" => StartAt::Beginning,
+                    "end" => StartAt::End,
+                    other => {
+                        return Err(loc.at(v.span(), format!("flow.start_at must be \"beginning\" or \"end\", not {other:?}")));
+                    }
+                },
+            };
+            let partition_key = match f.partition_key.as_ref() {
+                None => KeySpec { primary: KeySource::Random, fallback: KeySource::Random },
+                Some(k) => key_spec(&loc, k)?,
+            };
+            let max_in_flight = match f.max_in_flight.as_ref() {
+                None => DEFAULT_MAX_IN_FLIGHT as usize,
+                Some(v) if !(1..=64).contains(v.get_ref()) => {
+                    return Err(loc.at(v.span(), "flow.max_in_flight must be between 1 and 64"));
+                }
+                Some(v) => *v.get_ref() as usize,
+            };
+            flows.push(FlowSettings {
+                name,
+                paths,
+                exclude,
+                stream,
+                start_at,
+                partition_key,
+                linger: loc.positive_ms(f.linger_ms.as_ref(), DEFAULT_LINGER_MS, "flow.linger_ms")?,
+                max_in_flight,
+                strip_cr: f.strip_cr.unwrap_or(true),
+            });
+        }
+
+        Ok(Settings {
+            source: file.to_path_buf(),
+            state_dir,
+            aws,
+            checkpoint_interval: loc.positive_ms(raw.checkpoint_interval_ms.as_ref(), DEFAULT_CHECKPOINT_INTERVAL_MS, "checkpoint_interval_ms")?,
+            shutdown_grace: match raw.shutdown_grace_ms.as_ref() {
+                None => Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
+                Some(v) => Duration::from_millis(*v.get_ref()),
+            },
+            rescan_interval: loc.positive_ms(raw.rescan_interval_ms.as_ref(), DEFAULT_RESCAN_INTERVAL_MS, "rescan_interval_ms")?,
+            max_buffer_bytes: usize::try_from(max_buffer_bytes).unwrap_or(usize::MAX),
+            flows,
+        })
+    }
+
+    /// The effective settings as TOML-like text, for `kinetail check`.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let ms = |d: Duration| d.as_millis();
+        s.push_str(&format!("# effective settings from {}\n", self.source.display()));
+        s.push_str(&format!("state_dir = {:?}\n", self.state_dir.display().to_string()));
+        s.push_str(&format!("checkpoint_interval_ms = {}\n", ms(self.checkpoint_interval)));
+        s.push_str(&format!("shutdown_grace_ms = {}\n", ms(self.shutdown_grace)));
+        s.push_str(&format!("rescan_interval_ms = {}\n", ms(self.rescan_interval)));
+        s.push_str(&format!("max_buffer_bytes = {}\n", self.max_buffer_bytes));
+        s.push_str("\n[aws]\n");
+        let opt = |o: &Option<String>| match o {
+            Some(v) => format!("{v:?}"),
+            None => "(SDK default chain)".to_string(),
+        };
+        s.push_str(&format!("region = {}\n", opt(&self.aws.region)));
+        s.push_str(&format!("endpoint_url = {}\n", opt(&self.aws.endpoint_url)));
+        s.push_str(&format!("profile = {}\n", opt(&self.aws.profile)));
+        s.push_str(&format!("request_timeout_ms = {}\n", ms(self.aws.request_timeout)));
+        for f in &self.flows {
+            s.push_str("\n[[flow]]\n");
+            s.push_str(&format!("name = {:?}\n", f.name));
+            s.push_str(&format!("paths = {:?}\n", f.paths));
+            let ex: Vec<&str> = f.exclude.iter().map(|p| p.as_str()).collect();
+            s.push_str(&format!("exclude = {ex:?}\n"));
+            s.push_str(&format!("stream = {:?}\n", f.stream.to_string()));
+            let start = match f.start_at {
+                StartAt::Beginning => "beginning",
+                StartAt::End => "end",
+            };
+            s.push_str(&format!("start_at = {start:?}\n"));
+            s.push_str(&format!("partition_key = {}\n", f.partition_key.describe()));
+            s.push_str(&format!("linger_ms = {}\n", ms(f.linger)));
+            s.push_str(&format!("max_in_flight = {}\n", f.max_in_flight));
+            s.push_str(&format!("strip_cr = {}\n", f.strip_cr));
+        }
+        s
+    }
+}
+
+/// The static part of a glob: the longest leading directory without
+/// wildcards. Discovery watches it for notify hints.
+pub fn glob_base(pattern: &str) -> PathBuf {
+    let mut base = PathBuf::from("/");
+    for comp in Path::new(pattern).components().skip(1) {
+        let c = comp.as_os_str().to_string_lossy();
+        if c.chars().any(is_glob_meta) {
+            break;
+        }
+        base.push(comp);
+    }
+    // The last component is the file name pattern unless it had wildcards.
+    if base == Path::new(pattern) {
+        base.pop();
+    }
+    base
+}
+
+fn key_source(loc: &Locator<'_>, key: &RawKey, from: &str, span: Range<usize>, for_fallback: bool) -> Result<KeySource, ConfigError> {
+    let what = if for_fallback { "partition_key.fallback" } else { "partition_key.from" };
+    Ok(match from {
+        "random" => KeySource::Random,
+        "deterministic" => KeySource::Deterministic,
+        "path" => KeySource::Path,
+        "hostname" => KeySource::Hostname,
+        "static" => {
+            let (v, field) = if for_fallback { (key.fallback_value.as_ref(), "fallback_value") } else { (key.value.as_ref(), "value") };
+            let v = v.ok_or_else(|| loc.at(span.clone(), format!("{what} = \"static\" needs partition_key.{field}")))?;
+            let s = loc.string(v, &format!("partition_key.{field}"))?;
+            let n = s.chars().count();
+            if !(1..=256).contains(&n) {
+                return Err(loc.at(v.span(), format!("partition_key.{field} must be 1 to 256 characters, not {n}")));
+            }
+            KeySource::Static(s)
+        }
+        "regex" if !for_fallback => {
+            let p = key.pattern.as_ref().ok_or_else(|| loc.at(span.clone(), "partition_key.from = \"regex\" needs partition_key.pattern"))?;
+            let s = loc.string(p, "partition_key.pattern")?;
+            let re = regex::bytes::Regex::new(&s).map_err(|e| loc.at(p.span(), format!("partition_key.pattern is not a valid regex: {e}")))?;
+            let group = match re.capture_names().position(|n| n == Some("key")) {
+                Some(i) => i,
+                None if re.captures_len() > 1 => 1,
+                None => {
+                    return Err(loc.at(p.span(), "partition_key.pattern needs a capture group (the first one, or one named `key`, is the key)"));
+                }
+            };
+            KeySource::Regex { re, group }
+        }
+        "json" if !for_fallback => {
+            let f = key.field.as_ref().ok_or_else(|| loc.at(span.clone(), "partition_key.from = \"json\" needs partition_key.field"))?;
+            let s = loc.string(f, "partition_key.field")?;
+            let parts: Vec<String> = s.split('.').map(str::to_string).collect();
+            if parts.iter().any(String::is_empty) {
+                return Err(loc.at(f.span(), format!("partition_key.field {s:?} must be a dotted path like \"user.id\"")));
+            }
+            KeySource::Json(parts)
+        }
+        other => {
+            let allowed = if for_fallback {
+                "random, deterministic, static, path, hostname"
+            } else {
+                "random, deterministic, static, regex, json, path, hostname"
+            };
+            return Err(loc.at(span, format!("{what} must be one of {allowed}, not {other:?}")));
+        }
+    })
+}
+
+fn key_spec(loc: &Locator<'_>, key: &Spanned<RawKey>) -> Result<KeySpec, ConfigError> {
+    let k = key.get_ref();
+    let (from, span) = match k.from.as_ref() {
+        Some(v) => (loc.string(v, "partition_key.from")?, v.span()),
+        None => ("random".to_string(), key.span()),
+    };
+    let primary = key_source(loc, k, &from, span, false)?;
+    let fallback = match k.fallback.as_ref() {
+        Some(v) => key_source(loc, k, &loc.string(v, "partition_key.fallback")?, v.span(), true)?,
+        None => KeySource::Random,
+    };
+    Ok(KeySpec { primary, fallback })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "HOME_DIR" => Some("/home/x".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expands_variables_defaults_and_escapes() {
+        assert_eq!(expand_env("${HOME_DIR}/logs", env).as_deref(), Ok("/home/x/logs"));
+        assert_eq!(expand_env("${NOPE:-/tmp}/x", env).as_deref(), Ok("/tmp/x"));
+        assert_eq!(expand_env("a${EMPTY}b", env).as_deref(), Ok("ab"));
+        assert_eq!(expand_env("cost $5 $${X}", env).as_deref(), Ok("cost $5 ${X}"));
+        assert!(expand_env("${NOPE}", env).unwrap_err().contains("NOPE is not set"));
+        assert!(expand_env("${1X}", env).is_err());
+        assert!(expand_env("${OPEN", env).is_err());
+    }
+
+    #[test]
+    fn parses_stream_names_and_arns() {
+        assert_eq!(parse_stream("demo"), Ok(StreamRef::Name("demo".into())));
+        assert_eq!(
+            parse_stream("arn:aws:kinesis:us-east-1:000000000000:stream/demo"),
+            Ok(StreamRef::Arn { arn: "arn:aws:kinesis:us-east-1:000000000000:stream/demo".into(), name: "demo".into() })
+        );
+        assert!(parse_stream("arn:aws:s3:::bucket").is_err());
+        assert!(parse_stream("has space").is_err());
+        assert!(parse_stream("").is_err());
+    }
+
+    #[test]
+    fn glob_base_is_the_static_prefix() {
+        assert_eq!(glob_base("/var/log/*.log"), PathBuf::from("/var/log"));
+        assert_eq!(glob_base("/var/log/app/**/*.json"), PathBuf::from("/var/log/app"));
+        assert_eq!(glob_base("/var/*/x.log"), PathBuf::from("/var"));
+        assert_eq!(glob_base("/var/log/syslog"), PathBuf::from("/var/log"));
+    }
+
+    #[test]
+    fn positions_are_one_based_lines_and_columns() {
+        let text = "a = 1\nbb = 2\n";
+        let loc = Locator { file: Path::new("f.toml"), text };
+        assert_eq!(loc.position(0), (1, 1));
+        assert_eq!(loc.position(6), (2, 1));
+        assert_eq!(loc.position(11), (2, 6));
+    }
+}

@@ -1,0 +1,222 @@
+//! The daemon: wires the stages together for validated settings and runs
+//! them until the `shutdown` future resolves.
+//!
+//! Shutdown has two phases under one deadline (`shutdown_grace`): first
+//! reading stops (discovery and tailers end, which closes the lanes'
+//! queues), then the lanes send what they hold and await confirmations. The
+//! checkpoint store is saved last; whatever was not confirmed by then is not
+//! in it and is read again on the next start.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::Region;
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{Checkpoints, StoreError};
+use crate::config::{AwsSettings, Settings, glob_base};
+use crate::discovery::{self, WakeRegistry};
+use crate::metrics::Metrics;
+use crate::sink::{DeadLetter, Lane, SinkShared};
+use crate::tailer::FlowRuntime;
+
+/// How many record groups may wait in a lane's queue. The byte budget is the
+/// real bound on memory; this only keeps the queue short.
+const LANE_QUEUE: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("AWS configuration: {0}")]
+    Aws(String),
+}
+
+/// The Kinesis client for `aws`. The SDK's own retries are off: the sink
+/// retries every failure itself, with the classification it documents.
+pub async fn kinesis_client(aws: &AwsSettings) -> Result<Client, DaemonError> {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(aws.request_timeout)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled()).timeout_config(timeouts);
+    if let Some(r) = &aws.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    if let Some(p) = &aws.profile {
+        loader = loader.profile_name(p);
+    }
+    if let Some(u) = &aws.endpoint_url {
+        loader = loader.endpoint_url(u);
+    }
+    let conf = loader.load().await;
+    if conf.region().is_none() {
+        return Err(DaemonError::Aws(
+            "no AWS region: set aws.region in the configuration, or AWS_REGION in the environment".into(),
+        ));
+    }
+    Ok(Client::new(&conf))
+}
+
+/// Runs kinetail until `shutdown` resolves, then stops as described above.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let checkpoints = Arc::new(Checkpoints::open(&settings.state_dir)?);
+    let client = kinesis_client(&settings.aws).await?;
+    let metrics = Arc::new(Metrics::default());
+    let shared = Arc::new(SinkShared {
+        checkpoints: checkpoints.clone(),
+        budget: Arc::new(Semaphore::new(settings.max_buffer_bytes)),
+        dead_letter: Arc::new(DeadLetter::new(&settings.state_dir)),
+        metrics: metrics.clone(),
+    });
+    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+
+    let stop_reading = CancellationToken::new();
+    let mut lanes = Vec::new();
+    let mut discoveries = Vec::new();
+    let mut hints = Vec::new();
+    let mut registries: Vec<WakeRegistry> = Vec::new();
+    for flow in &settings.flows {
+        let mut senders = Vec::new();
+        for index in 0..flow.max_in_flight {
+            let (tx, rx) = mpsc::channel(LANE_QUEUE);
+            senders.push(tx);
+            let lane = Lane {
+                flow: flow.name.clone(),
+                index,
+                client: client.clone(),
+                stream: flow.stream.clone(),
+                linger: flow.linger,
+                rx,
+                shared: shared.clone(),
+            };
+            lanes.push(tokio::spawn(lane.run()));
+        }
+        let runtime = Arc::new(FlowRuntime {
+            settings: flow.clone(),
+            lanes: senders,
+            budget: shared.budget.clone(),
+            checkpoints: checkpoints.clone(),
+            metrics: metrics.clone(),
+            hostname: hostname.clone(),
+        });
+        let hint = Arc::new(Notify::new());
+        let wakes = WakeRegistry::default();
+        hints.push(hint.clone());
+        registries.push(wakes.clone());
+        discoveries.push(tokio::spawn(discovery::run(runtime, settings.rescan_interval, hint, wakes, stop_reading.clone())));
+    }
+    let _watcher = watch(&settings, hints, registries);
+
+    let stop_saving = CancellationToken::new();
+    let saver = tokio::spawn(save_periodically(checkpoints.clone(), settings.checkpoint_interval, stop_saving.clone()));
+    tracing::info!(flows = settings.flows.len(), state_dir = %settings.state_dir.display(), "kinetail running");
+
+    shutdown.await;
+    tracing::info!(grace_ms = settings.shutdown_grace.as_millis() as u64, "shutting down: reading stops, in-flight records are flushed");
+    let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
+    stop_reading.cancel();
+    let drained = tokio::time::timeout_at(deadline, async {
+        for d in discoveries {
+            let _ = d.await;
+        }
+        for l in lanes {
+            let _ = l.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("grace period over with records still unconfirmed; they will be read again at the next start");
+    }
+    stop_saving.cancel();
+    let _ = saver.await;
+    let saved = tokio::task::spawn_blocking(move || checkpoints.save()).await;
+    match saved {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "final checkpoint save failed"),
+        Err(e) => tracing::error!(error = %e, "final checkpoint save failed"),
+    }
+    tracing::info!(
+        lines_read = Metrics::get(&metrics.lines_read),
+        records_sent = Metrics::get(&metrics.records_sent),
+        entries_retried = Metrics::get(&metrics.entries_retried),
+        call_failures = Metrics::get(&metrics.call_failures),
+        dead_lettered = Metrics::get(&metrics.dead_lettered),
+        "kinetail stopped"
+    );
+    Ok(())
+}
+
+async fn save_periodically(checkpoints: Arc<Checkpoints>, every: Duration, stop: CancellationToken) {
+    let mut last_error: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let cp = checkpoints.clone();
+        match tokio::task::spawn_blocking(move || cp.save()).await {
+            Ok(Ok(_)) => last_error = None,
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                if last_error.as_ref() != Some(&msg) {
+                    tracing::error!(error = %msg, "cannot save checkpoints; will retry");
+                    last_error = Some(msg);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "checkpoint saver failed"),
+        }
+    }
+}
+
+/// Starts a notify watcher on the static part of every glob. Its events are
+/// hints only: they wake the tailer of a changed file, and make discovery
+/// rescan at once when files appear, vanish or are renamed. If watching
+/// fails, polling and the periodic rescan still find everything.
+fn watch(settings: &Settings, hints: Vec<Arc<Notify>>, registries: Vec<WakeRegistry>) -> Option<notify::RecommendedWatcher> {
+    let handler = move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        for reg in &registries {
+            let reg = reg.lock().unwrap_or_else(|p| p.into_inner());
+            for p in &event.paths {
+                if let Some(n) = reg.get(p) {
+                    n.notify_one();
+                }
+            }
+        }
+        if matches!(event.kind, EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))) {
+            for h in &hints {
+                h.notify_one();
+            }
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start file notifications; relying on polling");
+            return None;
+        }
+    };
+    let mut watched = std::collections::HashSet::new();
+    for flow in &settings.flows {
+        for pattern in &flow.paths {
+            let base = glob_base(pattern);
+            let rest = pattern.strip_prefix(base.to_string_lossy().as_ref()).unwrap_or(pattern).trim_start_matches('/');
+            let mode = if rest.contains('/') { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+            if !watched.insert((base.clone(), rest.contains('/'))) {
+                continue;
+            }
+            if let Err(e) = watcher.watch(&base, mode) {
+                tracing::warn!(flow = %flow.name, path = %base.display(), error = %e, "cannot watch directory; relying on rescans");
+            }
+        }
+    }
+    Some(watcher)
+}

@@ -1,0 +1,18 @@
+//! kinetail: tails log files and ships every line to Amazon Kinesis Data
+//! Streams with `PutRecords`, saving each file's offset only once Kinesis has
+//! confirmed every record before it.
+//!
+//! One module per stage; ARCHITECTURE.md has the map and the invariants.
+
+#![forbid(unsafe_code)]
+
+pub mod batcher;
+pub mod checkpoint;
+pub mod config;
+pub mod daemon;
+pub mod discovery;
+pub mod framing;
+pub mod keying;
+pub mod metrics;
+pub mod sink;
+pub mod tailer;

@@ -1,0 +1,130 @@
+//! The `kinetail` command: parses the command line, sets up logging and
+//! signals, and reports errors in one place with an exit code.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kinetail::config::{DEFAULT_CONFIG_PATH, Settings};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+#[derive(Parser)]
+#[command(name = "kinetail", version, about = "Tails log files and ships every line to Amazon Kinesis Data Streams")]
+struct Cli {
+    /// Log format on standard error.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// The configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate the configuration and print the effective settings.
+    Check {
+        /// The configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match Settings::load(&config) {
+            Ok(settings) => {
+                print!("{}", settings.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            init_logging(cli.log_format);
+            let settings = match Settings::load(&config) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            run(settings)
+        }
+    }
+}
+
+fn run(settings: Settings) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kinetail: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kinetail: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    std::thread::spawn(move || {
+        let mut stop_tx = Some(stop_tx);
+        for sig in signals.forever() {
+            match sig {
+                SIGHUP => tracing::warn!("SIGHUP received: configuration reload is not supported by this version; still running"),
+                _ => match stop_tx.take() {
+                    Some(tx) => {
+                        tracing::info!(signal = sig, "stop requested");
+                        let _ = tx.send(());
+                    }
+                    None => {
+                        // The second signal: leave now. The checkpoint store
+                        // on disk only ever holds confirmed offsets.
+                        eprintln!("kinetail: second stop signal, exiting at once");
+                        std::process::exit(130);
+                    }
+                },
+            }
+        }
+    });
+    let result = runtime.block_on(kinetail::daemon::run(settings, async {
+        let _ = stop_rx.await;
+    }));
+    // Lanes still retrying after the grace period are abandoned here.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kinetail: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

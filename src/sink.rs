@@ -1,0 +1,376 @@
+//! The sink: lanes that send batches with `PutRecords` and turn the answers
+//! into acks, retries or dead letters.
+//!
+//! A flow has `max_in_flight` lanes; the tailers route each record to the
+//! lane chosen by a hash of its partition key. A lane has at most one call
+//! in flight and finishes a batch (every record confirmed or dead-lettered)
+//! before it sends the next, so records with the same key reach Kinesis in
+//! the order they were read, even when entries fail and are retried.
+//!
+//! What the lane does with each outcome:
+//! - entry with a `SequenceNumber`: ack (the checkpoint may move past it);
+//! - entry with an `ErrorCode`: retry exactly that entry, with backoff;
+//! - whole call throttled, 5xx, timeout, connection error: retry the call;
+//! - whole call rejected as invalid: split the batch in halves until the
+//!   record at fault stands alone, then dead-letter it;
+//! - errors retrying alone cannot fix (missing stream, denied, bad
+//!   credentials, KMS): keep the records, retry slowly, log once per
+//!   interval.
+//!
+//! The lane never drops a record: it leaves the lane only as an ack.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use base64::Engine;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::batcher::{Batch, MAX_BYTES_PER_RECORD, Record, coalesce_acks};
+use crate::checkpoint::Checkpoints;
+use crate::config::StreamRef;
+use crate::metrics::Metrics;
+
+/// Name of the dead-letter file inside `state_dir`.
+pub const DEAD_LETTER_FILE: &str = "dead-letter.jsonl";
+
+/// How often a persistent error is logged again while it lasts.
+const STUCK_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What a failed call means for the records in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Throttling, server errors, timeouts, connection trouble: send again.
+    Retry,
+    /// The request itself was rejected as invalid: some record is at fault.
+    Invalid,
+    /// Retrying alone will not fix it (stream missing, access denied,
+    /// credentials, KMS): keep the data, retry slowly, say so loudly.
+    Stuck,
+}
+
+/// Classifies an error code (and HTTP status, when there was a response).
+pub fn classify(code: Option<&str>, status: Option<u16>) -> Failure {
+    match code {
+        Some(
+            "ProvisionedThroughputExceededException" | "LimitExceededException" | "ThrottlingException"
+            | "KMSThrottlingException" | "InternalFailure" | "InternalFailureException" | "InternalServerError"
+            | "ServiceUnavailable" | "ServiceUnavailableException" | "RequestTimeout" | "RequestTimeoutException"
+            | "SlowDown",
+        ) => Failure::Retry,
+        Some("InvalidArgumentException" | "ValidationException" | "SerializationException") => Failure::Invalid,
+        Some(_) if status.is_some_and(|s| s >= 500 || s == 429) => Failure::Retry,
+        Some(_) => Failure::Stuck,
+        None => match status {
+            Some(s) if (400..500).contains(&s) && s != 429 && s != 408 => Failure::Stuck,
+            _ => Failure::Retry,
+        },
+    }
+}
+
+/// Appends records that cannot be shipped to a JSON-lines file, durably.
+#[derive(Debug)]
+pub struct DeadLetter {
+    path: PathBuf,
+    file: Mutex<Option<File>>,
+}
+
+impl DeadLetter {
+    pub fn new(state_dir: &Path) -> DeadLetter {
+        DeadLetter { path: state_dir.join(DEAD_LETTER_FILE), file: Mutex::new(None) }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes one entry and fsyncs it. Only after this returns `Ok` may the
+    /// record be acked.
+    pub fn write(&self, flow: &str, source: &Path, r: &Record, reason: &str) -> std::io::Result<()> {
+        let entry = serde_json::json!({
+            "time_unix_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            "flow": flow,
+            "path": source.display().to_string(),
+            "start_offset": r.start,
+            "end_offset": r.end,
+            "reason": reason,
+            "partition_key": r.key,
+            "data_base64": base64::engine::general_purpose::STANDARD.encode(&r.data),
+        });
+        let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+        }
+        match guard.as_mut() {
+            Some(f) => {
+                f.write_all(&line)?;
+                f.sync_data()
+            }
+            None => Err(std::io::Error::other("dead-letter file not open")),
+        }
+    }
+}
+
+/// What every lane of every flow shares.
+#[derive(Debug)]
+pub struct SinkShared {
+    pub checkpoints: Arc<Checkpoints>,
+    /// Bytes of records read and not yet acked; tailers take, lanes give back.
+    pub budget: Arc<Semaphore>,
+    pub dead_letter: Arc<DeadLetter>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// One lane of a flow: a queue of records and at most one call in flight.
+pub struct Lane {
+    pub flow: String,
+    pub index: usize,
+    pub client: Client,
+    pub stream: StreamRef,
+    pub linger: Duration,
+    pub rx: mpsc::Receiver<Vec<Record>>,
+    pub shared: Arc<SinkShared>,
+}
+
+fn backoff(min: Duration, max: Duration) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::new().with_jitter().with_min_delay(min).with_max_delay(max).without_max_times().build()
+}
+
+enum CallResult {
+    /// One answer per record, in request order: `None` for a confirmed
+    /// record, the error code for a failed one.
+    Entries(Vec<Option<String>>),
+    Failed { class: Failure, message: String },
+}
+
+impl Lane {
+    /// Runs until every sender is gone and every record it received is acked.
+    pub async fn run(mut self) {
+        let mut carry: VecDeque<Record> = VecDeque::new();
+        let mut open = true;
+        loop {
+            let mut batch = Batch::new();
+            self.fill(&mut batch, &mut carry).await;
+            if batch.is_empty() {
+                if !open {
+                    break;
+                }
+                match self.rx.recv().await {
+                    Some(chunk) => carry.extend(chunk),
+                    None => open = false,
+                }
+                continue;
+            }
+            let deadline = tokio::time::Instant::now() + self.linger;
+            while open && carry.is_empty() && !batch.is_full() {
+                tokio::select! {
+                    m = self.rx.recv() => match m {
+                        Some(chunk) => {
+                            carry.extend(chunk);
+                            self.fill(&mut batch, &mut carry).await;
+                        }
+                        None => open = false,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            self.deliver(batch.into_records()).await;
+        }
+    }
+
+    /// Moves records from `carry` into `batch` while they fit.
+    async fn fill(&self, batch: &mut Batch, carry: &mut VecDeque<Record>) {
+        while let Some(r) = carry.pop_front() {
+            if r.api_size() > MAX_BYTES_PER_RECORD {
+                // Framing keeps data under the limit with room for any key,
+                // so this is a bug elsewhere; the record is kept, not lost.
+                self.dead_letter(vec![r], "record larger than 1 MiB with its partition key").await;
+                continue;
+            }
+            if let Err(r) = batch.try_push(r) {
+                carry.push_front(r);
+                break;
+            }
+        }
+    }
+
+    /// Sends `records` until each is confirmed or dead-lettered.
+    async fn deliver(&self, records: Vec<Record>) {
+        let mut queue: VecDeque<Vec<Record>> = VecDeque::from([records]);
+        let mut last_stuck_log: Option<Instant> = None;
+        while let Some(mut pending) = queue.pop_front() {
+            let mut quick = backoff(Duration::from_millis(100), Duration::from_secs(5));
+            let mut slow = backoff(Duration::from_secs(1), Duration::from_secs(30));
+            loop {
+                let delay = match self.put(&pending).await {
+                    CallResult::Entries(codes) => {
+                        let mut confirmed = Vec::with_capacity(pending.len());
+                        let mut failed = Vec::new();
+                        let mut first_code = None;
+                        for (r, code) in pending.drain(..).zip(codes) {
+                            match code {
+                                None => confirmed.push(r),
+                                Some(c) => {
+                                    first_code.get_or_insert(c);
+                                    failed.push(r);
+                                }
+                            }
+                        }
+                        self.confirm(&confirmed);
+                        if failed.is_empty() {
+                            break;
+                        }
+                        Metrics::add(&self.shared.metrics.entries_retried, failed.len() as u64);
+                        tracing::debug!(flow = %self.flow, lane = self.index, failed = failed.len(), code = ?first_code, "retrying failed entries");
+                        pending = failed;
+                        quick.next()
+                    }
+                    CallResult::Failed { class, message } => {
+                        Metrics::add(&self.shared.metrics.call_failures, 1);
+                        match class {
+                            Failure::Retry => {
+                                tracing::warn!(flow = %self.flow, lane = self.index, records = pending.len(), error = %message, "PutRecords failed; retrying the call");
+                                quick.next()
+                            }
+                            Failure::Stuck => {
+                                if last_stuck_log.is_none_or(|t| t.elapsed() >= STUCK_LOG_INTERVAL) {
+                                    last_stuck_log = Some(Instant::now());
+                                    tracing::error!(flow = %self.flow, stream = %self.stream, records = pending.len(), error = %message,
+                                        "PutRecords cannot succeed until this is fixed; records are kept and retried");
+                                }
+                                slow.next()
+                            }
+                            Failure::Invalid if pending.len() > 1 => {
+                                let second = pending.split_off(pending.len() / 2);
+                                queue.push_front(second);
+                                queue.push_front(pending);
+                                break;
+                            }
+                            Failure::Invalid => {
+                                self.dead_letter(pending, &format!("rejected by Kinesis: {message}")).await;
+                                break;
+                            }
+                        }
+                    }
+                };
+                tokio::time::sleep(delay.unwrap_or(Duration::from_secs(1))).await;
+            }
+        }
+    }
+
+    async fn put(&self, records: &[Record]) -> CallResult {
+        let mut entries = Vec::with_capacity(records.len());
+        for r in records {
+            let entry = PutRecordsRequestEntry::builder().data(Blob::new(r.data.clone())).partition_key(r.key.clone()).build();
+            match entry {
+                Ok(e) => entries.push(e),
+                // Both required fields are set above, so the builder cannot
+                // refuse; if it ever does, the call fails and is retried.
+                Err(e) => return CallResult::Failed { class: Failure::Stuck, message: e.to_string() },
+            }
+        }
+        let mut req = self.client.put_records().set_records(Some(entries)).stream_name(self.stream.name());
+        if let StreamRef::Arn { arn, .. } = &self.stream {
+            // The API takes the name, the ARN, or both; both work with
+            // servers that predate the ARN parameter.
+            req = req.stream_arn(arn);
+        }
+        Metrics::add(&self.shared.metrics.calls, 1);
+        match req.send().await {
+            Ok(out) => {
+                let entries = out.records();
+                if entries.len() != records.len() {
+                    return CallResult::Failed {
+                        class: Failure::Retry,
+                        message: format!("response has {} entries for {} records", entries.len(), records.len()),
+                    };
+                }
+                CallResult::Entries(
+                    entries
+                        .iter()
+                        .map(|e| match (e.sequence_number(), e.error_code()) {
+                            (Some(_), None) => None,
+                            (_, code) => Some(code.unwrap_or("NoSequenceNumber").to_string()),
+                        })
+                        .collect(),
+                )
+            }
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                let class = classify(e.code(), status);
+                CallResult::Failed { class, message: DisplayErrorContext(&e).to_string() }
+            }
+        }
+    }
+
+    fn confirm(&self, records: &[Record]) {
+        if records.is_empty() {
+            return;
+        }
+        let bytes: usize = records.iter().map(Record::api_size).sum();
+        Metrics::add(&self.shared.metrics.records_sent, records.len() as u64);
+        Metrics::add(&self.shared.metrics.bytes_sent, bytes as u64);
+        self.release(records);
+        self.shared.checkpoints.ack(&coalesce_acks(records));
+    }
+
+    fn release(&self, records: &[Record]) {
+        let budget: usize = records.iter().map(Record::budget_size).sum();
+        self.shared.budget.add_permits(budget);
+    }
+
+    /// Writes records to the dead-letter file, then acks them. If the file
+    /// cannot be written, keeps trying: the records are never acked unwritten.
+    async fn dead_letter(&self, records: Vec<Record>, reason: &str) {
+        for r in &records {
+            let path = self.shared.checkpoints.path_of(r.file).unwrap_or_default();
+            let mut wait = backoff(Duration::from_secs(1), Duration::from_secs(30));
+            loop {
+                let dl = self.shared.dead_letter.clone();
+                let (flow, rec, why, src) = (self.flow.clone(), r.clone(), reason.to_string(), path.clone());
+                let written = tokio::task::spawn_blocking(move || dl.write(&flow, &src, &rec, &why)).await;
+                match written {
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) => tracing::error!(path = %self.shared.dead_letter.path().display(), error = %e, "cannot write the dead-letter file; retrying"),
+                    Err(e) => tracing::error!(error = %e, "dead-letter writer failed; retrying"),
+                }
+                tokio::time::sleep(wait.next().unwrap_or(Duration::from_secs(30))).await;
+            }
+            tracing::warn!(flow = %self.flow, path = %path.display(), offset = r.start, reason, "record dead-lettered");
+        }
+        Metrics::add(&self.shared.metrics.dead_lettered, records.len() as u64);
+        self.release(&records);
+        self.shared.checkpoints.ack(&coalesce_acks(&records));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_error_table() {
+        assert_eq!(classify(Some("ProvisionedThroughputExceededException"), Some(400)), Failure::Retry);
+        assert_eq!(classify(Some("InternalFailure"), Some(500)), Failure::Retry);
+        assert_eq!(classify(Some("KMSThrottlingException"), Some(400)), Failure::Retry);
+        assert_eq!(classify(Some("ResourceNotFoundException"), Some(400)), Failure::Stuck);
+        assert_eq!(classify(Some("AccessDeniedException"), Some(400)), Failure::Stuck);
+        assert_eq!(classify(Some("ExpiredTokenException"), Some(403)), Failure::Stuck);
+        assert_eq!(classify(Some("KMSDisabledException"), Some(400)), Failure::Stuck);
+        assert_eq!(classify(Some("InvalidArgumentException"), Some(400)), Failure::Invalid);
+        assert_eq!(classify(Some("SomethingNew"), Some(503)), Failure::Retry);
+        assert_eq!(classify(None, None), Failure::Retry, "no response: connection or timeout");
+        assert_eq!(classify(None, Some(502)), Failure::Retry);
+        assert_eq!(classify(None, Some(403)), Failure::Stuck);
+    }
+}

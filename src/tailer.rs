@@ -1,0 +1,312 @@
+//! Tailers: one task per open file. A tailer reads from its offset, frames
+//! lines, keys them into records and hands them to the flow's lanes.
+//!
+//! It owns the file descriptor, so a file renamed or deleted under it is
+//! still read to its end. It notices three things on its own:
+//! - truncation (the file is shorter than what was read): restart at 0 with
+//!   a warning, under a new checkpoint id so late acks of the old content
+//!   cannot move the new watermark;
+//! - that its path now names another file or nothing (rotation, delete):
+//!   keep draining, then close once the file has been quiet for the grace;
+//! - growth of a short file's head: the fingerprint is extended up to
+//!   [`Fingerprint::MAX_LEN`] bytes.
+//!
+//! Back-pressure: before a batch of records is handed over, the tailer takes
+//! their size from the shared byte budget, and waits while it is exhausted.
+//! So when Kinesis is slow, reading stops and the file is the buffer.
+//!
+//! Reads are plain blocking reads of at most [`READ_CHUNK`] bytes: for
+//! local files they complete from the page cache in microseconds, which
+//! costs the runtime less than a hop to a blocking thread per read.
+
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::batcher::{MAX_DATA_BYTES, Record};
+use crate::checkpoint::{Checkpoints, FileId, FileKey, Fingerprint};
+use crate::config::FlowSettings;
+use crate::framing::{Framer, Line};
+use crate::keying::KeyContext;
+use crate::metrics::Metrics;
+
+/// Bytes asked of the kernel per read.
+pub const READ_CHUNK: usize = 64 * 1024;
+/// Records are handed to a lane in groups of at most this many budget bytes.
+const HANDOFF_BYTES: usize = 512 * 1024;
+/// First and last wait between polls of a file at its end. notify events
+/// wake the tailer sooner; polling is the guarantee.
+const POLL_MIN: Duration = Duration::from_millis(50);
+const POLL_MAX: Duration = Duration::from_millis(1000);
+/// A file whose path no longer names it is closed after this much quiet.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the tailers of one flow share.
+#[derive(Debug)]
+pub struct FlowRuntime {
+    pub settings: FlowSettings,
+    pub lanes: Vec<mpsc::Sender<Vec<Record>>>,
+    pub budget: Arc<tokio::sync::Semaphore>,
+    pub checkpoints: Arc<Checkpoints>,
+    pub metrics: Arc<Metrics>,
+    pub hostname: String,
+}
+
+/// Reads the fingerprint of an open file: a hash of its first bytes.
+pub fn fingerprint(file: &File) -> std::io::Result<Fingerprint> {
+    let mut head = vec![0u8; Fingerprint::MAX_LEN as usize];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read_at(&mut head[n..], n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    head.truncate(n);
+    Ok(Fingerprint::of(&head))
+}
+
+/// The identity of an open file.
+pub fn file_key(meta: &std::fs::Metadata) -> FileKey {
+    FileKey { dev: meta.dev(), ino: meta.ino() }
+}
+
+/// Everything a tailer starts with.
+pub struct TailStart {
+    pub id: FileId,
+    pub file: File,
+    pub key: FileKey,
+    pub fingerprint: Fingerprint,
+    pub offset: u64,
+    /// The path the file was last seen at; discovery updates it on renames.
+    pub path: Arc<Mutex<PathBuf>>,
+    pub wake: Arc<Notify>,
+}
+
+pub struct Tailer {
+    flow: Arc<FlowRuntime>,
+    id: FileId,
+    file: File,
+    key: FileKey,
+    fingerprint: Fingerprint,
+    path: Arc<Mutex<PathBuf>>,
+    wake: Arc<Notify>,
+    framer: Framer,
+    /// Offset of the next byte to read.
+    read_offset: u64,
+    shutdown: CancellationToken,
+}
+
+enum Handoff {
+    Done,
+    Shutdown,
+}
+
+impl Tailer {
+    pub fn new(flow: Arc<FlowRuntime>, start: TailStart, shutdown: CancellationToken) -> Tailer {
+        let mut file = start.file;
+        // Reads continue from `offset`; seeking is what positions them.
+        let seek = file.seek(SeekFrom::Start(start.offset));
+        let offset = match seek {
+            Ok(o) => o,
+            Err(_) => 0,
+        };
+        let strip_cr = flow.settings.strip_cr;
+        Tailer {
+            flow,
+            id: start.id,
+            file,
+            key: start.key,
+            fingerprint: start.fingerprint,
+            path: start.path,
+            wake: start.wake,
+            framer: Framer::new(offset, MAX_DATA_BYTES, strip_cr),
+            read_offset: offset,
+            shutdown,
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.path.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads until shutdown, or until the file is gone from its path and
+    /// quiet.
+    pub async fn run(mut self) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut lines: Vec<Line> = Vec::new();
+        let mut poll = POLL_MIN;
+        let mut orphan_since: Option<Instant> = None;
+        let mut last_error: Option<String> = None;
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            match self.file.read(&mut buf) {
+                Ok(0) => {
+                    match self.at_eof(&mut orphan_since) {
+                        EofAction::Wait => {}
+                        EofAction::Reread => continue,
+                        EofAction::Close => break,
+                    }
+                    tokio::select! {
+                        _ = self.wake.notified() => poll = POLL_MIN,
+                        _ = tokio::time::sleep(poll) => poll = (poll * 2).min(POLL_MAX),
+                        _ = self.shutdown.cancelled() => break,
+                    }
+                }
+                Ok(n) => {
+                    poll = POLL_MIN;
+                    orphan_since = None;
+                    last_error = None;
+                    self.read_offset += n as u64;
+                    Metrics::add(&self.flow.metrics.bytes_read, n as u64);
+                    self.framer.feed(&buf[..n], &mut lines);
+                    if self.fingerprint.len < Fingerprint::MAX_LEN && self.read_offset > self.fingerprint.len {
+                        if let Ok(fp) = fingerprint(&self.file) {
+                            self.fingerprint = fp.clone();
+                            self.flow.checkpoints.set_fingerprint(self.id, fp);
+                        }
+                    }
+                    if let Handoff::Shutdown = self.hand_off(&mut lines).await {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let msg = e.to_string();
+                    if last_error.as_deref() != Some(&msg) {
+                        tracing::warn!(flow = %self.flow.settings.name, path = %self.path().display(), error = %msg, "cannot read file; will retry");
+                        last_error = Some(msg);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(POLL_MAX) => {}
+                        _ = self.shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        // What was read but not framed into a full line stays in the file:
+        // the checkpoint never passes it, so it is read again next time.
+        self.flow.checkpoints.close(self.id, self.framer.consumed());
+        tracing::debug!(flow = %self.flow.settings.name, path = %self.path().display(), offset = self.framer.consumed(), "tailer stopped");
+    }
+
+    fn at_eof(&mut self, orphan_since: &mut Option<Instant>) -> EofAction {
+        let path = self.path();
+        let len = match self.file.metadata() {
+            Ok(m) => m.len(),
+            Err(_) => return EofAction::Wait,
+        };
+        if len < self.read_offset {
+            Metrics::add(&self.flow.metrics.truncations, 1);
+            tracing::warn!(flow = %self.flow.settings.name, path = %path.display(), size = len, offset = self.read_offset,
+                "file is shorter than what was read: truncated; reading again from the start");
+            let fp = fingerprint(&self.file).unwrap_or_else(|_| Fingerprint::of(b""));
+            self.id = self.flow.checkpoints.register(&self.flow.settings.name, self.key, fp.clone(), path, 0);
+            self.fingerprint = fp;
+            self.framer = Framer::new(0, MAX_DATA_BYTES, self.flow.settings.strip_cr);
+            self.read_offset = 0;
+            if self.file.seek(SeekFrom::Start(0)).is_err() {
+                return EofAction::Wait;
+            }
+            return EofAction::Reread;
+        }
+        let still_here = std::fs::metadata(&path).map(|m| file_key(&m) == self.key).unwrap_or(false);
+        if still_here {
+            *orphan_since = None;
+            return EofAction::Wait;
+        }
+        match orphan_since {
+            None => {
+                *orphan_since = Some(Instant::now());
+                EofAction::Wait
+            }
+            Some(t) if t.elapsed() >= ORPHAN_GRACE => {
+                tracing::info!(flow = %self.flow.settings.name, path = %path.display(), "file rotated or deleted and drained; closing it");
+                EofAction::Close
+            }
+            Some(_) => EofAction::Wait,
+        }
+    }
+
+    /// Keys the framed lines and hands them to their lanes, waiting for
+    /// budget first.
+    async fn hand_off(&mut self, lines: &mut Vec<Line>) -> Handoff {
+        if lines.is_empty() {
+            return Handoff::Done;
+        }
+        Metrics::add(&self.flow.metrics.lines_read, lines.len() as u64);
+        let path = self.path();
+        let path_str = path.to_string_lossy();
+        let ctx = KeyContext { path: &path_str, hostname: &self.flow.hostname };
+        let n_lanes = self.flow.lanes.len().max(1);
+        let mut buckets: Vec<(Vec<Record>, usize)> = (0..n_lanes).map(|_| (Vec::new(), 0)).collect();
+        for line in lines.drain(..) {
+            let key = self.flow.settings.partition_key.key(&line.data, ctx, rand::random());
+            let lane = lane_of(&key, n_lanes);
+            let rec = Record { data: line.data, key, file: self.id, start: line.start, end: line.end };
+            let (bucket, bytes) = &mut buckets[lane];
+            *bytes += rec.budget_size();
+            bucket.push(rec);
+            if *bytes >= HANDOFF_BYTES {
+                let full = std::mem::take(bucket);
+                *bytes = 0;
+                if let Handoff::Shutdown = self.send(lane, full).await {
+                    return Handoff::Shutdown;
+                }
+            }
+        }
+        for (lane, (bucket, _)) in buckets.into_iter().enumerate() {
+            if !bucket.is_empty() {
+                if let Handoff::Shutdown = self.send(lane, bucket).await {
+                    return Handoff::Shutdown;
+                }
+            }
+        }
+        Handoff::Done
+    }
+
+    async fn send(&self, lane: usize, records: Vec<Record>) -> Handoff {
+        let bytes: usize = records.iter().map(Record::budget_size).sum();
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        // Not interrupted by shutdown: records already framed are handed
+        // over whole, so that a file's confirmed ranges have no hole in the
+        // middle (a hole would make the next start send the records after it
+        // again). The daemon's grace deadline bounds this wait.
+        match self.flow.budget.acquire_many(permits).await {
+            // The lanes give the permits back when the records are acked.
+            Ok(p) => p.forget(),
+            Err(_) => return Handoff::Shutdown,
+        }
+        let Some(tx) = self.flow.lanes.get(lane) else { return Handoff::Shutdown };
+        match tx.send(records).await {
+            Ok(()) => Handoff::Done,
+            Err(_) => {
+                self.flow.budget.add_permits(bytes);
+                Handoff::Shutdown
+            }
+        }
+    }
+}
+
+enum EofAction {
+    Wait,
+    Reread,
+    Close,
+}
+
+/// The lane of a partition key: equal keys always share a lane, so their
+/// records keep their order.
+pub fn lane_of(key: &str, lanes: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % lanes.max(1) as u64) as usize
+}

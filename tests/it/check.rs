@@ -1,0 +1,118 @@
+//! `kinetail check`: valid configs print the effective settings; broken
+//! ones give `FILE:LINE:COL: message` and a non-zero exit, never a panic.
+
+use std::path::PathBuf;
+
+use crate::util::kinetail;
+
+fn check(text: &str, env: &[(&str, &str)]) -> (i32, String, String, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("kinetail.toml");
+    std::fs::write(&path, text).expect("write config");
+    let mut cmd = kinetail();
+    cmd.arg("check").arg("--config").arg(&path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run kinetail check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path,
+        dir,
+    )
+}
+
+const GOOD: &str = r#"state_dir = "/tmp/kinetail-check/state"
+
+[aws]
+region = "us-east-1"
+
+[[flow]]
+name = "syslog"
+paths = ["/var/log/*.log"]
+stream = "demo"
+partition_key = { from = "regex", pattern = '^\S+ \S+ \S+ (\S+)', fallback = "random" }
+"#;
+
+/// Asserts a failed check whose message starts with `FILE:LINE:COL:` at
+/// `line` and mentions `needle`.
+fn assert_error_at(text: &str, env: &[(&str, &str)], line: usize, needle: &str) {
+    let (code, _, err, path, _dir) = check(text, env);
+    assert_ne!(code, 0, "check must fail for:\n{text}");
+    assert!(!err.contains("panicked"), "no panic: {err}");
+    let prefix = format!("{}:{line}:", path.display());
+    assert!(err.starts_with(&prefix), "error starts with {prefix:?}: {err}");
+    let col = err[prefix.len()..].split(':').next().unwrap_or("");
+    assert!(col.parse::<usize>().is_ok_and(|c| c >= 1), "a column follows the line: {err}");
+    assert!(err.contains(needle), "error mentions {needle:?}: {err}");
+}
+
+#[test]
+fn valid_config_prints_effective_settings() {
+    let (code, out, err, _, _dir) = check(GOOD, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("name = \"syslog\""), "{out}");
+    assert!(out.contains("linger_ms = 200"), "defaults are shown: {out}");
+    assert!(out.contains("max_in_flight = 4"), "{out}");
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/kinetail.toml");
+    let out = kinetail().arg("check").arg("--config").arg(&example).output().expect("run check");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn bad_toml_is_located() {
+    assert_error_at(&GOOD.replace("region = \"us-east-1\"", "region = \"us-east-1"), &[], 4, "");
+}
+
+#[test]
+fn unknown_key_is_located() {
+    assert_error_at(&GOOD.replace("stream = \"demo\"", "stream = \"demo\"\nstreem = \"x\""), &[], 10, "streem");
+}
+
+#[test]
+fn bad_regex_is_located() {
+    assert_error_at(&GOOD.replace(r"(\S+)'", r"(\S+'"), &[], 10, "regex");
+}
+
+#[test]
+fn regex_without_group_is_located() {
+    assert_error_at(&GOOD.replace(r"(\S+)'", r"\S+'"), &[], 10, "capture group");
+}
+
+#[test]
+fn unset_variable_is_located_and_defaults_apply() {
+    let text = GOOD.replace("stream = \"demo\"", "stream = \"${KINETAIL_TEST_UNSET_STREAM}\"");
+    assert_error_at(&text, &[], 9, "KINETAIL_TEST_UNSET_STREAM is not set");
+    let (code, out, err, _, _dir) = check(&text, &[("KINETAIL_TEST_UNSET_STREAM", "from-env")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("stream = \"from-env\""), "{out}");
+    let text = GOOD.replace("stream = \"demo\"", "stream = \"${KINETAIL_TEST_UNSET_STREAM:-fallback}\"");
+    let (code, out, err, _, _dir) = check(&text, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("stream = \"fallback\""), "{out}");
+}
+
+#[test]
+fn missing_stream_is_located() {
+    assert_error_at(&GOOD.replace("stream = \"demo\"\n", ""), &[], 6, "missing field `stream`");
+}
+
+#[test]
+fn invalid_stream_and_start_at_are_located() {
+    assert_error_at(&GOOD.replace("stream = \"demo\"", "stream = \"no spaces allowed\""), &[], 9, "stream");
+    assert_error_at(&GOOD.replace("stream = \"demo\"", "stream = \"demo\"\nstart_at = \"middle\""), &[], 10, "start_at");
+}
+
+#[test]
+fn missing_file_is_reported() {
+    let out = kinetail().arg("check").arg("--config").arg("/nonexistent/kinetail.toml").output().expect("run check");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/kinetail.toml") && err.contains("cannot read"), "{err}");
+}

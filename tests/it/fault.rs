@@ -1,0 +1,191 @@
+//! A fault-injecting Kinesis endpoint: forwards to a real server and fails
+//! a chosen share of `PutRecords` entries (those are not forwarded) and of
+//! whole calls. It stands in for Kinesis only in the tests that use it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+
+/// What to break, as shares between 0 and 1.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Entries answered with an error code and not forwarded.
+    pub entry_fail: f64,
+    /// Calls answered 500 InternalFailure without forwarding.
+    pub call_500: f64,
+    /// Calls answered 400 ProvisionedThroughputExceededException.
+    pub call_throttle: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct FaultStats {
+    pub calls: AtomicU64,
+    pub entries_failed: AtomicU64,
+    pub entries_forwarded: AtomicU64,
+    pub calls_failed: AtomicU64,
+}
+
+pub struct FaultProxy {
+    pub port: u16,
+    pub stats: Arc<FaultStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Ctx {
+    upstream: String,
+    faults: Faults,
+    client: HttpClient<HttpConnector, Full<Bytes>>,
+    stats: Arc<FaultStats>,
+}
+
+pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fault proxy");
+    let port = listener.local_addr().expect("addr").port();
+    let stats = Arc::new(FaultStats::default());
+    let ctx = Arc::new(Ctx {
+        upstream: upstream.to_string(),
+        faults,
+        client: HttpClient::builder(TokioExecutor::new()).build_http(),
+        stats: stats.clone(),
+    });
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let ctx = ctx.clone();
+                    async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    FaultProxy { port, stats, task }
+}
+
+fn json_response(status: u16, body: Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-requestid", "fault-proxy")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("response")
+}
+
+async fn forward(ctx: &Ctx, parts: &hyper::http::request::Parts, body: Bytes) -> Result<(u16, Bytes, String), String> {
+    let uri = format!("{}{}", ctx.upstream, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let mut req = Request::builder().method(parts.method.clone()).uri(uri);
+    for (k, v) in &parts.headers {
+        if k != "host" && k != "content-length" {
+            req = req.header(k, v);
+        }
+    }
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let resp = ctx.client.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/x-amz-json-1.1").to_string();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, body, ctype))
+}
+
+async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return json_response(500, json!({"__type": "InternalFailure", "message": e.to_string()})),
+    };
+    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    if !target.ends_with(".PutRecords") {
+        return match forward(ctx, &parts, body).await {
+            Ok((status, body, ctype)) => {
+                Response::builder().status(status).header("content-type", ctype).body(Full::new(body)).expect("response")
+            }
+            Err(e) => json_response(500, json!({"__type": "InternalFailure", "message": e})),
+        };
+    }
+    ctx.stats.calls.fetch_add(1, Ordering::Relaxed);
+    let f = &ctx.faults;
+    if rand::random::<f64>() < f.call_500 {
+        ctx.stats.calls_failed.fetch_add(1, Ordering::Relaxed);
+        return json_response(500, json!({"__type": "InternalFailure", "message": "injected failure"}));
+    }
+    if rand::random::<f64>() < f.call_throttle {
+        ctx.stats.calls_failed.fetch_add(1, Ordering::Relaxed);
+        return json_response(400, json!({"__type": "ProvisionedThroughputExceededException", "message": "injected throttle"}));
+    }
+    let mut request: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return json_response(400, json!({"__type": "SerializationException", "message": e.to_string()})),
+    };
+    let records = request["Records"].as_array().cloned().unwrap_or_default();
+    let mut keep = Vec::new();
+    let mut failed_at = Vec::new();
+    for (i, r) in records.into_iter().enumerate() {
+        if rand::random::<f64>() < f.entry_fail {
+            failed_at.push(i);
+        } else {
+            keep.push(r);
+        }
+    }
+    let total = keep.len() + failed_at.len();
+    let mut upstream_entries: Vec<Value> = Vec::new();
+    let mut upstream_failed = 0;
+    if !keep.is_empty() {
+        let n = keep.len();
+        request["Records"] = Value::Array(keep);
+        let (status, resp, _) = match forward(ctx, &parts, Bytes::from(request.to_string())).await {
+            Ok(r) => r,
+            Err(e) => return json_response(500, json!({"__type": "InternalFailure", "message": e})),
+        };
+        if status != 200 {
+            return Response::builder().status(status).header("content-type", "application/x-amz-json-1.1").body(Full::new(resp)).expect("response");
+        }
+        let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
+        upstream_entries = v["Records"].as_array().cloned().unwrap_or_default();
+        upstream_failed = v["FailedRecordCount"].as_u64().unwrap_or(0);
+        assert_eq!(upstream_entries.len(), n, "upstream answered every forwarded record");
+        ctx.stats.entries_forwarded.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    ctx.stats.entries_failed.fetch_add(failed_at.len() as u64, Ordering::Relaxed);
+    let mut merged = Vec::with_capacity(total);
+    let mut up = upstream_entries.into_iter();
+    let mut fail = failed_at.iter().peekable();
+    for i in 0..total {
+        if fail.peek() == Some(&&i) {
+            fail.next();
+            let code = if i % 2 == 0 { "ProvisionedThroughputExceededException" } else { "InternalFailure" };
+            merged.push(json!({"ErrorCode": code, "ErrorMessage": "injected entry failure"}));
+        } else if let Some(e) = up.next() {
+            merged.push(e);
+        }
+    }
+    let failed = failed_at.len() as u64 + upstream_failed;
+    // Slow answers are part of real life too; keep them short here.
+    if failed > 0 && rand::random::<f64>() < 0.05 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    json_response(200, json!({"FailedRecordCount": failed, "Records": merged, "EncryptionType": "NONE"}))
+}

@@ -1,0 +1,6 @@
+//! kinetail's integration tests: one binary, one harness (`util`).
+
+mod check;
+mod fault;
+mod pipeline;
+mod util;

@@ -1,0 +1,299 @@
+//! The test harness: a real Kinesis-compatible server (kinesalite, started
+//! on a fresh loopback port per test), the kinetail binary run as an
+//! operator runs it, and a reader of what the stream holds.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kinesis::types::ShardIteratorType;
+
+pub const REGION: &str = "us-east-1";
+
+/// The directory of the kinesalite launcher and its node_modules.
+fn server_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/server")
+}
+
+/// A kinesalite process on 127.0.0.1, stopped when dropped.
+pub struct Kinesalite {
+    child: Child,
+    pub port: u16,
+}
+
+impl Kinesalite {
+    pub fn start() -> Kinesalite {
+        Self::start_on(0)
+    }
+
+    /// Starts on `port` (0 for any free one).
+    pub fn start_on(port: u16) -> Kinesalite {
+        let dir = server_dir();
+        assert!(
+            dir.join("node_modules/kinesalite").is_dir(),
+            "kinesalite is not installed: run `npm ci --prefix tests/server` (scripts/test.sh does)"
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("kinesalite.js"))
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start node (is Node.js installed?)");
+        let stdout = child.stdout.take().expect("kinesalite stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read kinesalite's first line");
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("kinesalite did not start: {line:?}"));
+        Kinesalite { child, port }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> Client {
+        client_for(&self.endpoint())
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Kinesalite {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn client_for(endpoint: &str) -> Client {
+    let conf = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .build();
+    Client::from_conf(conf)
+}
+
+pub async fn create_stream(client: &Client, name: &str, shards: i32) {
+    client.create_stream().stream_name(name).shard_count(shards).send().await.expect("create stream");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = client.describe_stream_summary().stream_name(name).send().await.expect("describe stream");
+        let status = d.stream_description_summary().map(|s| s.stream_status().as_str().to_string());
+        if status.as_deref() == Some("ACTIVE") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "stream {name} not active");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One record as the stream holds it.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub shard: String,
+    pub key: String,
+    pub data: Vec<u8>,
+}
+
+/// Every record in the stream, shard by shard, each shard in sequence order.
+pub async fn read_all(client: &Client, stream: &str) -> Vec<Got> {
+    let shards = client.list_shards().stream_name(stream).send().await.expect("list shards");
+    let mut out = Vec::new();
+    for shard in shards.shards() {
+        let id = shard.shard_id().to_string();
+        let it = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(&id)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("shard iterator");
+        let mut iter = it.shard_iterator().map(str::to_string);
+        while let Some(i) = iter.take() {
+            let page = client.get_records().shard_iterator(&i).limit(10_000).send().await.expect("get records");
+            let recs = page.records();
+            if recs.is_empty() {
+                break;
+            }
+            for r in recs {
+                out.push(Got { shard: id.clone(), key: r.partition_key().unwrap_or_default().to_string(), data: r.data().as_ref().to_vec() });
+            }
+            iter = page.next_shard_iterator().map(str::to_string);
+        }
+    }
+    out
+}
+
+/// Polls the stream until it holds at least `n` records or `timeout` passes.
+pub async fn wait_for_count(client: &Client, stream: &str, n: usize, timeout: Duration) -> Vec<Got> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = read_all(client, stream).await;
+        if got.len() >= n || Instant::now() >= deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Lines of `bytes` as kinetail ships them: split on `\n`, `\r\n` stripped,
+/// a trailing line without `\n` left out.
+pub fn complete_lines(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while let Some(i) = rest.iter().position(|b| *b == b'\n') {
+        let mut l = &rest[..i];
+        if l.last() == Some(&b'\r') {
+            l = &l[..l.len() - 1];
+        }
+        out.push(l.to_vec());
+        rest = &rest[i + 1..];
+    }
+    out
+}
+
+/// Counts of each distinct value.
+pub fn multiset<T: std::hash::Hash + Eq + Clone>(items: impl IntoIterator<Item = T>) -> HashMap<T, usize> {
+    let mut m = HashMap::new();
+    for i in items {
+        *m.entry(i).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The loghub samples, or `None` (with a message) when the folder is absent.
+pub fn loghub_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/loghub");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED: {} is absent; the loghub samples are needed for this test", dir.display());
+        None
+    }
+}
+
+/// A scratch directory with logs/, state/ and a config for one daemon.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
+        Scratch { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.path("logs")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.path("state")
+    }
+
+    /// Writes a config with the given `[[flow]]` sections (use `{logs}` for
+    /// the log directory) and extra top-level keys.
+    pub fn config(&self, endpoint: &str, top: &str, flows: &str) -> PathBuf {
+        let text = format!(
+            "state_dir = {state:?}\ncheckpoint_interval_ms = 200\n{top}\n[aws]\nregion = \"{REGION}\"\nendpoint_url = \"{endpoint}\"\n\n{flows}\n",
+            state = self.state().display().to_string(),
+            flows = flows.replace("{logs}", &self.logs().display().to_string()),
+        );
+        let path = self.path("kinetail.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+}
+
+/// The kinetail binary, run as an operator would.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+pub fn kinetail() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kinetail"));
+    c.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_REGION");
+    c
+}
+
+impl Daemon {
+    pub fn start(config: &Path, log: &Path) -> Daemon {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("daemon log");
+        let child = kinetail()
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start kinetail");
+        Daemon { child, log: log.to_path_buf() }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("kill");
+        assert!(ok.success(), "kill -{sig} failed");
+    }
+
+    /// SIGTERM, then the exit status (waits up to `timeout`).
+    pub fn stop(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait(timeout)
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("kinetail did not exit in {timeout:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
