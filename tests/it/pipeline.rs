@@ -23,6 +23,13 @@ fn append(path: &std::path::Path, bytes: &[u8]) {
     f.write_all(bytes).expect("append");
 }
 
+fn saved_offset(s: &Scratch, file: &std::path::Path) -> u64 {
+    kinetail::checkpoint::read_store(&s.state())
+        .ok()
+        .and_then(|files| files.into_iter().find(|f| f.path == file).map(|f| f.offset))
+        .unwrap_or(0)
+}
+
 fn data_of(got: &[Got]) -> Vec<Vec<u8>> {
     got.iter().map(|g| g.data.clone()).collect()
 }
@@ -129,19 +136,26 @@ async fn graceful_restart_sends_every_line_once() {
     create_stream(&client, "restart", 1).await;
     let s = Scratch::new();
     let file = s.logs().join("big.log");
-    std::fs::write(&file, numbered_lines("big", 0, 40_000)).expect("write");
-    let config = s.config(&server.endpoint(), "", "[[flow]]\nname = \"big\"\npaths = [\"{logs}/*.log\"]\nstream = \"restart\"\n");
+    std::fs::write(&file, numbered_lines("big", 0, 120_000)).expect("write");
+    // The smallest buffer, so that SIGTERM comes while most of the file is
+    // still unread.
+    let config = s.config(&server.endpoint(), "max_buffer_bytes = 4194304", "[[flow]]\nname = \"big\"\npaths = [\"{logs}/*.log\"]\nstream = \"restart\"\n");
     let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
-    let got = wait_for_count(&client, "restart", 5_000, SHIP_TIMEOUT).await;
-    assert!(got.len() >= 5_000, "shipping started; log:\n{}", daemon.log_text());
+    // Stop as soon as the first checkpoint shows progress: cheaper to poll
+    // than the stream, so the stop lands early in the file.
+    let deadline = std::time::Instant::now() + SHIP_TIMEOUT;
+    while saved_offset(&s, &file) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint saved; log:\n{}", daemon.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let status = daemon.stop(Duration::from_secs(30));
     assert!(status.success(), "clean exit on SIGTERM: {status:?}\n{}", daemon.log_text());
     let at_stop = read_all(&client, "restart").await.len();
-    assert!(at_stop < 40_000, "stopped in the middle ({at_stop} of 40000); make the file larger if this fails");
+    assert!(at_stop < 120_000, "stopped in the middle ({at_stop} of 120000); make the file larger if this fails");
 
-    append(&file, &numbered_lines("big", 40_000, 45_000));
+    append(&file, &numbered_lines("big", 120_000, 125_000));
     let mut daemon = Daemon::start(&config, &s.path("daemon2.log"));
-    let got = wait_for_count(&client, "restart", 45_000, SHIP_TIMEOUT).await;
+    let got = wait_for_count(&client, "restart", 125_000, SHIP_TIMEOUT).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let got_all = read_all(&client, "restart").await;
     assert_eq!(got_all.len(), got.len(), "no late duplicates");
