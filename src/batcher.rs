@@ -102,7 +102,11 @@ pub fn coalesce_acks<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<A
     for r in records {
         match acks.last_mut() {
             Some(last) if last.file == r.file && last.end == r.start => last.end = r.end,
-            _ => acks.push(Ack { file: r.file, start: r.start, end: r.end }),
+            _ => acks.push(Ack {
+                file: r.file,
+                start: r.start,
+                end: r.end,
+            }),
         }
     }
     acks
@@ -114,7 +118,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn rec(data_len: usize, key: &str) -> Record {
-        Record { data: vec![b'x'; data_len], key: key.to_string(), file: 0, start: 0, end: data_len as u64 + 1 }
+        Record {
+            data: vec![b'x'; data_len],
+            key: key.to_string(),
+            file: 0,
+            start: 0,
+            end: data_len as u64 + 1,
+        }
     }
 
     #[test]
@@ -124,7 +134,10 @@ mod tests {
         assert!(b.try_push(rec(MAX_BYTES_PER_RECORD - 3, "abc")).is_ok());
         // One byte over because of a multi-byte key: refused.
         let mut b = Batch::new();
-        assert!(b.try_push(rec(MAX_BYTES_PER_RECORD - 3, "ab\u{e9}")).is_err());
+        assert!(
+            b.try_push(rec(MAX_BYTES_PER_RECORD - 3, "ab\u{e9}"))
+                .is_err()
+        );
     }
 
     #[test]
@@ -142,24 +155,63 @@ mod tests {
             assert!(b.try_push(rec(per, "k")).is_ok());
         }
         assert_eq!(b.bytes(), MAX_BYTES_PER_CALL);
-        assert!(b.try_push(rec(0, "k")).is_err(), "5 MiB with keys is the limit");
+        assert!(
+            b.try_push(rec(0, "k")).is_err(),
+            "5 MiB with keys is the limit"
+        );
     }
 
     #[test]
     fn acks_merge_touching_ranges_of_one_file() {
         let rs = [
-            Record { data: vec![], key: "k".into(), file: 1, start: 0, end: 5 },
-            Record { data: vec![], key: "k".into(), file: 1, start: 5, end: 9 },
-            Record { data: vec![], key: "k".into(), file: 2, start: 0, end: 3 },
-            Record { data: vec![], key: "k".into(), file: 1, start: 12, end: 15 },
+            Record {
+                data: vec![],
+                key: "k".into(),
+                file: 1,
+                start: 0,
+                end: 5,
+            },
+            Record {
+                data: vec![],
+                key: "k".into(),
+                file: 1,
+                start: 5,
+                end: 9,
+            },
+            Record {
+                data: vec![],
+                key: "k".into(),
+                file: 2,
+                start: 0,
+                end: 3,
+            },
+            Record {
+                data: vec![],
+                key: "k".into(),
+                file: 1,
+                start: 12,
+                end: 15,
+            },
         ];
         let acks = coalesce_acks(&rs);
         assert_eq!(
             acks,
             vec![
-                Ack { file: 1, start: 0, end: 9 },
-                Ack { file: 2, start: 0, end: 3 },
-                Ack { file: 1, start: 12, end: 15 }
+                Ack {
+                    file: 1,
+                    start: 0,
+                    end: 9
+                },
+                Ack {
+                    file: 2,
+                    start: 0,
+                    end: 3
+                },
+                Ack {
+                    file: 1,
+                    start: 12,
+                    end: 15
+                }
             ]
         );
     }

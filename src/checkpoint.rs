@@ -51,7 +51,10 @@ impl Fingerprint {
     pub fn of(head: &[u8]) -> Fingerprint {
         use md5::{Digest, Md5};
         let digest = Md5::digest(head);
-        Fingerprint { len: head.len() as u64, md5: digest.iter().map(|b| format!("{b:02x}")).collect() }
+        Fingerprint {
+            len: head.len() as u64,
+            md5: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        }
     }
 }
 
@@ -77,7 +80,10 @@ pub struct Watermark {
 
 impl Watermark {
     pub fn new(offset: u64) -> Watermark {
-        Watermark { offset, ahead: BTreeMap::new() }
+        Watermark {
+            offset,
+            ahead: BTreeMap::new(),
+        }
     }
 
     pub fn offset(&self) -> u64 {
@@ -165,7 +171,10 @@ pub struct Checkpoints {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Checkpoints {
@@ -173,8 +182,12 @@ impl Checkpoints {
     /// cannot be parsed is moved aside and reported; it is never silently
     /// replaced.
     pub fn open(dir: &Path) -> Result<Checkpoints, StoreError> {
-        let err = |p: &Path, m: String| StoreError { path: p.to_path_buf(), message: m };
-        fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create state directory: {e}")))?;
+        let err = |p: &Path, m: String| StoreError {
+            path: p.to_path_buf(),
+            message: m,
+        };
+        fs::create_dir_all(dir)
+            .map_err(|e| err(dir, format!("cannot create state directory: {e}")))?;
         let path = dir.join(STORE_FILE);
         let mut state = State::default();
         match fs::read(&path) {
@@ -190,7 +203,8 @@ impl Checkpoints {
                         Err(e) => format!("cannot parse: {e}"),
                     };
                     let aside = dir.join(format!("{STORE_FILE}.corrupt-{}", now_ms()));
-                    fs::rename(&path, &aside).map_err(|e| err(&path, format!("{why}; and cannot move it aside: {e}")))?;
+                    fs::rename(&path, &aside)
+                        .map_err(|e| err(&path, format!("{why}; and cannot move it aside: {e}")))?;
                     tracing::error!(
                         path = %path.display(),
                         moved_to = %aside.display(),
@@ -201,7 +215,10 @@ impl Checkpoints {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(err(&path, format!("cannot read: {e}"))),
         }
-        Ok(Checkpoints { dir: dir.to_path_buf(), state: Mutex::new(state) })
+        Ok(Checkpoints {
+            dir: dir.to_path_buf(),
+            state: Mutex::new(state),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -219,12 +236,29 @@ impl Checkpoints {
     /// Starts tracking a file read from `offset`. Any other live reading of
     /// the same file in the same flow (a truncated file restarting) is
     /// superseded: its late acks are ignored.
-    pub fn register(&self, flow: &str, key: FileKey, fingerprint: Fingerprint, path: PathBuf, offset: u64) -> FileId {
+    pub fn register(
+        &self,
+        flow: &str,
+        key: FileKey,
+        fingerprint: Fingerprint,
+        path: PathBuf,
+        offset: u64,
+    ) -> FileId {
         let mut st = self.lock();
         st.live.retain(|_, l| !(l.flow == flow && l.key == key));
         let id = st.next_id;
         st.next_id += 1;
-        st.live.insert(id, Live { flow: flow.to_string(), key, fingerprint, path, watermark: Watermark::new(offset), closed_at: None });
+        st.live.insert(
+            id,
+            Live {
+                flow: flow.to_string(),
+                key,
+                fingerprint,
+                path,
+                watermark: Watermark::new(offset),
+                closed_at: None,
+            },
+        );
         st.dirty = true;
         id
     }
@@ -295,7 +329,13 @@ impl Checkpoints {
             st.dirty = false;
             snapshot(&mut st)
         };
-        let result = write_atomically(&self.dir, &StoreFile { version: STORE_VERSION, files });
+        let result = write_atomically(
+            &self.dir,
+            &StoreFile {
+                version: STORE_VERSION,
+                files,
+            },
+        );
         if result.is_err() {
             self.lock().dirty = true;
         }
@@ -321,7 +361,8 @@ fn retire(st: &mut State, id: FileId) {
 fn snapshot(st: &mut State) -> Vec<SavedFile> {
     let now = now_ms();
     let expire = EXPIRE_AFTER.as_millis() as u64;
-    st.saved.retain(|_, s| now.saturating_sub(s.updated_unix_ms) < expire);
+    st.saved
+        .retain(|_, s| now.saturating_sub(s.updated_unix_ms) < expire);
     let mut out: HashMap<(String, FileKey), SavedFile> = st.saved.clone();
     for l in st.live.values() {
         out.insert(
@@ -344,14 +385,23 @@ fn snapshot(st: &mut State) -> Vec<SavedFile> {
 fn write_atomically(dir: &Path, store: &StoreFile) -> Result<(), StoreError> {
     let path = dir.join(STORE_FILE);
     let tmp = dir.join(format!("{STORE_FILE}.tmp"));
-    let err = |p: &Path, what: &str, e: std::io::Error| StoreError { path: p.to_path_buf(), message: format!("{what}: {e}") };
-    let body = serde_json::to_vec_pretty(store).map_err(|e| StoreError { path: path.clone(), message: format!("cannot encode: {e}") })?;
+    let err = |p: &Path, what: &str, e: std::io::Error| StoreError {
+        path: p.to_path_buf(),
+        message: format!("{what}: {e}"),
+    };
+    let body = serde_json::to_vec_pretty(store).map_err(|e| StoreError {
+        path: path.clone(),
+        message: format!("cannot encode: {e}"),
+    })?;
     let mut f = fs::File::create(&tmp).map_err(|e| err(&tmp, "cannot create", e))?;
-    f.write_all(&body).map_err(|e| err(&tmp, "cannot write", e))?;
+    f.write_all(&body)
+        .map_err(|e| err(&tmp, "cannot write", e))?;
     f.sync_all().map_err(|e| err(&tmp, "cannot fsync", e))?;
     drop(f);
     fs::rename(&tmp, &path).map_err(|e| err(&path, "cannot rename into place", e))?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err(dir, "cannot fsync directory", e))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| err(dir, "cannot fsync directory", e))?;
     Ok(())
 }
 
@@ -359,9 +409,14 @@ fn write_atomically(dir: &Path, store: &StoreFile) -> Result<(), StoreError> {
 /// `status`).
 pub fn read_store(dir: &Path) -> Result<Vec<SavedFile>, StoreError> {
     let path = dir.join(STORE_FILE);
-    let bytes = fs::read(&path).map_err(|e| StoreError { path: path.clone(), message: format!("cannot read: {e}") })?;
-    let store: StoreFile =
-        serde_json::from_slice(&bytes).map_err(|e| StoreError { path: path.clone(), message: format!("cannot parse: {e}") })?;
+    let bytes = fs::read(&path).map_err(|e| StoreError {
+        path: path.clone(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let store: StoreFile = serde_json::from_slice(&bytes).map_err(|e| StoreError {
+        path: path.clone(),
+        message: format!("cannot parse: {e}"),
+    })?;
     Ok(store.files)
 }
 
@@ -412,8 +467,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = FileKey { dev: 1, ino: 2 };
         let cp = Checkpoints::open(dir.path()).unwrap();
-        let id = cp.register("f", key, Fingerprint::of(b"head"), PathBuf::from("/x.log"), 0);
-        cp.ack(&[Ack { file: id, start: 0, end: 7 }]);
+        let id = cp.register(
+            "f",
+            key,
+            Fingerprint::of(b"head"),
+            PathBuf::from("/x.log"),
+            0,
+        );
+        cp.ack(&[Ack {
+            file: id,
+            start: 0,
+            end: 7,
+        }]);
         assert!(cp.save().unwrap());
         assert!(!cp.save().unwrap(), "nothing changed, nothing written");
         let cp2 = Checkpoints::open(dir.path()).unwrap();
@@ -425,7 +490,10 @@ mod tests {
         fs::write(dir.path().join(STORE_FILE), b"{not json").unwrap();
         let cp3 = Checkpoints::open(dir.path()).unwrap();
         assert!(cp3.lookup("f", key).is_none());
-        let aside = fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+        let aside = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
         assert!(aside, "the corrupt store is kept beside the new one");
     }
 
@@ -436,7 +504,11 @@ mod tests {
         let cp = Checkpoints::open(dir.path()).unwrap();
         let old = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0);
         let new = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0);
-        cp.ack(&[Ack { file: old, start: 0, end: 100 }]);
+        cp.ack(&[Ack {
+            file: old,
+            start: 0,
+            end: 100,
+        }]);
         assert_eq!(cp.confirmed(new), Some(0));
         assert_eq!(cp.confirmed(old), None);
     }
@@ -449,7 +521,11 @@ mod tests {
         let id = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0);
         cp.close(id, 10);
         assert_eq!(cp.confirmed(id), Some(0), "still live until confirmed");
-        cp.ack(&[Ack { file: id, start: 0, end: 10 }]);
+        cp.ack(&[Ack {
+            file: id,
+            start: 0,
+            end: 10,
+        }]);
         assert_eq!(cp.confirmed(id), None);
         assert_eq!(cp.lookup("f", key).map(|s| s.offset), Some(10));
     }

@@ -46,7 +46,9 @@ pub async fn kinesis_client(aws: &AwsSettings) -> Result<Client, DaemonError> {
         .connect_timeout(Duration::from_secs(10))
         .operation_attempt_timeout(aws.request_timeout)
         .build();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled()).timeout_config(timeouts);
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(timeouts);
     if let Some(r) = &aws.region {
         loader = loader.region(Region::new(r.clone()));
     }
@@ -59,14 +61,18 @@ pub async fn kinesis_client(aws: &AwsSettings) -> Result<Client, DaemonError> {
     let conf = loader.load().await;
     if conf.region().is_none() {
         return Err(DaemonError::Aws(
-            "no AWS region: set aws.region in the configuration, or AWS_REGION in the environment".into(),
+            "no AWS region: set aws.region in the configuration, or AWS_REGION in the environment"
+                .into(),
         ));
     }
     Ok(Client::new(&conf))
 }
 
 /// Runs kinetail until `shutdown` resolves, then stops as described above.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let checkpoints = Arc::new(Checkpoints::open(&settings.state_dir)?);
     let client = kinesis_client(&settings.aws).await?;
     let metrics = Arc::new(Metrics::default());
@@ -111,16 +117,29 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         let wakes = WakeRegistry::default();
         hints.push(hint.clone());
         registries.push(wakes.clone());
-        discoveries.push(tokio::spawn(discovery::run(runtime, settings.rescan_interval, hint, wakes, stop_reading.clone())));
+        discoveries.push(tokio::spawn(discovery::run(
+            runtime,
+            settings.rescan_interval,
+            hint,
+            wakes,
+            stop_reading.clone(),
+        )));
     }
     let _watcher = watch(&settings, hints, registries);
 
     let stop_saving = CancellationToken::new();
-    let saver = tokio::spawn(save_periodically(checkpoints.clone(), settings.checkpoint_interval, stop_saving.clone()));
+    let saver = tokio::spawn(save_periodically(
+        checkpoints.clone(),
+        settings.checkpoint_interval,
+        stop_saving.clone(),
+    ));
     tracing::info!(flows = settings.flows.len(), state_dir = %settings.state_dir.display(), "kinetail running");
 
     shutdown.await;
-    tracing::info!(grace_ms = settings.shutdown_grace.as_millis() as u64, "shutting down: reading stops, in-flight records are flushed");
+    tracing::info!(
+        grace_ms = settings.shutdown_grace.as_millis() as u64,
+        "shutting down: reading stops, in-flight records are flushed"
+    );
     let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
     stop_reading.cancel();
     let drained = tokio::time::timeout_at(deadline, async {
@@ -133,7 +152,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("grace period over with records still unconfirmed; they will be read again at the next start");
+        tracing::warn!(
+            "grace period over with records still unconfirmed; they will be read again at the next start"
+        );
     }
     stop_saving.cancel();
     let _ = saver.await;
@@ -154,7 +175,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     Ok(())
 }
 
-async fn save_periodically(checkpoints: Arc<Checkpoints>, every: Duration, stop: CancellationToken) {
+async fn save_periodically(
+    checkpoints: Arc<Checkpoints>,
+    every: Duration,
+    stop: CancellationToken,
+) {
     let mut last_error: Option<String> = None;
     loop {
         tokio::select! {
@@ -180,7 +205,11 @@ async fn save_periodically(checkpoints: Arc<Checkpoints>, every: Duration, stop:
 /// hints only: they wake the tailer of a changed file, and make discovery
 /// rescan at once when files appear, vanish or are renamed. If watching
 /// fails, polling and the periodic rescan still find everything.
-fn watch(settings: &Settings, hints: Vec<Arc<Notify>>, registries: Vec<WakeRegistry>) -> Option<notify::RecommendedWatcher> {
+fn watch(
+    settings: &Settings,
+    hints: Vec<Arc<Notify>>,
+    registries: Vec<WakeRegistry>,
+) -> Option<notify::RecommendedWatcher> {
     let handler = move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         for reg in &registries {
@@ -191,7 +220,12 @@ fn watch(settings: &Settings, hints: Vec<Arc<Notify>>, registries: Vec<WakeRegis
                 }
             }
         }
-        if matches!(event.kind, EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))) {
+        if matches!(
+            event.kind,
+            EventKind::Create(_)
+                | EventKind::Remove(_)
+                | EventKind::Modify(notify::event::ModifyKind::Name(_))
+        ) {
             for h in &hints {
                 h.notify_one();
             }
@@ -208,8 +242,15 @@ fn watch(settings: &Settings, hints: Vec<Arc<Notify>>, registries: Vec<WakeRegis
     for flow in &settings.flows {
         for pattern in &flow.paths {
             let base = glob_base(pattern);
-            let rest = pattern.strip_prefix(base.to_string_lossy().as_ref()).unwrap_or(pattern).trim_start_matches('/');
-            let mode = if rest.contains('/') { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+            let rest = pattern
+                .strip_prefix(base.to_string_lossy().as_ref())
+                .unwrap_or(pattern)
+                .trim_start_matches('/');
+            let mode = if rest.contains('/') {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
             if !watched.insert((base.clone(), rest.contains('/'))) {
                 continue;
             }

@@ -42,7 +42,11 @@ pub fn expand(flow: &FlowSettings) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
     let mut seen = HashSet::new();
     let mut files = Vec::new();
     let mut problems = Vec::new();
-    let opts = glob::MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: false };
+    let opts = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
     for pattern in &flow.paths {
         let entries = match glob::glob_with(pattern, opts) {
             Ok(e) => e,
@@ -54,7 +58,12 @@ pub fn expand(flow: &FlowSettings) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
         for entry in entries {
             match entry {
                 Ok(path) => {
-                    if flow.exclude.iter().any(|x| x.matches_path_with(&path, opts)) || !seen.insert(path.clone()) {
+                    if flow
+                        .exclude
+                        .iter()
+                        .any(|x| x.matches_path_with(&path, opts))
+                        || !seen.insert(path.clone())
+                    {
                         continue;
                     }
                     match std::fs::metadata(&path) {
@@ -72,7 +81,13 @@ pub fn expand(flow: &FlowSettings) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
 }
 
 /// Runs discovery for one flow until shutdown, then waits for its tailers.
-pub async fn run(flow: Arc<FlowRuntime>, rescan: std::time::Duration, hint: Arc<Notify>, wakes: WakeRegistry, shutdown: CancellationToken) {
+pub async fn run(
+    flow: Arc<FlowRuntime>,
+    rescan: std::time::Duration,
+    hint: Arc<Notify>,
+    wakes: WakeRegistry,
+    shutdown: CancellationToken,
+) {
     let mut active: HashMap<FileKey, Active> = HashMap::new();
     let mut reported: HashSet<(PathBuf, String)> = HashSet::new();
     let mut first = true;
@@ -87,11 +102,10 @@ pub async fn run(flow: Arc<FlowRuntime>, rescan: std::time::Duration, hint: Arc<
             }
         }
         for path in paths {
-            if let Err(e) = consider(&flow, &path, first, &mut active, &wakes, &shutdown) {
-                if reported.insert((path.clone(), e.clone())) {
+            if let Err(e) = consider(&flow, &path, first, &mut active, &wakes, &shutdown)
+                && reported.insert((path.clone(), e.clone())) {
                     tracing::warn!(flow = %flow.settings.name, path = %path.display(), error = %e, "cannot tail file");
                 }
-            }
         }
         {
             let mut w = wakes.lock().unwrap_or_else(|p| p.into_inner());
@@ -127,7 +141,10 @@ fn consider(
         if p.as_path() != path {
             tracing::info!(flow = %flow.settings.name, from = %p.display(), to = %path.display(), "file renamed; following it");
             *p = path.to_path_buf();
-            wakes.lock().unwrap_or_else(|e| e.into_inner()).insert(path.to_path_buf(), a.wake.clone());
+            wakes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(path.to_path_buf(), a.wake.clone());
         }
         return Ok(());
     }
@@ -145,7 +162,9 @@ fn consider(
     let fp = fingerprint(&file).map_err(|e| e.to_string())?;
     let name = &flow.settings.name;
     let offset = match flow.checkpoints.lookup(name, key) {
-        Some(saved) if saved.fingerprint.len <= fp.len && head_matches(&file, &saved.fingerprint) => {
+        Some(saved)
+            if saved.fingerprint.len <= fp.len && head_matches(&file, &saved.fingerprint) =>
+        {
             if meta.len() < saved.offset {
                 tracing::warn!(flow = %name, path = %path.display(), size = meta.len(), offset = saved.offset,
                     "file is shorter than its checkpoint: truncated while stopped; reading from the start");
@@ -157,15 +176,35 @@ fn consider(
         _ if first_scan && flow.settings.start_at == StartAt::End => meta.len(),
         _ => 0,
     };
-    let id = flow.checkpoints.register(name, key, fp.clone(), path.to_path_buf(), offset);
+    let id = flow
+        .checkpoints
+        .register(name, key, fp.clone(), path.to_path_buf(), offset);
     let shared_path = Arc::new(Mutex::new(path.to_path_buf()));
     let wake = Arc::new(Notify::new());
-    wakes.lock().unwrap_or_else(|e| e.into_inner()).insert(path.to_path_buf(), wake.clone());
+    wakes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(path.to_path_buf(), wake.clone());
     tracing::info!(flow = %name, path = %path.display(), offset, "tailing file");
-    let start = TailStart { id, file, key, fingerprint: fp, offset, path: shared_path.clone(), wake: wake.clone() };
+    let start = TailStart {
+        id,
+        file,
+        key,
+        fingerprint: fp,
+        offset,
+        path: shared_path.clone(),
+        wake: wake.clone(),
+    };
     let tailer = Tailer::new(flow.clone(), start, shutdown.clone());
     let join = tokio::spawn(tailer.run());
-    active.insert(key, Active { path: shared_path, wake, join });
+    active.insert(
+        key,
+        Active {
+            path: shared_path,
+            wake,
+            join,
+        },
+    );
     Ok(())
 }
 

@@ -37,7 +37,12 @@ pub struct Framer {
 impl Framer {
     /// A framer whose next byte is at file offset `offset`.
     pub fn new(offset: u64, max_bytes: usize, strip_cr: bool) -> Framer {
-        Framer { pending: Vec::new(), pending_start: offset, max_bytes: max_bytes.max(1), strip_cr }
+        Framer {
+            pending: Vec::new(),
+            pending_start: offset,
+            max_bytes: max_bytes.max(1),
+            strip_cr,
+        }
     }
 
     /// Offset up to which every byte has been emitted as part of a line.
@@ -56,7 +61,11 @@ impl Framer {
         }
         let start = self.pending_start;
         self.pending_start += range_len;
-        out.push(Line { data, start, end: self.pending_start });
+        out.push(Line {
+            data,
+            start,
+            end: self.pending_start,
+        });
     }
 
     /// Frames `chunk`, the bytes that follow everything fed so far.
@@ -83,7 +92,11 @@ impl Framer {
     /// long. With `terminated`, the remainder is the end of the line and may
     /// exceed `max_bytes` by one `\r` that is about to be stripped.
     fn split_oversize(&mut self, out: &mut Vec<Line>, terminated: bool) {
-        let allowance = if terminated && self.strip_cr && self.pending.last() == Some(&b'\r') { 1 } else { 0 };
+        let allowance = if terminated && self.strip_cr && self.pending.last() == Some(&b'\r') {
+            1
+        } else {
+            0
+        };
         while self.pending.len() > self.max_bytes + allowance {
             let rest = self.pending.split_off(self.max_bytes);
             let piece = std::mem::replace(&mut self.pending, rest);

@@ -22,7 +22,10 @@ pub enum KeySource {
     Deterministic,
     Static(String),
     /// A capture group of a regex over the line's bytes.
-    Regex { re: regex::bytes::Regex, group: usize },
+    Regex {
+        re: regex::bytes::Regex,
+        group: usize,
+    },
     /// A dotted field path into a JSON object line.
     Json(Vec<String>),
     /// The path of the file the line came from.
@@ -67,13 +70,19 @@ impl KeySpec {
                 KeySource::Random => "\"random\"".into(),
                 KeySource::Deterministic => "\"deterministic\"".into(),
                 KeySource::Static(v) => format!("\"static\" ({v:?})"),
-                KeySource::Regex { re, group } => format!("\"regex\" ({:?}, group {group})", re.as_str()),
+                KeySource::Regex { re, group } => {
+                    format!("\"regex\" ({:?}, group {group})", re.as_str())
+                }
                 KeySource::Json(f) => format!("\"json\" ({:?})", f.join(".")),
                 KeySource::Path => "\"path\"".into(),
                 KeySource::Hostname => "\"hostname\"".into(),
             }
         }
-        format!("{{ from = {}, fallback = {} }}", src(&self.primary), src(&self.fallback))
+        format!(
+            "{{ from = {}, fallback = {} }}",
+            src(&self.primary),
+            src(&self.fallback)
+        )
     }
 }
 
@@ -130,10 +139,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const CTX: KeyContext<'static> = KeyContext { path: "/var/log/app.log", hostname: "host-1" };
+    const CTX: KeyContext<'static> = KeyContext {
+        path: "/var/log/app.log",
+        hostname: "host-1",
+    };
 
     fn spec(primary: KeySource) -> KeySpec {
-        KeySpec { primary, fallback: KeySource::Static("fb".into()) }
+        KeySpec {
+            primary,
+            fallback: KeySource::Static("fb".into()),
+        }
     }
 
     #[test]
@@ -161,12 +176,21 @@ mod tests {
     fn other_sources() {
         assert_eq!(spec(KeySource::Path).key(b"x", CTX, 0), "/var/log/app.log");
         assert_eq!(spec(KeySource::Hostname).key(b"x", CTX, 0), "host-1");
-        assert_eq!(spec(KeySource::Random).key(b"x", CTX, 255), "00000000000000ff");
+        assert_eq!(
+            spec(KeySource::Random).key(b"x", CTX, 255),
+            "00000000000000ff"
+        );
         let d = spec(KeySource::Deterministic);
         assert_eq!(d.key(b"abc", CTX, 1), "900150983cd24fb0d6963f7d28e17f72");
         assert_eq!(d.key(b"abc", CTX, 1), d.key(b"abc", CTX, 2));
-        let both_empty = KeySpec { primary: KeySource::Hostname, fallback: KeySource::Path };
-        let empty = KeyContext { path: "", hostname: "" };
+        let both_empty = KeySpec {
+            primary: KeySource::Hostname,
+            fallback: KeySource::Path,
+        };
+        let empty = KeyContext {
+            path: "",
+            hostname: "",
+        };
         assert_eq!(both_empty.key(b"x", empty, 16), "0000000000000010");
     }
 

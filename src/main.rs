@@ -12,7 +12,11 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 #[derive(Parser)]
-#[command(name = "kinetail", version, about = "Tails log files and ships every line to Amazon Kinesis Data Streams")]
+#[command(
+    name = "kinetail",
+    version,
+    about = "Tails log files and ships every line to Amazon Kinesis Data Streams"
+)]
 struct Cli {
     /// Log format on standard error.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -44,8 +48,11 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -80,7 +87,10 @@ fn main() -> ExitCode {
 }
 
 fn run(settings: Settings) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kinetail: cannot start the async runtime: {e}");
@@ -99,7 +109,9 @@ fn run(settings: Settings) -> ExitCode {
         let mut stop_tx = Some(stop_tx);
         for sig in signals.forever() {
             match sig {
-                SIGHUP => tracing::warn!("SIGHUP received: configuration reload is not supported by this version; still running"),
+                SIGHUP => tracing::warn!(
+                    "SIGHUP received: configuration reload is not supported by this version; still running"
+                ),
                 _ => match stop_tx.take() {
                     Some(tx) => {
                         tracing::info!(signal = sig, "stop requested");

@@ -61,12 +61,22 @@ pub enum Failure {
 pub fn classify(code: Option<&str>, status: Option<u16>) -> Failure {
     match code {
         Some(
-            "ProvisionedThroughputExceededException" | "LimitExceededException" | "ThrottlingException"
-            | "KMSThrottlingException" | "InternalFailure" | "InternalFailureException" | "InternalServerError"
-            | "ServiceUnavailable" | "ServiceUnavailableException" | "RequestTimeout" | "RequestTimeoutException"
+            "ProvisionedThroughputExceededException"
+            | "LimitExceededException"
+            | "ThrottlingException"
+            | "KMSThrottlingException"
+            | "InternalFailure"
+            | "InternalFailureException"
+            | "InternalServerError"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException"
+            | "RequestTimeout"
+            | "RequestTimeoutException"
             | "SlowDown",
         ) => Failure::Retry,
-        Some("InvalidArgumentException" | "ValidationException" | "SerializationException") => Failure::Invalid,
+        Some("InvalidArgumentException" | "ValidationException" | "SerializationException") => {
+            Failure::Invalid
+        }
         Some(_) if status.is_some_and(|s| s >= 500 || s == 429) => Failure::Retry,
         Some(_) => Failure::Stuck,
         None => match status {
@@ -85,7 +95,10 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     pub fn new(state_dir: &Path) -> DeadLetter {
-        DeadLetter { path: state_dir.join(DEAD_LETTER_FILE), file: Mutex::new(None) }
+        DeadLetter {
+            path: state_dir.join(DEAD_LETTER_FILE),
+            file: Mutex::new(None),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -94,7 +107,13 @@ impl DeadLetter {
 
     /// Writes one entry and fsyncs it. Only after this returns `Ok` may the
     /// record be acked.
-    pub fn write(&self, flow: &str, source: &Path, r: &Record, reason: &str) -> std::io::Result<()> {
+    pub fn write(
+        &self,
+        flow: &str,
+        source: &Path,
+        r: &Record,
+        reason: &str,
+    ) -> std::io::Result<()> {
         let entry = serde_json::json!({
             "time_unix_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
             "flow": flow,
@@ -109,7 +128,12 @@ impl DeadLetter {
         line.push(b'\n');
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            *guard = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+            *guard = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            );
         }
         match guard.as_mut() {
             Some(f) => {
@@ -143,14 +167,22 @@ pub struct Lane {
 }
 
 fn backoff(min: Duration, max: Duration) -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::new().with_jitter().with_min_delay(min).with_max_delay(max).without_max_times().build()
+    ExponentialBuilder::new()
+        .with_jitter()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .without_max_times()
+        .build()
 }
 
 enum CallResult {
     /// One answer per record, in request order: `None` for a confirmed
     /// record, the error code for a failed one.
     Entries(Vec<Option<String>>),
-    Failed { class: Failure, message: String },
+    Failed {
+        class: Failure,
+        message: String,
+    },
 }
 
 impl Lane {
@@ -194,7 +226,8 @@ impl Lane {
             if r.api_size() > MAX_BYTES_PER_RECORD {
                 // Framing keeps data under the limit with room for any key,
                 // so this is a bug elsewhere; the record is kept, not lost.
-                self.dead_letter(vec![r], "record larger than 1 MiB with its partition key").await;
+                self.dead_letter(vec![r], "record larger than 1 MiB with its partition key")
+                    .await;
                 continue;
             }
             if let Err(r) = batch.try_push(r) {
@@ -243,7 +276,8 @@ impl Lane {
                                 quick.next()
                             }
                             Failure::Stuck => {
-                                if last_stuck_log.is_none_or(|t| t.elapsed() >= STUCK_LOG_INTERVAL) {
+                                if last_stuck_log.is_none_or(|t| t.elapsed() >= STUCK_LOG_INTERVAL)
+                                {
                                     last_stuck_log = Some(Instant::now());
                                     tracing::error!(flow = %self.flow, stream = %self.stream, records = pending.len(), error = %message,
                                         "PutRecords cannot succeed until this is fixed; records are kept and retried");
@@ -257,7 +291,11 @@ impl Lane {
                                 break;
                             }
                             Failure::Invalid => {
-                                self.dead_letter(pending, &format!("rejected by Kinesis: {message}")).await;
+                                self.dead_letter(
+                                    pending,
+                                    &format!("rejected by Kinesis: {message}"),
+                                )
+                                .await;
                                 break;
                             }
                         }
@@ -271,15 +309,27 @@ impl Lane {
     async fn put(&self, records: &[Record]) -> CallResult {
         let mut entries = Vec::with_capacity(records.len());
         for r in records {
-            let entry = PutRecordsRequestEntry::builder().data(Blob::new(r.data.clone())).partition_key(r.key.clone()).build();
+            let entry = PutRecordsRequestEntry::builder()
+                .data(Blob::new(r.data.clone()))
+                .partition_key(r.key.clone())
+                .build();
             match entry {
                 Ok(e) => entries.push(e),
                 // Both required fields are set above, so the builder cannot
                 // refuse; if it ever does, the call fails and is retried.
-                Err(e) => return CallResult::Failed { class: Failure::Stuck, message: e.to_string() },
+                Err(e) => {
+                    return CallResult::Failed {
+                        class: Failure::Stuck,
+                        message: e.to_string(),
+                    };
+                }
             }
         }
-        let mut req = self.client.put_records().set_records(Some(entries)).stream_name(self.stream.name());
+        let mut req = self
+            .client
+            .put_records()
+            .set_records(Some(entries))
+            .stream_name(self.stream.name());
         if let StreamRef::Arn { arn, .. } = &self.stream {
             // The API takes the name, the ARN, or both; both work with
             // servers that predate the ARN parameter.
@@ -292,7 +342,11 @@ impl Lane {
                 if entries.len() != records.len() {
                     return CallResult::Failed {
                         class: Failure::Retry,
-                        message: format!("response has {} entries for {} records", entries.len(), records.len()),
+                        message: format!(
+                            "response has {} entries for {} records",
+                            entries.len(),
+                            records.len()
+                        ),
                     };
                 }
                 CallResult::Entries(
@@ -308,7 +362,10 @@ impl Lane {
             Err(e) => {
                 let status = e.raw_response().map(|r| r.status().as_u16());
                 let class = classify(e.code(), status);
-                CallResult::Failed { class, message: DisplayErrorContext(&e).to_string() }
+                CallResult::Failed {
+                    class,
+                    message: DisplayErrorContext(&e).to_string(),
+                }
             }
         }
     }
@@ -337,11 +394,19 @@ impl Lane {
             let mut wait = backoff(Duration::from_secs(1), Duration::from_secs(30));
             loop {
                 let dl = self.shared.dead_letter.clone();
-                let (flow, rec, why, src) = (self.flow.clone(), r.clone(), reason.to_string(), path.clone());
-                let written = tokio::task::spawn_blocking(move || dl.write(&flow, &src, &rec, &why)).await;
+                let (flow, rec, why, src) = (
+                    self.flow.clone(),
+                    r.clone(),
+                    reason.to_string(),
+                    path.clone(),
+                );
+                let written =
+                    tokio::task::spawn_blocking(move || dl.write(&flow, &src, &rec, &why)).await;
                 match written {
                     Ok(Ok(())) => break,
-                    Ok(Err(e)) => tracing::error!(path = %self.shared.dead_letter.path().display(), error = %e, "cannot write the dead-letter file; retrying"),
+                    Ok(Err(e)) => {
+                        tracing::error!(path = %self.shared.dead_letter.path().display(), error = %e, "cannot write the dead-letter file; retrying")
+                    }
                     Err(e) => tracing::error!(error = %e, "dead-letter writer failed; retrying"),
                 }
                 tokio::time::sleep(wait.next().unwrap_or(Duration::from_secs(30))).await;
@@ -360,16 +425,41 @@ mod tests {
 
     #[test]
     fn classification_follows_the_error_table() {
-        assert_eq!(classify(Some("ProvisionedThroughputExceededException"), Some(400)), Failure::Retry);
+        assert_eq!(
+            classify(Some("ProvisionedThroughputExceededException"), Some(400)),
+            Failure::Retry
+        );
         assert_eq!(classify(Some("InternalFailure"), Some(500)), Failure::Retry);
-        assert_eq!(classify(Some("KMSThrottlingException"), Some(400)), Failure::Retry);
-        assert_eq!(classify(Some("ResourceNotFoundException"), Some(400)), Failure::Stuck);
-        assert_eq!(classify(Some("AccessDeniedException"), Some(400)), Failure::Stuck);
-        assert_eq!(classify(Some("ExpiredTokenException"), Some(403)), Failure::Stuck);
-        assert_eq!(classify(Some("KMSDisabledException"), Some(400)), Failure::Stuck);
-        assert_eq!(classify(Some("InvalidArgumentException"), Some(400)), Failure::Invalid);
+        assert_eq!(
+            classify(Some("KMSThrottlingException"), Some(400)),
+            Failure::Retry
+        );
+        assert_eq!(
+            classify(Some("ResourceNotFoundException"), Some(400)),
+            Failure::Stuck
+        );
+        assert_eq!(
+            classify(Some("AccessDeniedException"), Some(400)),
+            Failure::Stuck
+        );
+        assert_eq!(
+            classify(Some("ExpiredTokenException"), Some(403)),
+            Failure::Stuck
+        );
+        assert_eq!(
+            classify(Some("KMSDisabledException"), Some(400)),
+            Failure::Stuck
+        );
+        assert_eq!(
+            classify(Some("InvalidArgumentException"), Some(400)),
+            Failure::Invalid
+        );
         assert_eq!(classify(Some("SomethingNew"), Some(503)), Failure::Retry);
-        assert_eq!(classify(None, None), Failure::Retry, "no response: connection or timeout");
+        assert_eq!(
+            classify(None, None),
+            Failure::Retry,
+            "no response: connection or timeout"
+        );
         assert_eq!(classify(None, Some(502)), Failure::Retry);
         assert_eq!(classify(None, Some(403)), Failure::Stuck);
     }

@@ -75,7 +75,10 @@ pub fn fingerprint(file: &File) -> std::io::Result<Fingerprint> {
 
 /// The identity of an open file.
 pub fn file_key(meta: &std::fs::Metadata) -> FileKey {
-    FileKey { dev: meta.dev(), ino: meta.ino() }
+    FileKey {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    }
 }
 
 /// Everything a tailer starts with.
@@ -114,10 +117,7 @@ impl Tailer {
         let mut file = start.file;
         // Reads continue from `offset`; seeking is what positions them.
         let seek = file.seek(SeekFrom::Start(start.offset));
-        let offset = match seek {
-            Ok(o) => o,
-            Err(_) => 0,
-        };
+        let offset = seek.unwrap_or_default();
         let strip_cr = flow.settings.strip_cr;
         Tailer {
             flow,
@@ -169,12 +169,12 @@ impl Tailer {
                     self.read_offset += n as u64;
                     Metrics::add(&self.flow.metrics.bytes_read, n as u64);
                     self.framer.feed(&buf[..n], &mut lines);
-                    if self.fingerprint.len < Fingerprint::MAX_LEN && self.read_offset > self.fingerprint.len {
-                        if let Ok(fp) = fingerprint(&self.file) {
+                    if self.fingerprint.len < Fingerprint::MAX_LEN
+                        && self.read_offset > self.fingerprint.len
+                        && let Ok(fp) = fingerprint(&self.file) {
                             self.fingerprint = fp.clone();
                             self.flow.checkpoints.set_fingerprint(self.id, fp);
                         }
-                    }
                     if let Handoff::Shutdown = self.hand_off(&mut lines).await {
                         break;
                     }
@@ -210,7 +210,13 @@ impl Tailer {
             tracing::warn!(flow = %self.flow.settings.name, path = %path.display(), size = len, offset = self.read_offset,
                 "file is shorter than what was read: truncated; reading again from the start");
             let fp = fingerprint(&self.file).unwrap_or_else(|_| Fingerprint::of(b""));
-            self.id = self.flow.checkpoints.register(&self.flow.settings.name, self.key, fp.clone(), path, 0);
+            self.id = self.flow.checkpoints.register(
+                &self.flow.settings.name,
+                self.key,
+                fp.clone(),
+                path,
+                0,
+            );
             self.fingerprint = fp;
             self.framer = Framer::new(0, MAX_DATA_BYTES, self.flow.settings.strip_cr);
             self.read_offset = 0;
@@ -219,7 +225,9 @@ impl Tailer {
             }
             return EofAction::Reread;
         }
-        let still_here = std::fs::metadata(&path).map(|m| file_key(&m) == self.key).unwrap_or(false);
+        let still_here = std::fs::metadata(&path)
+            .map(|m| file_key(&m) == self.key)
+            .unwrap_or(false);
         if still_here {
             *orphan_since = None;
             return EofAction::Wait;
@@ -246,13 +254,27 @@ impl Tailer {
         Metrics::add(&self.flow.metrics.lines_read, lines.len() as u64);
         let path = self.path();
         let path_str = path.to_string_lossy();
-        let ctx = KeyContext { path: &path_str, hostname: &self.flow.hostname };
+        let ctx = KeyContext {
+            path: &path_str,
+            hostname: &self.flow.hostname,
+        };
         let n_lanes = self.flow.lanes.len().max(1);
-        let mut buckets: Vec<(Vec<Record>, usize)> = (0..n_lanes).map(|_| (Vec::new(), 0)).collect();
+        let mut buckets: Vec<(Vec<Record>, usize)> =
+            (0..n_lanes).map(|_| (Vec::new(), 0)).collect();
         for line in lines.drain(..) {
-            let key = self.flow.settings.partition_key.key(&line.data, ctx, rand::random());
+            let key = self
+                .flow
+                .settings
+                .partition_key
+                .key(&line.data, ctx, rand::random());
             let lane = lane_of(&key, n_lanes);
-            let rec = Record { data: line.data, key, file: self.id, start: line.start, end: line.end };
+            let rec = Record {
+                data: line.data,
+                key,
+                file: self.id,
+                start: line.start,
+                end: line.end,
+            };
             let (bucket, bytes) = &mut buckets[lane];
             *bytes += rec.budget_size();
             bucket.push(rec);
@@ -265,11 +287,10 @@ impl Tailer {
             }
         }
         for (lane, (bucket, _)) in buckets.into_iter().enumerate() {
-            if !bucket.is_empty() {
-                if let Handoff::Shutdown = self.send(lane, bucket).await {
+            if !bucket.is_empty()
+                && let Handoff::Shutdown = self.send(lane, bucket).await {
                     return Handoff::Shutdown;
                 }
-            }
         }
         Handoff::Done
     }
@@ -286,7 +307,9 @@ impl Tailer {
             Ok(p) => p.forget(),
             Err(_) => return Handoff::Shutdown,
         }
-        let Some(tx) = self.flow.lanes.get(lane) else { return Handoff::Shutdown };
+        let Some(tx) = self.flow.lanes.get(lane) else {
+            return Handoff::Shutdown;
+        };
         match tx.send(records).await {
             Ok(()) => Handoff::Done,
             Err(_) => {

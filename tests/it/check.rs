@@ -43,9 +43,15 @@ fn assert_error_at(text: &str, env: &[(&str, &str)], line: usize, needle: &str) 
     assert_ne!(code, 0, "check must fail for:\n{text}");
     assert!(!err.contains("panicked"), "no panic: {err}");
     let prefix = format!("{}:{line}:", path.display());
-    assert!(err.starts_with(&prefix), "error starts with {prefix:?}: {err}");
+    assert!(
+        err.starts_with(&prefix),
+        "error starts with {prefix:?}: {err}"
+    );
     let col = err[prefix.len()..].split(':').next().unwrap_or("");
-    assert!(col.parse::<usize>().is_ok_and(|c| c >= 1), "a column follows the line: {err}");
+    assert!(
+        col.parse::<usize>().is_ok_and(|c| c >= 1),
+        "a column follows the line: {err}"
+    );
     assert!(err.contains(needle), "error mentions {needle:?}: {err}");
 }
 
@@ -61,18 +67,37 @@ fn valid_config_prints_effective_settings() {
 #[test]
 fn the_example_config_is_valid() {
     let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/kinetail.toml");
-    let out = kinetail().arg("check").arg("--config").arg(&example).output().expect("run check");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kinetail()
+        .arg("check")
+        .arg("--config")
+        .arg(&example)
+        .output()
+        .expect("run check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn bad_toml_is_located() {
-    assert_error_at(&GOOD.replace("region = \"us-east-1\"", "region = \"us-east-1"), &[], 4, "");
+    assert_error_at(
+        &GOOD.replace("region = \"us-east-1\"", "region = \"us-east-1"),
+        &[],
+        4,
+        "",
+    );
 }
 
 #[test]
 fn unknown_key_is_located() {
-    assert_error_at(&GOOD.replace("stream = \"demo\"", "stream = \"demo\"\nstreem = \"x\""), &[], 10, "streem");
+    assert_error_at(
+        &GOOD.replace("stream = \"demo\"", "stream = \"demo\"\nstreem = \"x\""),
+        &[],
+        10,
+        "streem",
+    );
 }
 
 #[test]
@@ -87,12 +112,18 @@ fn regex_without_group_is_located() {
 
 #[test]
 fn unset_variable_is_located_and_defaults_apply() {
-    let text = GOOD.replace("stream = \"demo\"", "stream = \"${KINETAIL_TEST_UNSET_STREAM}\"");
+    let text = GOOD.replace(
+        "stream = \"demo\"",
+        "stream = \"${KINETAIL_TEST_UNSET_STREAM}\"",
+    );
     assert_error_at(&text, &[], 9, "KINETAIL_TEST_UNSET_STREAM is not set");
     let (code, out, err, _, _dir) = check(&text, &[("KINETAIL_TEST_UNSET_STREAM", "from-env")]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("stream = \"from-env\""), "{out}");
-    let text = GOOD.replace("stream = \"demo\"", "stream = \"${KINETAIL_TEST_UNSET_STREAM:-fallback}\"");
+    let text = GOOD.replace(
+        "stream = \"demo\"",
+        "stream = \"${KINETAIL_TEST_UNSET_STREAM:-fallback}\"",
+    );
     let (code, out, err, _, _dir) = check(&text, &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("stream = \"fallback\""), "{out}");
@@ -100,19 +131,45 @@ fn unset_variable_is_located_and_defaults_apply() {
 
 #[test]
 fn missing_stream_is_located() {
-    assert_error_at(&GOOD.replace("stream = \"demo\"\n", ""), &[], 6, "missing field `stream`");
+    assert_error_at(
+        &GOOD.replace("stream = \"demo\"\n", ""),
+        &[],
+        6,
+        "missing field `stream`",
+    );
 }
 
 #[test]
 fn invalid_stream_and_start_at_are_located() {
-    assert_error_at(&GOOD.replace("stream = \"demo\"", "stream = \"no spaces allowed\""), &[], 9, "stream");
-    assert_error_at(&GOOD.replace("stream = \"demo\"", "stream = \"demo\"\nstart_at = \"middle\""), &[], 10, "start_at");
+    assert_error_at(
+        &GOOD.replace("stream = \"demo\"", "stream = \"no spaces allowed\""),
+        &[],
+        9,
+        "stream",
+    );
+    assert_error_at(
+        &GOOD.replace(
+            "stream = \"demo\"",
+            "stream = \"demo\"\nstart_at = \"middle\"",
+        ),
+        &[],
+        10,
+        "start_at",
+    );
 }
 
 #[test]
 fn missing_file_is_reported() {
-    let out = kinetail().arg("check").arg("--config").arg("/nonexistent/kinetail.toml").output().expect("run check");
+    let out = kinetail()
+        .arg("check")
+        .arg("--config")
+        .arg("/nonexistent/kinetail.toml")
+        .output()
+        .expect("run check");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/nonexistent/kinetail.toml") && err.contains("cannot read"), "{err}");
+    assert!(
+        err.contains("/nonexistent/kinetail.toml") && err.contains("cannot read"),
+        "{err}"
+    );
 }

@@ -61,7 +61,9 @@ struct Ctx {
 }
 
 pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fault proxy");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind fault proxy");
     let port = listener.local_addr().expect("addr").port();
     let stats = Arc::new(FaultStats::default());
     let ctx = Arc::new(Ctx {
@@ -72,14 +74,18 @@ pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
     });
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let ctx = ctx.clone();
                     async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
@@ -95,8 +101,20 @@ fn json_response(status: u16, body: Value) -> Response<Full<Bytes>> {
         .expect("response")
 }
 
-async fn forward(ctx: &Ctx, parts: &hyper::http::request::Parts, body: Bytes) -> Result<(u16, Bytes, String), String> {
-    let uri = format!("{}{}", ctx.upstream, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+async fn forward(
+    ctx: &Ctx,
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+) -> Result<(u16, Bytes, String), String> {
+    let uri = format!(
+        "{}{}",
+        ctx.upstream,
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
     let mut req = Request::builder().method(parts.method.clone()).uri(uri);
     for (k, v) in &parts.headers {
         if k != "host" && k != "content-length" {
@@ -106,8 +124,18 @@ async fn forward(ctx: &Ctx, parts: &hyper::http::request::Parts, body: Bytes) ->
     let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
     let resp = ctx.client.request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/x-amz-json-1.1").to_string();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/x-amz-json-1.1")
+        .to_string();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     Ok((status, body, ctype))
 }
 
@@ -115,14 +143,26 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return json_response(500, json!({"__type": "InternalFailure", "message": e.to_string()})),
+        Err(e) => {
+            return json_response(
+                500,
+                json!({"__type": "InternalFailure", "message": e.to_string()}),
+            );
+        }
     };
-    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     if !target.ends_with(".PutRecords") {
         return match forward(ctx, &parts, body).await {
-            Ok((status, body, ctype)) => {
-                Response::builder().status(status).header("content-type", ctype).body(Full::new(body)).expect("response")
-            }
+            Ok((status, body, ctype)) => Response::builder()
+                .status(status)
+                .header("content-type", ctype)
+                .body(Full::new(body))
+                .expect("response"),
             Err(e) => json_response(500, json!({"__type": "InternalFailure", "message": e})),
         };
     }
@@ -130,15 +170,26 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let f = &ctx.faults;
     if rand::random::<f64>() < f.call_500 {
         ctx.stats.calls_failed.fetch_add(1, Ordering::Relaxed);
-        return json_response(500, json!({"__type": "InternalFailure", "message": "injected failure"}));
+        return json_response(
+            500,
+            json!({"__type": "InternalFailure", "message": "injected failure"}),
+        );
     }
     if rand::random::<f64>() < f.call_throttle {
         ctx.stats.calls_failed.fetch_add(1, Ordering::Relaxed);
-        return json_response(400, json!({"__type": "ProvisionedThroughputExceededException", "message": "injected throttle"}));
+        return json_response(
+            400,
+            json!({"__type": "ProvisionedThroughputExceededException", "message": "injected throttle"}),
+        );
     }
     let mut request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return json_response(400, json!({"__type": "SerializationException", "message": e.to_string()})),
+        Err(e) => {
+            return json_response(
+                400,
+                json!({"__type": "SerializationException", "message": e.to_string()}),
+            );
+        }
     };
     let records = request["Records"].as_array().cloned().unwrap_or_default();
     let mut keep = Vec::new();
@@ -158,25 +209,43 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
         request["Records"] = Value::Array(keep);
         let (status, resp, _) = match forward(ctx, &parts, Bytes::from(request.to_string())).await {
             Ok(r) => r,
-            Err(e) => return json_response(500, json!({"__type": "InternalFailure", "message": e})),
+            Err(e) => {
+                return json_response(500, json!({"__type": "InternalFailure", "message": e}));
+            }
         };
         if status != 200 {
-            return Response::builder().status(status).header("content-type", "application/x-amz-json-1.1").body(Full::new(resp)).expect("response");
+            return Response::builder()
+                .status(status)
+                .header("content-type", "application/x-amz-json-1.1")
+                .body(Full::new(resp))
+                .expect("response");
         }
         let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
         upstream_entries = v["Records"].as_array().cloned().unwrap_or_default();
         upstream_failed = v["FailedRecordCount"].as_u64().unwrap_or(0);
-        assert_eq!(upstream_entries.len(), n, "upstream answered every forwarded record");
-        ctx.stats.entries_forwarded.fetch_add(n as u64, Ordering::Relaxed);
+        assert_eq!(
+            upstream_entries.len(),
+            n,
+            "upstream answered every forwarded record"
+        );
+        ctx.stats
+            .entries_forwarded
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
-    ctx.stats.entries_failed.fetch_add(failed_at.len() as u64, Ordering::Relaxed);
+    ctx.stats
+        .entries_failed
+        .fetch_add(failed_at.len() as u64, Ordering::Relaxed);
     let mut merged = Vec::with_capacity(total);
     let mut up = upstream_entries.into_iter();
     let mut fail = failed_at.iter().peekable();
     for i in 0..total {
         if fail.peek() == Some(&&i) {
             fail.next();
-            let code = if i % 2 == 0 { "ProvisionedThroughputExceededException" } else { "InternalFailure" };
+            let code = if i % 2 == 0 {
+                "ProvisionedThroughputExceededException"
+            } else {
+                "InternalFailure"
+            };
             merged.push(json!({"ErrorCode": code, "ErrorMessage": "injected entry failure"}));
         } else if let Some(e) = up.next() {
             merged.push(e);
@@ -187,5 +256,8 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if failed > 0 && rand::random::<f64>() < 0.05 {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    json_response(200, json!({"FailedRecordCount": failed, "Records": merged, "EncryptionType": "NONE"}))
+    json_response(
+        200,
+        json!({"FailedRecordCount": failed, "Records": merged, "EncryptionType": "NONE"}),
+    )
 }

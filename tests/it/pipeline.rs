@@ -19,7 +19,11 @@ fn numbered_lines(tag: &str, from: usize, to: usize) -> Vec<u8> {
 }
 
 fn append(path: &std::path::Path, bytes: &[u8]) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open for append");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open for append");
     f.write_all(bytes).expect("append");
 }
 
@@ -55,7 +59,11 @@ async fn loghub_samples_arrive_exactly_once_crlf_stripped_and_in_order_per_key()
     for name in &names {
         let bytes = std::fs::read(src.join(name)).expect("read sample");
         std::fs::write(s.logs().join(name), &bytes).expect("copy sample");
-        files.push((name.clone(), complete_lines(&bytes), !bytes.ends_with(b"\n")));
+        files.push((
+            name.clone(),
+            complete_lines(&bytes),
+            !bytes.ends_with(b"\n"),
+        ));
     }
     let config = s.config(
         &server.endpoint(),
@@ -73,13 +81,22 @@ linger_ms = 50
 
     let complete: usize = files.iter().map(|f| f.1.len()).sum();
     let got = wait_for_count(&client, "loghub", complete, SHIP_TIMEOUT).await;
-    assert_eq!(got.len(), complete, "every complete line arrives; log:\n{}", daemon.log_text());
+    assert_eq!(
+        got.len(),
+        complete,
+        "every complete line arrives; log:\n{}",
+        daemon.log_text()
+    );
 
     // A last line without its newline waits; the writer finishing it ships it.
     let partial: Vec<&(String, Vec<Vec<u8>>, bool)> = files.iter().filter(|f| f.2).collect();
     assert!(!partial.is_empty(), "some samples end without a newline");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(read_all(&client, "loghub").await.len(), complete, "partial last lines are held back");
+    assert_eq!(
+        read_all(&client, "loghub").await.len(),
+        complete,
+        "partial last lines are held back"
+    );
     let mut expected: Vec<Vec<u8>> = Vec::new();
     for (name, lines, has_partial) in files.iter_mut() {
         if *has_partial {
@@ -92,9 +109,20 @@ linger_ms = 50
     let got = wait_for_count(&client, "loghub", expected.len(), SHIP_TIMEOUT).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let got_again = read_all(&client, "loghub").await;
-    assert_eq!(got_again.len(), got.len(), "nothing more arrives (no duplicates)");
-    assert_eq!(multiset(data_of(&got)), multiset(expected.clone()), "the stream holds exactly the lines written");
-    assert!(got.iter().all(|g| !g.data.ends_with(b"\r")), "CRLF is stripped");
+    assert_eq!(
+        got_again.len(),
+        got.len(),
+        "nothing more arrives (no duplicates)"
+    );
+    assert_eq!(
+        multiset(data_of(&got)),
+        multiset(expected.clone()),
+        "the stream holds exactly the lines written"
+    );
+    assert!(
+        got.iter().all(|g| !g.data.ends_with(b"\r")),
+        "CRLF is stripped"
+    );
     let shards: HashSet<&str> = got.iter().map(|g| g.shard.as_str()).collect();
     assert_eq!(shards.len(), 2, "records spread over both shards");
 
@@ -119,12 +147,20 @@ linger_ms = 50
         if let Some(&(fi, li)) = place.get(g.data.as_slice()) {
             let prev = last.insert((g.shard.as_str(), g.key.as_str(), fi), li);
             if let Some(p) = prev {
-                assert!(p < li, "line {li} of {} arrived after line {p} for key {}", files[fi].0, g.key);
+                assert!(
+                    p < li,
+                    "line {li} of {} arrived after line {p} for key {}",
+                    files[fi].0,
+                    g.key
+                );
             }
             checked += 1;
         }
     }
-    assert!(checked > expected.len() / 2, "order checked on most lines ({checked})");
+    assert!(
+        checked > expected.len() / 2,
+        "order checked on most lines ({checked})"
+    );
     let status = daemon.stop(Duration::from_secs(30));
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 }
@@ -139,19 +175,34 @@ async fn graceful_restart_sends_every_line_once() {
     std::fs::write(&file, numbered_lines("big", 0, 120_000)).expect("write");
     // The smallest buffer, so that SIGTERM comes while most of the file is
     // still unread.
-    let config = s.config(&server.endpoint(), "max_buffer_bytes = 4194304", "[[flow]]\nname = \"big\"\npaths = [\"{logs}/*.log\"]\nstream = \"restart\"\n");
+    let config = s.config(
+        &server.endpoint(),
+        "max_buffer_bytes = 4194304",
+        "[[flow]]\nname = \"big\"\npaths = [\"{logs}/*.log\"]\nstream = \"restart\"\n",
+    );
     let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
     // Stop as soon as the first checkpoint shows progress: cheaper to poll
     // than the stream, so the stop lands early in the file.
     let deadline = std::time::Instant::now() + SHIP_TIMEOUT;
     while saved_offset(&s, &file) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint saved; log:\n{}", daemon.log_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint saved; log:\n{}",
+            daemon.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let status = daemon.stop(Duration::from_secs(30));
-    assert!(status.success(), "clean exit on SIGTERM: {status:?}\n{}", daemon.log_text());
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status:?}\n{}",
+        daemon.log_text()
+    );
     let at_stop = read_all(&client, "restart").await.len();
-    assert!(at_stop < 120_000, "stopped in the middle ({at_stop} of 120000); make the file larger if this fails");
+    assert!(
+        at_stop < 120_000,
+        "stopped in the middle ({at_stop} of 120000); make the file larger if this fails"
+    );
 
     append(&file, &numbered_lines("big", 120_000, 125_000));
     let mut daemon = Daemon::start(&config, &s.path("daemon2.log"));
@@ -160,7 +211,12 @@ async fn graceful_restart_sends_every_line_once() {
     let got_all = read_all(&client, "restart").await;
     assert_eq!(got_all.len(), got.len(), "no late duplicates");
     let expected = complete_lines(&std::fs::read(&file).expect("read back"));
-    assert_eq!(multiset(data_of(&got_all)), multiset(expected), "every line exactly once; log:\n{}", daemon.log_text());
+    assert_eq!(
+        multiset(data_of(&got_all)),
+        multiset(expected),
+        "every line exactly once; log:\n{}",
+        daemon.log_text()
+    );
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
 
@@ -172,10 +228,18 @@ async fn kill_9_then_restart_loses_nothing() {
     let s = Scratch::new();
     let file = s.logs().join("app.log");
     std::fs::write(&file, numbered_lines("crash", 0, 30_000)).expect("write");
-    let config = s.config(&server.endpoint(), "", "[[flow]]\nname = \"app\"\npaths = [\"{logs}/*.log\"]\nstream = \"crash\"\n");
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        "[[flow]]\nname = \"app\"\npaths = [\"{logs}/*.log\"]\nstream = \"crash\"\n",
+    );
     let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
     let got = wait_for_count(&client, "crash", 3_000, SHIP_TIMEOUT).await;
-    assert!(got.len() >= 3_000, "shipping started; log:\n{}", daemon.log_text());
+    assert!(
+        got.len() >= 3_000,
+        "shipping started; log:\n{}",
+        daemon.log_text()
+    );
     daemon.kill9();
     append(&file, &numbered_lines("crash", 30_000, 32_000));
     let mut daemon = Daemon::start(&config, &s.path("daemon2.log"));
@@ -183,14 +247,21 @@ async fn kill_9_then_restart_loses_nothing() {
     let want: HashSet<Vec<u8>> = expected.iter().cloned().collect();
     let deadline = std::time::Instant::now() + SHIP_TIMEOUT;
     let missing = loop {
-        let have: HashSet<Vec<u8>> = data_of(&read_all(&client, "crash").await).into_iter().collect();
+        let have: HashSet<Vec<u8>> = data_of(&read_all(&client, "crash").await)
+            .into_iter()
+            .collect();
         let missing = want.difference(&have).count();
         if missing == 0 || std::time::Instant::now() > deadline {
             break missing;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    assert_eq!(missing, 0, "every line arrives at least once; log:\n{}", daemon.log_text());
+    assert_eq!(
+        missing,
+        0,
+        "every line arrives at least once; log:\n{}",
+        daemon.log_text()
+    );
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
 
@@ -199,7 +270,14 @@ async fn failed_entries_are_retried_and_checkpoints_never_pass_unconfirmed_recor
     let server = Kinesalite::start();
     let client = server.client();
     create_stream(&client, "faulty", 2).await;
-    let proxy = fault::start(&server.endpoint(), Faults { entry_fail: 0.3, ..Faults::default() }).await;
+    let proxy = fault::start(
+        &server.endpoint(),
+        Faults {
+            entry_fail: 0.3,
+            ..Faults::default()
+        },
+    )
+    .await;
     let s = Scratch::new();
     let file = s.logs().join("app.log");
     let total = 20_000;
@@ -218,15 +296,23 @@ async fn failed_entries_are_retried_and_checkpoints_never_pass_unconfirmed_recor
     let mut last_offset = 0;
     let deadline = std::time::Instant::now() + SHIP_TIMEOUT;
     while std::time::Instant::now() < deadline {
-        if let Ok(files) = kinetail::checkpoint::read_store(&s.state()) {
-            if let Some(saved) = files.iter().find(|f| f.path == file) {
+        if let Ok(files) = kinetail::checkpoint::read_store(&s.state())
+            && let Some(saved) = files.iter().find(|f| f.path == file) {
                 let offset = saved.offset as usize;
                 if offset != last_offset {
-                    let held: HashSet<Vec<u8>> = data_of(&read_all(&client, "faulty").await).into_iter().collect();
+                    let held: HashSet<Vec<u8>> = data_of(&read_all(&client, "faulty").await)
+                        .into_iter()
+                        .collect();
                     for line in complete_lines(&content[..offset]) {
-                        assert!(held.contains(&line), "checkpoint {offset} passes a record the server does not hold");
+                        assert!(
+                            held.contains(&line),
+                            "checkpoint {offset} passes a record the server does not hold"
+                        );
                     }
-                    assert!(content[..offset].ends_with(b"\n"), "checkpoints fall on line boundaries");
+                    assert!(
+                        content[..offset].ends_with(b"\n"),
+                        "checkpoints fall on line boundaries"
+                    );
                     checks += 1;
                     last_offset = offset;
                 }
@@ -234,14 +320,28 @@ async fn failed_entries_are_retried_and_checkpoints_never_pass_unconfirmed_recor
                     break;
                 }
             }
-        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(last_offset, content.len(), "the checkpoint reaches the end; log:\n{}", daemon.log_text());
+    assert_eq!(
+        last_offset,
+        content.len(),
+        "the checkpoint reaches the end; log:\n{}",
+        daemon.log_text()
+    );
     assert!(checks >= 2, "several checkpoints were checked ({checks})");
     let got = read_all(&client, "faulty").await;
-    assert_eq!(multiset(data_of(&got)), multiset(complete_lines(&content)), "every line exactly once");
-    let failed = proxy.stats.entries_failed.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(failed > (total as u64) / 5, "the proxy failed many entries ({failed})");
+    assert_eq!(
+        multiset(data_of(&got)),
+        multiset(complete_lines(&content)),
+        "every line exactly once"
+    );
+    let failed = proxy
+        .stats
+        .entries_failed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        failed > (total as u64) / 5,
+        "the proxy failed many entries ({failed})"
+    );
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }

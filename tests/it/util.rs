@@ -46,7 +46,9 @@ impl Kinesalite {
             .expect("start node (is Node.js installed?)");
         let stdout = child.stdout.take().expect("kinesalite stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read kinesalite's first line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read kinesalite's first line");
         let port = line
             .trim()
             .strip_prefix("listening ")
@@ -86,11 +88,24 @@ pub fn client_for(endpoint: &str) -> Client {
 }
 
 pub async fn create_stream(client: &Client, name: &str, shards: i32) {
-    client.create_stream().stream_name(name).shard_count(shards).send().await.expect("create stream");
+    client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("create stream");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let d = client.describe_stream_summary().stream_name(name).send().await.expect("describe stream");
-        let status = d.stream_description_summary().map(|s| s.stream_status().as_str().to_string());
+        let d = client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .expect("describe stream");
+        let status = d
+            .stream_description_summary()
+            .map(|s| s.stream_status().as_str().to_string());
         if status.as_deref() == Some("ACTIVE") {
             return;
         }
@@ -109,7 +124,12 @@ pub struct Got {
 
 /// Every record in the stream, shard by shard, each shard in sequence order.
 pub async fn read_all(client: &Client, stream: &str) -> Vec<Got> {
-    let shards = client.list_shards().stream_name(stream).send().await.expect("list shards");
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("list shards");
     let mut out = Vec::new();
     for shard in shards.shards() {
         let id = shard.shard_id().to_string();
@@ -123,13 +143,23 @@ pub async fn read_all(client: &Client, stream: &str) -> Vec<Got> {
             .expect("shard iterator");
         let mut iter = it.shard_iterator().map(str::to_string);
         while let Some(i) = iter.take() {
-            let page = client.get_records().shard_iterator(&i).limit(10_000).send().await.expect("get records");
+            let page = client
+                .get_records()
+                .shard_iterator(&i)
+                .limit(10_000)
+                .send()
+                .await
+                .expect("get records");
             let recs = page.records();
             if recs.is_empty() {
                 break;
             }
             for r in recs {
-                out.push(Got { shard: id.clone(), key: r.partition_key().unwrap_or_default().to_string(), data: r.data().as_ref().to_vec() });
+                out.push(Got {
+                    shard: id.clone(),
+                    key: r.partition_key().unwrap_or_default().to_string(),
+                    data: r.data().as_ref().to_vec(),
+                });
             }
             iter = page.next_shard_iterator().map(str::to_string);
         }
@@ -138,7 +168,12 @@ pub async fn read_all(client: &Client, stream: &str) -> Vec<Got> {
 }
 
 /// Polls the stream until it holds at least `n` records or `timeout` passes.
-pub async fn wait_for_count(client: &Client, stream: &str, n: usize, timeout: Duration) -> Vec<Got> {
+pub async fn wait_for_count(
+    client: &Client,
+    stream: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Got> {
     let deadline = Instant::now() + timeout;
     loop {
         let got = read_all(client, stream).await;
@@ -166,7 +201,9 @@ pub fn complete_lines(bytes: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// Counts of each distinct value.
-pub fn multiset<T: std::hash::Hash + Eq + Clone>(items: impl IntoIterator<Item = T>) -> HashMap<T, usize> {
+pub fn multiset<T: std::hash::Hash + Eq + Clone>(
+    items: impl IntoIterator<Item = T>,
+) -> HashMap<T, usize> {
     let mut m = HashMap::new();
     for i in items {
         *m.entry(i).or_insert(0) += 1;
@@ -180,7 +217,10 @@ pub fn loghub_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: {} is absent; the loghub samples are needed for this test", dir.display());
+        eprintln!(
+            "SKIPPED: {} is absent; the loghub samples are needed for this test",
+            dir.display()
+        );
         None
     }
 }
@@ -241,7 +281,11 @@ pub fn kinetail() -> Command {
 
 impl Daemon {
     pub fn start(config: &Path, log: &Path) -> Daemon {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("daemon log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("daemon log");
         let child = kinetail()
             .arg("run")
             .arg("--config")
@@ -251,11 +295,18 @@ impl Daemon {
             .stderr(out)
             .spawn()
             .expect("start kinetail");
-        Daemon { child, log: log.to_path_buf() }
+        Daemon {
+            child,
+            log: log.to_path_buf(),
+        }
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("kill");
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
         assert!(ok.success(), "kill -{sig} failed");
     }
 
@@ -273,7 +324,10 @@ impl Daemon {
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
-                panic!("kinetail did not exit in {timeout:?}; log:\n{}", self.log_text());
+                panic!(
+                    "kinetail did not exit in {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
