@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::FileKey;
 use crate::config::{FlowSettings, StartAt};
-use crate::tailer::{FlowRuntime, TailStart, Tailer, file_key, fingerprint};
+use crate::tailer::{FlowRuntime, TailStart, Tailer, file_key, fingerprint, head_matches};
 
 /// Wakers of a flow's open tailers by path, for notify events.
 pub type WakeRegistry = Arc<Mutex<HashMap<PathBuf, Arc<Notify>>>>;
@@ -103,9 +103,10 @@ pub async fn run(
         }
         for path in paths {
             if let Err(e) = consider(&flow, &path, first, &mut active, &wakes, &shutdown)
-                && reported.insert((path.clone(), e.clone())) {
-                    tracing::warn!(flow = %flow.settings.name, path = %path.display(), error = %e, "cannot tail file");
-                }
+                && reported.insert((path.clone(), e.clone()))
+            {
+                tracing::warn!(flow = %flow.settings.name, path = %path.display(), error = %e, "cannot tail file");
+            }
         }
         {
             let mut w = wakes.lock().unwrap_or_else(|p| p.into_inner());
@@ -206,18 +207,4 @@ fn consider(
         },
     );
     Ok(())
-}
-
-/// Whether the first `fp.len` bytes of `file` hash to `fp`.
-fn head_matches(file: &File, fp: &crate::checkpoint::Fingerprint) -> bool {
-    use std::os::unix::fs::FileExt;
-    let mut head = vec![0u8; fp.len as usize];
-    let mut n = 0;
-    while n < head.len() {
-        match file.read_at(&mut head[n..], n as u64) {
-            Ok(0) | Err(_) => return false,
-            Ok(k) => n += k,
-        }
-    }
-    crate::checkpoint::Fingerprint::of(&head) == *fp
 }

@@ -73,6 +73,19 @@ pub fn fingerprint(file: &File) -> std::io::Result<Fingerprint> {
     Ok(Fingerprint::of(&head))
 }
 
+/// Whether the first `fp.len` bytes of `file` still hash to `fp`.
+pub fn head_matches(file: &File, fp: &Fingerprint) -> bool {
+    let mut head = vec![0u8; fp.len as usize];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read_at(&mut head[n..], n as u64) {
+            Ok(0) | Err(_) => return false,
+            Ok(k) => n += k,
+        }
+    }
+    Fingerprint::of(&head) == *fp
+}
+
 /// The identity of an open file.
 pub fn file_key(meta: &std::fs::Metadata) -> FileKey {
     FileKey {
@@ -151,15 +164,17 @@ impl Tailer {
             }
             match self.file.read(&mut buf) {
                 Ok(0) => {
-                    match self.at_eof(&mut orphan_since) {
-                        EofAction::Wait => {}
-                        EofAction::Reread => continue,
-                        EofAction::Close => break,
-                    }
                     tokio::select! {
                         _ = self.wake.notified() => poll = POLL_MIN,
                         _ = tokio::time::sleep(poll) => poll = (poll * 2).min(POLL_MAX),
                         _ = self.shutdown.cancelled() => break,
+                    }
+                    // Checked after the wait and before the next read, so
+                    // that new content of a truncated file is not read from
+                    // the old offset first.
+                    match self.at_eof(&mut orphan_since) {
+                        EofAction::Wait => {}
+                        EofAction::Close => break,
                     }
                 }
                 Ok(n) => {
@@ -171,10 +186,11 @@ impl Tailer {
                     self.framer.feed(&buf[..n], &mut lines);
                     if self.fingerprint.len < Fingerprint::MAX_LEN
                         && self.read_offset > self.fingerprint.len
-                        && let Ok(fp) = fingerprint(&self.file) {
-                            self.fingerprint = fp.clone();
-                            self.flow.checkpoints.set_fingerprint(self.id, fp);
-                        }
+                        && let Ok(fp) = fingerprint(&self.file)
+                    {
+                        self.fingerprint = fp.clone();
+                        self.flow.checkpoints.set_fingerprint(self.id, fp);
+                    }
                     if let Handoff::Shutdown = self.hand_off(&mut lines).await {
                         break;
                     }
@@ -205,10 +221,13 @@ impl Tailer {
             Ok(m) => m.len(),
             Err(_) => return EofAction::Wait,
         };
-        if len < self.read_offset {
+        // After a copytruncate the writer may have refilled the file past
+        // our offset before we look; its head then no longer matches.
+        let rewritten = len >= self.read_offset && !head_matches(&self.file, &self.fingerprint);
+        if len < self.read_offset || rewritten {
             Metrics::add(&self.flow.metrics.truncations, 1);
-            tracing::warn!(flow = %self.flow.settings.name, path = %path.display(), size = len, offset = self.read_offset,
-                "file is shorter than what was read: truncated; reading again from the start");
+            tracing::warn!(flow = %self.flow.settings.name, path = %path.display(), size = len, offset = self.read_offset, rewritten,
+                "file was truncated (shorter than what was read, or its first bytes changed); reading again from the start");
             let fp = fingerprint(&self.file).unwrap_or_else(|_| Fingerprint::of(b""));
             self.id = self.flow.checkpoints.register(
                 &self.flow.settings.name,
@@ -220,10 +239,10 @@ impl Tailer {
             self.fingerprint = fp;
             self.framer = Framer::new(0, MAX_DATA_BYTES, self.flow.settings.strip_cr);
             self.read_offset = 0;
-            if self.file.seek(SeekFrom::Start(0)).is_err() {
-                return EofAction::Wait;
+            if let Err(e) = self.file.seek(SeekFrom::Start(0)) {
+                tracing::warn!(path = %self.path().display(), error = %e, "cannot seek to the start of the file");
             }
-            return EofAction::Reread;
+            return EofAction::Wait;
         }
         let still_here = std::fs::metadata(&path)
             .map(|m| file_key(&m) == self.key)
@@ -288,9 +307,10 @@ impl Tailer {
         }
         for (lane, (bucket, _)) in buckets.into_iter().enumerate() {
             if !bucket.is_empty()
-                && let Handoff::Shutdown = self.send(lane, bucket).await {
-                    return Handoff::Shutdown;
-                }
+                && let Handoff::Shutdown = self.send(lane, bucket).await
+            {
+                return Handoff::Shutdown;
+            }
         }
         Handoff::Done
     }
@@ -322,7 +342,6 @@ impl Tailer {
 
 enum EofAction {
     Wait,
-    Reread,
     Close,
 }
 

@@ -297,29 +297,30 @@ async fn failed_entries_are_retried_and_checkpoints_never_pass_unconfirmed_recor
     let deadline = std::time::Instant::now() + SHIP_TIMEOUT;
     while std::time::Instant::now() < deadline {
         if let Ok(files) = kinetail::checkpoint::read_store(&s.state())
-            && let Some(saved) = files.iter().find(|f| f.path == file) {
-                let offset = saved.offset as usize;
-                if offset != last_offset {
-                    let held: HashSet<Vec<u8>> = data_of(&read_all(&client, "faulty").await)
-                        .into_iter()
-                        .collect();
-                    for line in complete_lines(&content[..offset]) {
-                        assert!(
-                            held.contains(&line),
-                            "checkpoint {offset} passes a record the server does not hold"
-                        );
-                    }
+            && let Some(saved) = files.iter().find(|f| f.path == file)
+        {
+            let offset = saved.offset as usize;
+            if offset != last_offset {
+                let held: HashSet<Vec<u8>> = data_of(&read_all(&client, "faulty").await)
+                    .into_iter()
+                    .collect();
+                for line in complete_lines(&content[..offset]) {
                     assert!(
-                        content[..offset].ends_with(b"\n"),
-                        "checkpoints fall on line boundaries"
+                        held.contains(&line),
+                        "checkpoint {offset} passes a record the server does not hold"
                     );
-                    checks += 1;
-                    last_offset = offset;
                 }
-                if offset == content.len() {
-                    break;
-                }
+                assert!(
+                    content[..offset].ends_with(b"\n"),
+                    "checkpoints fall on line boundaries"
+                );
+                checks += 1;
+                last_offset = offset;
             }
+            if offset == content.len() {
+                break;
+            }
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
@@ -342,6 +343,40 @@ async fn failed_entries_are_retried_and_checkpoints_never_pass_unconfirmed_recor
     assert!(
         failed > (total as u64) / 5,
         "the proxy failed many entries ({failed})"
+    );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_and_refilled_file_is_read_from_its_start() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "trunc", 1).await;
+    let s = Scratch::new();
+    let file = s.logs().join("app.log");
+    let first = numbered_lines("before", 0, 1_000);
+    std::fs::write(&file, &first).expect("write");
+    let config = s.config(&server.endpoint(), "", "[[flow]]\nname = \"app\"\npaths = [\"{logs}/*.log\"]\nstream = \"trunc\"\nlinger_ms = 20\n");
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let got = wait_for_count(&client, "trunc", 1_000, SHIP_TIMEOUT).await;
+    assert_eq!(got.len(), 1_000, "log:\n{}", daemon.log_text());
+    // As copytruncate leaves it when the writer is quick: truncated, then
+    // refilled past the old offset before the tailer looks again.
+    let second = numbered_lines("after", 0, 1_500);
+    std::fs::write(&file, &second).expect("truncate and refill");
+    let got = wait_for_count(&client, "trunc", 2_500, SHIP_TIMEOUT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut expected = complete_lines(&first);
+    expected.extend(complete_lines(&second));
+    assert_eq!(
+        multiset(data_of(&got)),
+        multiset(expected),
+        "every line of both contents, once; log:\n{}",
+        daemon.log_text()
+    );
+    assert!(
+        daemon.log_text().contains("truncated"),
+        "the truncation is reported"
     );
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
