@@ -134,8 +134,27 @@ pub async fn run(
         stop_saving.clone(),
     ));
     tracing::info!(flows = settings.flows.len(), state_dir = %settings.state_dir.display(), "kinetail running");
+    // Configuration is valid, checkpoints are loaded and every flow is
+    // started: only now is the service ready.
+    notify_systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("running"),
+    ]);
+    let stop_watchdog = CancellationToken::new();
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        tokio::spawn(ping_watchdog(
+            period,
+            metrics.clone(),
+            stop_watchdog.clone(),
+        ));
+    }
 
     shutdown.await;
+    stop_watchdog.cancel();
+    notify_systemd(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("stopping: flushing in-flight records"),
+    ]);
     tracing::info!(
         grace_ms = settings.shutdown_grace.as_millis() as u64,
         "shutting down: reading stops, in-flight records are flushed"
@@ -173,6 +192,38 @@ pub async fn run(
         "kinetail stopped"
     );
     Ok(())
+}
+
+/// Tells systemd about a state change; a no-op outside systemd (no
+/// `NOTIFY_SOCKET`). A failure to notify never stops the daemon.
+fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Pings the systemd watchdog at half its period, with a one-line status.
+/// The pings come from the runtime that runs the pipeline, so a stuck
+/// runtime stops them and systemd restarts the service.
+async fn ping_watchdog(period: Duration, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let every = (period / 2).max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let status = format!(
+            "running: {} lines read, {} records sent, {} entries retried, {} dead-lettered",
+            Metrics::get(&metrics.lines_read),
+            Metrics::get(&metrics.records_sent),
+            Metrics::get(&metrics.entries_retried),
+            Metrics::get(&metrics.dead_lettered),
+        );
+        notify_systemd(&[
+            sd_notify::NotifyState::Watchdog,
+            sd_notify::NotifyState::Status(&status),
+        ]);
+    }
 }
 
 async fn save_periodically(

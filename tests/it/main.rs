@@ -2,5 +2,6 @@
 
 mod check;
 mod fault;
+mod lifecycle;
 mod pipeline;
 mod util;

@@ -281,12 +281,17 @@ pub fn kinetail() -> Command {
 
 impl Daemon {
     pub fn start(config: &Path, log: &Path) -> Daemon {
+        Self::start_with(config, log, &[])
+    }
+
+    pub fn start_with(config: &Path, log: &Path, env: &[(&str, &str)]) -> Daemon {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("daemon log");
         let child = kinetail()
+            .envs(env.iter().copied())
             .arg("run")
             .arg("--config")
             .arg(config)

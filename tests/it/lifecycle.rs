@@ -1,0 +1,119 @@
+//! The service life cycle as systemd sees it: the notify protocol.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// Receives notify datagrams until `done` says so or `timeout` passes.
+fn receive(
+    sock: &UnixDatagram,
+    msgs: &mut Vec<String>,
+    timeout: Duration,
+    done: impl Fn(&[String]) -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    while !done(msgs) && Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            msgs.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+    }
+}
+
+fn index_of(msgs: &[String], what: &str) -> Option<usize> {
+    msgs.iter().position(|m| m == what)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_ready_then_watchdog_then_stopping() {
+    let server = Kinesalite::start();
+    create_stream(&server.client(), "life", 1).await;
+    let s = Scratch::new();
+    std::fs::write(s.logs().join("a.log"), "one\ntwo\n").expect("write");
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        "[[flow]]\nname = \"a\"\npaths = [\"{logs}/*.log\"]\nstream = \"life\"\n",
+    );
+    let sock_path = s.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let sock_env = sock_path.display().to_string();
+    let mut daemon = Daemon::start_with(
+        &config,
+        &s.path("daemon.log"),
+        &[("NOTIFY_SOCKET", &sock_env), ("WATCHDOG_USEC", "200000")],
+    );
+
+    let mut msgs = Vec::new();
+    receive(&sock, &mut msgs, Duration::from_secs(30), |m| {
+        m.iter().filter(|x| *x == "WATCHDOG=1").count() >= 2
+    });
+    let ready = index_of(&msgs, "READY=1")
+        .unwrap_or_else(|| panic!("READY=1 sent: {msgs:?}\n{}", daemon.log_text()));
+    let watchdog =
+        index_of(&msgs, "WATCHDOG=1").unwrap_or_else(|| panic!("WATCHDOG=1 sent: {msgs:?}"));
+    assert!(
+        ready < watchdog,
+        "READY before the first watchdog ping: {msgs:?}"
+    );
+    assert!(
+        msgs.iter().any(|m| m.starts_with("STATUS=running")),
+        "a status line: {msgs:?}"
+    );
+
+    daemon.signal("TERM");
+    receive(&sock, &mut msgs, Duration::from_secs(30), |m| {
+        m.iter().any(|x| x == "STOPPING=1")
+    });
+    let stopping =
+        index_of(&msgs, "STOPPING=1").unwrap_or_else(|| panic!("STOPPING=1 sent: {msgs:?}"));
+    assert!(stopping > ready);
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn no_ready_when_checkpoints_cannot_be_loaded() {
+    let s = Scratch::new();
+    // The state directory cannot be created under a regular file.
+    std::fs::write(s.path("not-a-dir"), "x").expect("write");
+    let text = format!(
+        "state_dir = \"{}/state\"\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:9\"\n[[flow]]\nname = \"a\"\npaths = [\"{}/*.log\"]\nstream = \"s\"\n",
+        s.path("not-a-dir").display(),
+        s.logs().display()
+    );
+    let config = s.path("kinetail.toml");
+    std::fs::write(&config, text).expect("config");
+    let sock_path = s.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let sock_env = sock_path.display().to_string();
+    let mut daemon = Daemon::start_with(
+        &config,
+        &s.path("daemon.log"),
+        &[("NOTIFY_SOCKET", &sock_env)],
+    );
+    let status = daemon.wait(Duration::from_secs(30));
+    assert!(
+        !status.success(),
+        "a state directory that cannot be created is fatal"
+    );
+    let mut msgs = Vec::new();
+    receive(&sock, &mut msgs, Duration::from_millis(500), |_| false);
+    assert!(
+        index_of(&msgs, "READY=1").is_none(),
+        "never READY: {msgs:?}"
+    );
+    assert!(
+        daemon.log_text().contains("not-a-dir"),
+        "the error names the path: {}",
+        daemon.log_text()
+    );
+}
