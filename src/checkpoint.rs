@@ -128,6 +128,11 @@ pub struct SavedFile {
     pub path: PathBuf,
     pub offset: u64,
     pub updated_unix_ms: u64,
+    /// The sequence number Kinesis gave the last confirmed record, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sequence: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_confirmed_unix_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -145,6 +150,23 @@ struct Live {
     watermark: Watermark,
     /// Set when the tailer stopped reading, to where it had read.
     closed_at: Option<u64>,
+    last_sequence: Option<String>,
+    last_confirmed_unix_ms: Option<u64>,
+}
+
+impl Live {
+    fn to_saved(&self, now: u64) -> SavedFile {
+        SavedFile {
+            flow: self.flow.clone(),
+            key: self.key,
+            fingerprint: self.fingerprint.clone(),
+            path: self.path.clone(),
+            offset: self.watermark.offset(),
+            updated_unix_ms: now,
+            last_sequence: self.last_sequence.clone(),
+            last_confirmed_unix_ms: self.last_confirmed_unix_ms,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -246,6 +268,11 @@ impl Checkpoints {
     ) -> FileId {
         let mut st = self.lock();
         st.live.retain(|_, l| !(l.flow == flow && l.key == key));
+        let (last_sequence, last_confirmed_unix_ms) = st
+            .saved
+            .get(&(flow.to_string(), key))
+            .map(|s| (s.last_sequence.clone(), s.last_confirmed_unix_ms))
+            .unwrap_or_default();
         let id = st.next_id;
         st.next_id += 1;
         st.live.insert(
@@ -257,6 +284,8 @@ impl Checkpoints {
                 path,
                 watermark: Watermark::new(offset),
                 closed_at: None,
+                last_sequence,
+                last_confirmed_unix_ms,
             },
         );
         st.dirty = true;
@@ -280,6 +309,16 @@ impl Checkpoints {
             retire(&mut st, id);
         }
         st.dirty |= moved;
+    }
+
+    /// Remembers the sequence number of a file's latest confirmed record.
+    pub fn note_sequence(&self, id: FileId, sequence: String) {
+        let mut st = self.lock();
+        if let Some(l) = st.live.get_mut(&id) {
+            l.last_sequence = Some(sequence);
+            l.last_confirmed_unix_ms = Some(now_ms());
+            st.dirty = true;
+        }
     }
 
     pub fn set_fingerprint(&self, id: FileId, fingerprint: Fingerprint) {
@@ -345,15 +384,8 @@ impl Checkpoints {
 
 fn retire(st: &mut State, id: FileId) {
     if let Some(l) = st.live.remove(&id) {
-        let saved = SavedFile {
-            flow: l.flow.clone(),
-            key: l.key,
-            fingerprint: l.fingerprint,
-            path: l.path,
-            offset: l.watermark.offset(),
-            updated_unix_ms: now_ms(),
-        };
-        st.saved.insert((l.flow, l.key), saved);
+        st.saved
+            .insert((l.flow.clone(), l.key), l.to_saved(now_ms()));
         st.dirty = true;
     }
 }
@@ -365,17 +397,7 @@ fn snapshot(st: &mut State) -> Vec<SavedFile> {
         .retain(|_, s| now.saturating_sub(s.updated_unix_ms) < expire);
     let mut out: HashMap<(String, FileKey), SavedFile> = st.saved.clone();
     for l in st.live.values() {
-        out.insert(
-            (l.flow.clone(), l.key),
-            SavedFile {
-                flow: l.flow.clone(),
-                key: l.key,
-                fingerprint: l.fingerprint.clone(),
-                path: l.path.clone(),
-                offset: l.watermark.offset(),
-                updated_unix_ms: now,
-            },
-        );
+        out.insert((l.flow.clone(), l.key), l.to_saved(now));
     }
     let mut files: Vec<SavedFile> = out.into_values().collect();
     files.sort_by(|a, b| (&a.flow, &a.path).cmp(&(&b.flow, &b.path)));

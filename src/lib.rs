@@ -15,4 +15,5 @@ pub mod framing;
 pub mod keying;
 pub mod metrics;
 pub mod sink;
+pub mod status;
 pub mod tailer;

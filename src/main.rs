@@ -39,6 +39,15 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Print, per file, the confirmed offset and how far behind it is.
+    Status {
+        /// The configuration file (for the state directory).
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the configuration and print the effective settings.
     Check {
         /// The configuration file.
@@ -72,6 +81,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Status { config, json } => status(&config, json),
         Command::Run { config } => {
             init_logging(cli.log_format);
             let settings = match Settings::load(&config) {
@@ -84,6 +94,39 @@ fn main() -> ExitCode {
             run(settings)
         }
     }
+}
+
+fn status(config: &std::path::Path, json: bool) -> ExitCode {
+    let settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let files = match kinetail::status::collect(&settings.state_dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("kinetail: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&files) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("kinetail: cannot encode status: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        print!("{}", kinetail::status::render(&files, now));
+    }
+    ExitCode::SUCCESS
 }
 
 fn run(settings: Settings) -> ExitCode {

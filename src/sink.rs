@@ -35,7 +35,7 @@ use base64::Engine;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::batcher::{Batch, MAX_BYTES_PER_RECORD, Record, coalesce_acks};
-use crate::checkpoint::Checkpoints;
+use crate::checkpoint::{Checkpoints, FileId};
 use crate::config::StreamRef;
 use crate::metrics::Metrics;
 
@@ -176,9 +176,9 @@ fn backoff(min: Duration, max: Duration) -> impl Iterator<Item = Duration> {
 }
 
 enum CallResult {
-    /// One answer per record, in request order: `None` for a confirmed
-    /// record, the error code for a failed one.
-    Entries(Vec<Option<String>>),
+    /// One answer per record, in request order: the sequence number of a
+    /// confirmed record, or the error code of a failed one.
+    Entries(Vec<Result<String, String>>),
     Failed {
         class: Failure,
         message: String,
@@ -250,14 +250,26 @@ impl Lane {
                         let mut confirmed = Vec::with_capacity(pending.len());
                         let mut failed = Vec::new();
                         let mut first_code = None;
-                        for (r, code) in pending.drain(..).zip(codes) {
-                            match code {
-                                None => confirmed.push(r),
-                                Some(c) => {
+                        // The sequence number of the last confirmed record
+                        // of each file, for `kinetail status`.
+                        let mut last_seq: Vec<(FileId, String)> = Vec::new();
+                        for (r, answer) in pending.drain(..).zip(codes) {
+                            match answer {
+                                Ok(seq) => {
+                                    match last_seq.iter_mut().find(|(f, _)| *f == r.file) {
+                                        Some(entry) => entry.1 = seq,
+                                        None => last_seq.push((r.file, seq)),
+                                    }
+                                    confirmed.push(r);
+                                }
+                                Err(c) => {
                                     first_code.get_or_insert(c);
                                     failed.push(r);
                                 }
                             }
+                        }
+                        for (file, seq) in last_seq {
+                            self.shared.checkpoints.note_sequence(file, seq);
                         }
                         self.confirm(&confirmed);
                         if failed.is_empty() {
@@ -353,8 +365,8 @@ impl Lane {
                     entries
                         .iter()
                         .map(|e| match (e.sequence_number(), e.error_code()) {
-                            (Some(_), None) => None,
-                            (_, code) => Some(code.unwrap_or("NoSequenceNumber").to_string()),
+                            (Some(seq), None) => Ok(seq.to_string()),
+                            (_, code) => Err(code.unwrap_or("NoSequenceNumber").to_string()),
                         })
                         .collect(),
                 )

@@ -117,3 +117,89 @@ fn no_ready_when_checkpoints_cannot_be_loaded() {
         daemon.log_text()
     );
 }
+
+fn status_json(config: &std::path::Path) -> serde_json::Value {
+    let out = kinetail()
+        .arg("status")
+        .arg("--json")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_lag_of_a_file_written_after_a_pause() {
+    let mut server = Kinesalite::start();
+    create_stream(&server.client(), "lag", 1).await;
+    let s = Scratch::new();
+    let file = s.logs().join("a.log");
+    std::fs::write(&file, "first line\nsecond line\n").expect("write");
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        "[[flow]]\nname = \"a\"\npaths = [\"{logs}/*.log\"]\nstream = \"lag\"\nlinger_ms = 20\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let entry = |v: &serde_json::Value| {
+        v.as_array().and_then(|a| {
+            a.iter()
+                .find(|f| f["path"] == file.display().to_string())
+                .cloned()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = status_json(&config);
+        if entry(&v).is_some_and(|e| e["bytes_behind"] == 0) {
+            let e = entry(&v).expect("entry");
+            assert_eq!(e["confirmed_offset"], 23);
+            assert!(
+                e["last_sequence"].as_str().is_some_and(|s| !s.is_empty()),
+                "a sequence number: {e}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never caught up: {v}\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The server goes away; lines written now cannot be confirmed.
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let more = "third line, written after a pause\n";
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .expect("open");
+    std::io::Write::write_all(&mut f, more.as_bytes()).expect("append");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let e = entry(&status_json(&config)).expect("entry");
+    assert_eq!(
+        e["bytes_behind"],
+        more.len() as u64,
+        "lag is the unconfirmed bytes: {e}"
+    );
+    assert_eq!(e["confirmed_offset"], 23);
+    let table = kinetail()
+        .arg("status")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains(&file.display().to_string()) && text.contains(&more.len().to_string()),
+        "{text}"
+    );
+    daemon.kill9();
+}

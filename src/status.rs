@@ -1,0 +1,99 @@
+//! `kinetail status`: what the checkpoint store says of each file, next to
+//! what the file looks like now.
+//!
+//! It only reads: the store (which the daemon replaces atomically, so a
+//! read never sees half a save) and the files' metadata. It never opens the
+//! files nor takes a lock, so it can run beside the daemon without
+//! disturbing it. The figures are as of the daemon's last save, at most
+//! `checkpoint_interval_ms` old.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::checkpoint::{StoreError, read_store};
+use crate::tailer::file_key;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileStatus {
+    pub flow: String,
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    /// The file's size now, when its last path still names it.
+    pub size: Option<u64>,
+    /// Bytes confirmed by Kinesis (the saved checkpoint).
+    pub confirmed_offset: u64,
+    /// Bytes written but not yet confirmed, when the size is known.
+    pub bytes_behind: Option<u64>,
+    pub last_sequence: Option<String>,
+    pub last_confirmed_unix_ms: Option<u64>,
+    /// `"active"`, or why the size is unknown.
+    pub state: &'static str,
+}
+
+/// The status of every file in the store of `state_dir`.
+pub fn collect(state_dir: &Path) -> Result<Vec<FileStatus>, StoreError> {
+    let files = match read_store(state_dir) {
+        Ok(f) => f,
+        Err(e) if !state_dir.join(crate::checkpoint::STORE_FILE).exists() => {
+            tracing::debug!(error = %e, "no checkpoint store yet");
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(files
+        .into_iter()
+        .map(|f| {
+            let (size, state) = match std::fs::metadata(&f.path) {
+                Ok(m) if file_key(&m) == f.key => (Some(m.len()), "active"),
+                Ok(_) => (None, "rotated: the path names another file now"),
+                Err(_) => (None, "gone: the path names no file now"),
+            };
+            FileStatus {
+                flow: f.flow,
+                path: f.path,
+                dev: f.key.dev,
+                ino: f.key.ino,
+                size,
+                confirmed_offset: f.offset,
+                bytes_behind: size.map(|s| s.saturating_sub(f.offset)),
+                last_sequence: f.last_sequence,
+                last_confirmed_unix_ms: f.last_confirmed_unix_ms,
+                state,
+            }
+        })
+        .collect())
+}
+
+/// A human-readable table of `files`; `now_ms` is used for "ago" times.
+pub fn render(files: &[FileStatus], now_ms: u64) -> String {
+    let mut out = String::from(
+        "FLOW\tPATH\tIDENTITY\tSIZE\tCONFIRMED\tBEHIND\tLAST SEQUENCE\tLAST CONFIRMED\n",
+    );
+    for f in files {
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        let ago = f
+            .last_confirmed_unix_ms
+            .map(|t| format!("{:.1}s ago", now_ms.saturating_sub(t) as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{}\t{}\t{}:{}\t{}\t{}\t{}\t{}\t{}{}\n",
+            f.flow,
+            f.path.display(),
+            f.dev,
+            f.ino,
+            opt(f.size),
+            f.confirmed_offset,
+            opt(f.bytes_behind),
+            f.last_sequence.as_deref().unwrap_or("-"),
+            ago,
+            if f.state == "active" {
+                String::new()
+            } else {
+                format!("\t({})", f.state)
+            },
+        ));
+    }
+    out
+}
