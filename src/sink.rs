@@ -42,6 +42,10 @@ use crate::metrics::Metrics;
 /// Name of the dead-letter file inside `state_dir`.
 pub const DEAD_LETTER_FILE: &str = "dead-letter.jsonl";
 
+/// Backoff between retries of failed entries and retryable calls.
+const QUICK_MIN: Duration = Duration::from_millis(100);
+const QUICK_MAX: Duration = Duration::from_secs(5);
+
 /// How often a persistent error is logged again while it lasts.
 const STUCK_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -242,7 +246,7 @@ impl Lane {
         let mut queue: VecDeque<Vec<Record>> = VecDeque::from([records]);
         let mut last_stuck_log: Option<Instant> = None;
         while let Some(mut pending) = queue.pop_front() {
-            let mut quick = backoff(Duration::from_millis(100), Duration::from_secs(5));
+            let mut quick = backoff(QUICK_MIN, QUICK_MAX);
             let mut slow = backoff(Duration::from_secs(1), Duration::from_secs(30));
             loop {
                 let delay = match self.put(&pending).await {
@@ -271,6 +275,7 @@ impl Lane {
                         for (file, seq) in last_seq {
                             self.shared.checkpoints.note_sequence(file, seq);
                         }
+                        let confirmed_any = !confirmed.is_empty();
                         self.confirm(&confirmed);
                         if failed.is_empty() {
                             break;
@@ -278,6 +283,12 @@ impl Lane {
                         Metrics::add(&self.shared.metrics.entries_retried, failed.len() as u64);
                         tracing::debug!(flow = %self.flow, lane = self.index, failed = failed.len(), code = ?first_code, "retrying failed entries");
                         pending = failed;
+                        if confirmed_any {
+                            // Part of the call went through: the stream is
+                            // taking records, so the wait starts over short
+                            // rather than growing while progress is made.
+                            quick = backoff(QUICK_MIN, QUICK_MAX);
+                        }
                         quick.next()
                     }
                     CallResult::Failed { class, message } => {
