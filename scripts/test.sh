@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Runs every test of kinetail on a fresh Debian machine with Rust:
-# installs what the tests need (Node.js and the local Kinesis-compatible
-# server, kinesalite), then runs the unit and integration tests. The
+# installs what the tests need (Node.js, logrotate and the local
+# Kinesis-compatible server, kinesalite), then runs the unit and integration tests. The
 # integration tests start their own kinesalite on a free loopback port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    echo "== installing Node.js and npm (Debian packages)"
+# Debian packages the tests use: Node.js and npm (for kinesalite), logrotate
+# (the rotation tests drive the real program).
+missing=()
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || missing+=(logrotate)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]} (Debian packages)"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
 echo "== installing kinesalite (tests/server)"

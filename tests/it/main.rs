@@ -2,6 +2,7 @@
 
 mod check;
 mod fault;
+mod files;
 mod lifecycle;
 mod pipeline;
 mod util;
