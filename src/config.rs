@@ -21,7 +21,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::batcher::MAX_DATA_BYTES;
 use crate::keying::{KeySource, KeySpec};
+use crate::multiline::{MultilineSettings, Rule};
 
 /// Where the daemon looks for its configuration when `--config` is absent.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kinetail/kinetail.toml";
@@ -93,6 +95,18 @@ struct RawFlow {
     linger_ms: Option<Spanned<u64>>,
     max_in_flight: Option<Spanned<u64>>,
     strip_cr: Option<bool>,
+    multiline: Option<Spanned<RawMultiline>>,
+    oversize: Option<Str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMultiline {
+    start_pattern: Option<Str>,
+    continue_pattern: Option<Str>,
+    max_lines: Option<Spanned<u64>>,
+    max_bytes: Option<Spanned<u64>>,
+    timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,7 +197,27 @@ pub struct FlowSettings {
     pub max_in_flight: usize,
     /// Strip the `\r` of a `\r\n` terminator (a bare `\r` inside a line stays).
     pub strip_cr: bool,
+    pub multiline: Option<MultilineSettings>,
+    pub oversize: Oversize,
 }
+
+/// What happens to a line too long for one Kinesis record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversize {
+    /// Sent as several records, in order.
+    Split,
+    /// Its first part is sent with [`TRUNCATION_MARKER`] appended; the rest
+    /// goes to the dead-letter file.
+    Truncate,
+    /// Nothing is sent; all of it goes to the dead-letter file.
+    Drop,
+}
+
+/// Appended to the part of a truncated line that is sent.
+pub const TRUNCATION_MARKER: &[u8] = b" [truncated by kinetail]";
+
+pub const DEFAULT_MULTILINE_MAX_LINES: u64 = 500;
+pub const DEFAULT_MULTILINE_TIMEOUT_MS: u64 = 1_000;
 
 pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
@@ -492,6 +526,21 @@ impl Settings {
                 )?,
                 max_in_flight,
                 strip_cr: f.strip_cr.unwrap_or(true),
+                multiline: f.multiline.as_ref().map(|m| multiline(&loc, m)).transpose()?,
+                oversize: match f.oversize.as_ref() {
+                    None => Oversize::Split,
+                    Some(v) => match loc.string(v, "flow.oversize")?.as_str() {
+                        "split" => Oversize::Split,
+                        "truncate" => Oversize::Truncate,
+                        "drop" => Oversize::Drop,
+                        other => {
+                            return Err(loc.at(
+                                v.span(),
+                                format!("flow.oversize must be \"split\", \"truncate\" or \"drop\", not {other:?}"),
+                            ));
+                        }
+                    },
+                },
             });
         }
 
@@ -571,6 +620,28 @@ impl Settings {
             s.push_str(&format!("linger_ms = {}\n", ms(f.linger)));
             s.push_str(&format!("max_in_flight = {}\n", f.max_in_flight));
             s.push_str(&format!("strip_cr = {}\n", f.strip_cr));
+            let oversize = match f.oversize {
+                Oversize::Split => "split",
+                Oversize::Truncate => "truncate",
+                Oversize::Drop => "drop",
+            };
+            s.push_str(&format!("oversize = {oversize:?}\n"));
+            match &f.multiline {
+                None => s.push_str("# multiline: off\n"),
+                Some(m) => {
+                    let (k, re) = match &m.rule {
+                        Rule::Start(re) => ("start_pattern", re),
+                        Rule::Continue(re) => ("continue_pattern", re),
+                    };
+                    s.push_str(&format!(
+                        "multiline = {{ {k} = {:?}, max_lines = {}, max_bytes = {}, timeout_ms = {} }}\n",
+                        re.as_str(),
+                        m.max_lines,
+                        m.max_bytes,
+                        ms(m.timeout)
+                    ));
+                }
+            }
         }
         s
     }
@@ -684,6 +755,55 @@ fn key_source(
                 format!("{what} must be one of {allowed}, not {other:?}"),
             ));
         }
+    })
+}
+
+fn multiline(
+    loc: &Locator<'_>,
+    m: &Spanned<RawMultiline>,
+) -> Result<MultilineSettings, ConfigError> {
+    let raw = m.get_ref();
+    let compile = |v: &Str, what: &str| -> Result<regex::bytes::Regex, ConfigError> {
+        let s = loc.string(v, what)?;
+        regex::bytes::Regex::new(&s)
+            .map_err(|e| loc.at(v.span(), format!("{what} is not a valid regex: {e}")))
+    };
+    let rule = match (raw.start_pattern.as_ref(), raw.continue_pattern.as_ref()) {
+        (Some(p), None) => Rule::Start(compile(p, "multiline.start_pattern")?),
+        (None, Some(p)) => Rule::Continue(compile(p, "multiline.continue_pattern")?),
+        _ => {
+            return Err(loc.at(
+                m.span(),
+                "multiline needs exactly one of start_pattern and continue_pattern",
+            ));
+        }
+    };
+    let max_lines = match raw.max_lines.as_ref() {
+        None => DEFAULT_MULTILINE_MAX_LINES as usize,
+        Some(v) if *v.get_ref() == 0 => {
+            return Err(loc.at(v.span(), "multiline.max_lines must be greater than 0"));
+        }
+        Some(v) => *v.get_ref() as usize,
+    };
+    let max_bytes = match raw.max_bytes.as_ref() {
+        None => MAX_DATA_BYTES,
+        Some(v) if *v.get_ref() == 0 || *v.get_ref() > MAX_DATA_BYTES as u64 => {
+            return Err(loc.at(
+                v.span(),
+                format!("multiline.max_bytes must be between 1 and {MAX_DATA_BYTES}"),
+            ));
+        }
+        Some(v) => *v.get_ref() as usize,
+    };
+    Ok(MultilineSettings {
+        rule,
+        max_lines,
+        max_bytes,
+        timeout: loc.positive_ms(
+            raw.timeout_ms.as_ref(),
+            DEFAULT_MULTILINE_TIMEOUT_MS,
+            "multiline.timeout_ms",
+        )?,
     })
 }
 

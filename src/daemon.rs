@@ -111,6 +111,7 @@ pub async fn run(
             budget: shared.budget.clone(),
             checkpoints: checkpoints.clone(),
             metrics: metrics.clone(),
+            dead_letter: shared.dead_letter.clone(),
             hostname: hostname.clone(),
         });
         let hint = Arc::new(Notify::new());

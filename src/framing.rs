@@ -14,10 +14,24 @@
 //! emitted in pieces of `max_bytes`, so no line is ever held whole in memory
 //! beyond that bound and every piece fits in a Kinesis record.
 
+/// Which part of a line a [`Line`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// A whole line.
+    Whole,
+    /// The first `max_bytes` of a longer line.
+    Head,
+    /// A further `max_bytes` of it.
+    Middle,
+    /// Its end, up to and including the terminator.
+    Tail,
+}
+
 /// One line (or piece of an over-long line) and the file range it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     pub data: Vec<u8>,
+    pub piece: Piece,
     /// Offset of the first byte in the file.
     pub start: u64,
     /// Offset just past the last byte, terminator included.
@@ -32,6 +46,8 @@ pub struct Framer {
     pending_start: u64,
     max_bytes: usize,
     strip_cr: bool,
+    /// The pending line already had pieces emitted.
+    split: bool,
 }
 
 impl Framer {
@@ -42,6 +58,7 @@ impl Framer {
             pending_start: offset,
             max_bytes: max_bytes.max(1),
             strip_cr,
+            split: false,
         }
     }
 
@@ -59,10 +76,18 @@ impl Framer {
         if terminated && self.strip_cr && data.last() == Some(&b'\r') {
             data.pop();
         }
+        let piece = match (self.split, terminated) {
+            (false, true) => Piece::Whole,
+            (false, false) => Piece::Head,
+            (true, false) => Piece::Middle,
+            (true, true) => Piece::Tail,
+        };
+        self.split = !terminated;
         let start = self.pending_start;
         self.pending_start += range_len;
         out.push(Line {
             data,
+            piece,
             start,
             end: self.pending_start,
         });
@@ -130,6 +155,18 @@ mod tests {
         assert_eq!((lines[2].start, lines[2].end), (7, 8));
         assert_eq!(f.consumed(), 8);
         assert_eq!(f.pending_len(), 4);
+    }
+
+    #[test]
+    fn pieces_of_an_oversize_line_are_marked() {
+        let (lines, _) = frame(&[b"abcdefghij\nxy\n"], 4, true);
+        let pieces: Vec<Piece> = lines.iter().map(|l| l.piece).collect();
+        assert_eq!(
+            pieces,
+            vec![Piece::Head, Piece::Middle, Piece::Tail, Piece::Whole]
+        );
+        assert_eq!(lines[2].data, b"ij");
+        assert_eq!((lines[2].start, lines[2].end), (8, 11));
     }
 
     #[test]

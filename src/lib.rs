@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod framing;
 pub mod keying;
 pub mod metrics;
+pub mod multiline;
 pub mod sink;
 pub mod status;
 pub mod tailer;

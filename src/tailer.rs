@@ -30,12 +30,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::batcher::{MAX_DATA_BYTES, Record};
+use crate::batcher::{MAX_DATA_BYTES, Record, coalesce_acks};
 use crate::checkpoint::{Checkpoints, FileId, FileKey, Fingerprint};
-use crate::config::FlowSettings;
-use crate::framing::{Framer, Line};
+use crate::config::{FlowSettings, Oversize, TRUNCATION_MARKER};
+use crate::framing::{Framer, Line, Piece};
 use crate::keying::KeyContext;
 use crate::metrics::Metrics;
+use crate::multiline::Aggregator;
+use crate::sink::DeadLetter;
+
+/// The longest piece framing cuts an over-long line into: a Kinesis record
+/// with room for any key and for the truncation marker.
+const MAX_LINE_PIECE: usize = MAX_DATA_BYTES - TRUNCATION_MARKER.len();
 
 /// Bytes asked of the kernel per read.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -56,6 +62,7 @@ pub struct FlowRuntime {
     pub budget: Arc<tokio::sync::Semaphore>,
     pub checkpoints: Arc<Checkpoints>,
     pub metrics: Arc<Metrics>,
+    pub dead_letter: Arc<DeadLetter>,
     pub hostname: String,
 }
 
@@ -115,6 +122,9 @@ pub struct Tailer {
     path: Arc<Mutex<PathBuf>>,
     wake: Arc<Notify>,
     framer: Framer,
+    multiline: Option<Aggregator>,
+    /// When the last line went into `multiline`, for its flush timeout.
+    last_line_at: Instant,
     /// Offset of the next byte to read.
     read_offset: u64,
     shutdown: CancellationToken,
@@ -132,6 +142,7 @@ impl Tailer {
         let seek = file.seek(SeekFrom::Start(start.offset));
         let offset = seek.unwrap_or_default();
         let strip_cr = flow.settings.strip_cr;
+        let multiline = flow.settings.multiline.clone().map(Aggregator::new);
         Tailer {
             flow,
             id: start.id,
@@ -140,7 +151,9 @@ impl Tailer {
             fingerprint: start.fingerprint,
             path: start.path,
             wake: start.wake,
-            framer: Framer::new(offset, MAX_DATA_BYTES, strip_cr),
+            framer: Framer::new(offset, MAX_LINE_PIECE, strip_cr),
+            multiline,
+            last_line_at: Instant::now(),
             read_offset: offset,
             shutdown,
         }
@@ -154,6 +167,7 @@ impl Tailer {
     /// quiet.
     pub async fn run(mut self) {
         let mut buf = vec![0u8; READ_CHUNK];
+        let mut framed: Vec<Line> = Vec::new();
         let mut lines: Vec<Line> = Vec::new();
         let mut poll = POLL_MIN;
         let mut orphan_since: Option<Instant> = None;
@@ -164,16 +178,34 @@ impl Tailer {
             }
             match self.file.read(&mut buf) {
                 Ok(0) => {
+                    // A pending multi-line event is sent once it has waited
+                    // its timeout for another line.
+                    let mut wait = poll;
+                    if let Some(agg) = self.multiline.as_ref().filter(|a| a.has_pending()) {
+                        wait = wait.min(agg.timeout().saturating_sub(self.last_line_at.elapsed()));
+                    }
                     tokio::select! {
                         _ = self.wake.notified() => poll = POLL_MIN,
-                        _ = tokio::time::sleep(poll) => poll = (poll * 2).min(POLL_MAX),
+                        _ = tokio::time::sleep(wait) => poll = (poll * 2).min(POLL_MAX),
                         _ = self.shutdown.cancelled() => break,
                     }
-                    // Checked after the wait and before the next read, so
-                    // that new content of a truncated file is not read from
-                    // the old offset first.
-                    match self.at_eof(&mut orphan_since) {
+                    let timed_out = self.multiline.as_ref().is_some_and(|a| {
+                        a.has_pending() && self.last_line_at.elapsed() >= a.timeout()
+                    });
+                    // A file about to restart at 0 sends its pending event
+                    // first: it was read and belongs to the old content.
+                    let action = self.at_eof(&mut orphan_since);
+                    if timed_out || action != EofAction::Wait {
+                        if let Some(agg) = self.multiline.as_mut() {
+                            agg.flush(&mut lines);
+                        }
+                        if let Handoff::Shutdown = self.hand_off(&mut lines).await {
+                            break;
+                        }
+                    }
+                    match action {
                         EofAction::Wait => {}
+                        EofAction::Truncated { .. } => self.restart_at_zero(),
                         EofAction::Close => break,
                     }
                 }
@@ -183,7 +215,10 @@ impl Tailer {
                     last_error = None;
                     self.read_offset += n as u64;
                     Metrics::add(&self.flow.metrics.bytes_read, n as u64);
-                    self.framer.feed(&buf[..n], &mut lines);
+                    self.framer.feed(&buf[..n], &mut framed);
+                    if let Handoff::Shutdown = self.shape(&mut framed, &mut lines).await {
+                        break;
+                    }
                     if self.fingerprint.len < Fingerprint::MAX_LEN
                         && self.read_offset > self.fingerprint.len
                         && let Ok(fp) = fingerprint(&self.file)
@@ -215,6 +250,113 @@ impl Tailer {
         tracing::debug!(flow = %self.flow.settings.name, path = %self.path().display(), offset = self.framer.consumed(), "tailer stopped");
     }
 
+    /// Starts reading the file again from its first byte, under a new
+    /// checkpoint id.
+    fn restart_at_zero(&mut self) {
+        let path = self.path();
+        let fp = fingerprint(&self.file).unwrap_or_else(|_| Fingerprint::of(b""));
+        self.id =
+            self.flow
+                .checkpoints
+                .register(&self.flow.settings.name, self.key, fp.clone(), path, 0);
+        self.fingerprint = fp;
+        self.framer = Framer::new(0, MAX_LINE_PIECE, self.flow.settings.strip_cr);
+        self.read_offset = 0;
+        if let Err(e) = self.file.seek(SeekFrom::Start(0)) {
+            tracing::warn!(path = %self.path().display(), error = %e, "cannot seek to the start of the file");
+        }
+    }
+
+    /// Applies the oversize policy and multi-line grouping to framed lines:
+    /// what is to be sent goes to `ready`, what is not goes to the
+    /// dead-letter file (and is acked once written there).
+    async fn shape(&mut self, framed: &mut Vec<Line>, ready: &mut Vec<Line>) -> Handoff {
+        let mut dead: Vec<(Line, &'static str)> = Vec::new();
+        let policy = self.flow.settings.oversize;
+        for mut line in framed.drain(..) {
+            if line.piece == Piece::Whole {
+                self.last_line_at = Instant::now();
+                match self.multiline.as_mut() {
+                    Some(agg) => agg.push(line, ready),
+                    None => ready.push(line),
+                }
+                continue;
+            }
+            if let Some(agg) = self.multiline.as_mut() {
+                agg.flush(ready);
+            }
+            match (policy, line.piece) {
+                (Oversize::Split, _) => ready.push(line),
+                (Oversize::Truncate, Piece::Head) => {
+                    line.data.extend_from_slice(TRUNCATION_MARKER);
+                    ready.push(line);
+                }
+                (Oversize::Truncate, _) => dead.push((
+                    line,
+                    "line longer than a Kinesis record: truncated, this part was not sent",
+                )),
+                (Oversize::Drop, _) => {
+                    dead.push((line, "line longer than a Kinesis record: dropped"))
+                }
+            }
+        }
+        if !dead.is_empty() {
+            self.dead_letter(dead).await;
+        }
+        Handoff::Done
+    }
+
+    /// Writes lines to the dead-letter file, retrying until it works, then
+    /// acks their ranges.
+    async fn dead_letter(&self, dead: Vec<(Line, &'static str)>) {
+        let path = self.path();
+        let records: Vec<(Record, &'static str)> = dead
+            .into_iter()
+            .map(|(l, why)| {
+                (
+                    Record {
+                        data: l.data,
+                        key: String::new(),
+                        file: self.id,
+                        start: l.start,
+                        end: l.end,
+                    },
+                    why,
+                )
+            })
+            .collect();
+        let mut wait = Duration::from_millis(100);
+        let records = Arc::new(records);
+        loop {
+            let (dl, recs, flow, p) = (
+                self.flow.dead_letter.clone(),
+                records.clone(),
+                self.flow.settings.name.clone(),
+                path.clone(),
+            );
+            let written = tokio::task::spawn_blocking(move || {
+                recs.iter()
+                    .try_for_each(|(r, why)| dl.write(&flow, &p, r, why))
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => {
+                    tracing::error!(path = %self.flow.dead_letter.path().display(), error = %e, "cannot write the dead-letter file; retrying")
+                }
+                Err(e) => tracing::error!(error = %e, "dead-letter writer failed; retrying"),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+        for (r, why) in records.iter() {
+            tracing::warn!(flow = %self.flow.settings.name, path = %path.display(), offset = r.start, bytes = r.data.len(), reason = why, "dead-lettered");
+        }
+        Metrics::add(&self.flow.metrics.dead_lettered, records.len() as u64);
+        let recs: Vec<Record> = records.iter().map(|(r, _)| r.clone()).collect();
+        self.flow.checkpoints.ack(&coalesce_acks(&recs));
+    }
+
     fn at_eof(&mut self, orphan_since: &mut Option<Instant>) -> EofAction {
         let path = self.path();
         let len = match self.file.metadata() {
@@ -228,21 +370,7 @@ impl Tailer {
             Metrics::add(&self.flow.metrics.truncations, 1);
             tracing::warn!(flow = %self.flow.settings.name, path = %path.display(), size = len, offset = self.read_offset, rewritten,
                 "file was truncated (shorter than what was read, or its first bytes changed); reading again from the start");
-            let fp = fingerprint(&self.file).unwrap_or_else(|_| Fingerprint::of(b""));
-            self.id = self.flow.checkpoints.register(
-                &self.flow.settings.name,
-                self.key,
-                fp.clone(),
-                path,
-                0,
-            );
-            self.fingerprint = fp;
-            self.framer = Framer::new(0, MAX_DATA_BYTES, self.flow.settings.strip_cr);
-            self.read_offset = 0;
-            if let Err(e) = self.file.seek(SeekFrom::Start(0)) {
-                tracing::warn!(path = %self.path().display(), error = %e, "cannot seek to the start of the file");
-            }
-            return EofAction::Wait;
+            return EofAction::Truncated { len };
         }
         let still_here = std::fs::metadata(&path)
             .map(|m| file_key(&m) == self.key)
@@ -340,8 +468,10 @@ impl Tailer {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum EofAction {
     Wait,
+    Truncated { len: u64 },
     Close,
 }
 

@@ -279,7 +279,7 @@ async fn reused_inode_is_a_new_file_read_from_its_start() {
         let _ = std::fs::remove_file(p);
     }
     let mut daemon = Daemon::start(&config, &s.path("daemon2.log"));
-    let got = wait_for_count(&client, "reuse", 500, TIMEOUT).await;
+    wait_for_count(&client, "reuse", 500, TIMEOUT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = read_all(&client, "reuse").await;
     let mut expected = complete_lines(old.as_bytes());
@@ -291,4 +291,268 @@ async fn reused_inode_is_a_new_file_read_from_its_start() {
         daemon.log_text()
     );
     assert!(daemon.stop(Duration::from_secs(30)).success());
+}
+
+/// Groups `lines` into events the way a start pattern does (reference model).
+fn group_by_start(lines: &[Vec<u8>], starts: &regex::bytes::Regex) -> Vec<Vec<u8>> {
+    let mut events: Vec<Vec<u8>> = Vec::new();
+    for l in lines {
+        match events.last_mut() {
+            Some(e) if !starts.is_match(l) => {
+                e.push(b'\n');
+                e.extend_from_slice(l);
+            }
+            _ => events.push(l.clone()),
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiline_events_group_stack_traces_in_loghub_lines() {
+    let Some(src) = loghub_dir() else { return };
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "multi", 2).await;
+    let s = Scratch::new();
+    // The Hadoop sample (CRLF), with a Java stack trace after every 100th line.
+    let sample = std::fs::read(src.join("Hadoop_2k.log")).expect("read sample");
+    let mut content = Vec::new();
+    for (i, line) in sample.split_inclusive(|b| *b == b'\n').enumerate() {
+        content.extend_from_slice(line);
+        if !line.ends_with(b"\n") {
+            content.extend_from_slice(b"\r\n");
+        }
+        if i % 100 == 0 {
+            content.extend_from_slice(
+                format!("java.io.IOException: broken pipe {i}\r\n\tat org.example.Io.write(Io.java:42)\r\n\tat org.example.Main.run(Main.java:7)\r\n")
+                    .as_bytes(),
+            );
+        }
+    }
+    std::fs::write(s.logs().join("hadoop.log"), &content).expect("write");
+    let start = r"^\d{4}-\d{2}-\d{2} ";
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        &format!(
+            "[[flow]]\nname = \"multi\"\npaths = [\"{{logs}}/*.log\"]\nstream = \"multi\"\nlinger_ms = 20\n\
+             multiline = {{ start_pattern = '{start}', timeout_ms = 300 }}\n"
+        ),
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let expected = group_by_start(
+        &complete_lines(&content),
+        &regex::bytes::Regex::new(start).expect("regex"),
+    );
+    assert_eq!(expected.len(), 2000, "one event per sample line");
+    assert!(
+        expected
+            .iter()
+            .filter(|e| e.windows(4).any(|w| w == b"\tat "))
+            .count()
+            >= 20
+    );
+    let got = wait_for_count(&client, "multi", expected.len(), TIMEOUT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = read_all(&client, "multi").await.len().max(got.len());
+    assert_eq!(
+        got,
+        expected.len(),
+        "the last event is sent after its timeout; log:\n{}",
+        daemon.log_text()
+    );
+    let got = read_all(&client, "multi").await;
+    assert_eq!(
+        multiset(got.into_iter().map(|g| g.data)),
+        multiset(expected),
+        "events are exactly the grouped lines"
+    );
+    // The checkpoint of the last event is the end of its last line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let saved = kinetail::checkpoint::read_store(&s.state())
+            .ok()
+            .and_then(|f| f.first().map(|f| f.offset));
+        if saved == Some(content.len() as u64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkpoint at the end of the file: {saved:?} of {}",
+            content.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
+
+/// The dead-letter entries of one file: (start, end, reason, bytes).
+fn dead_letters(state: &Path, file: &Path) -> Vec<(u64, u64, String, Vec<u8>)> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(state.join("dead-letter.jsonl")).unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("dead-letter lines are JSON");
+        if v["path"] != file.display().to_string() {
+            continue;
+        }
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(v["data_base64"].as_str().expect("data"))
+            .expect("base64");
+        out.push((
+            v["start_offset"].as_u64().expect("start"),
+            v["end_offset"].as_u64().expect("end"),
+            v["reason"].as_str().expect("reason").to_string(),
+            data,
+        ));
+    }
+    out.sort_by_key(|e| e.0);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_lines_are_split_truncated_or_dropped_and_dead_lettered_byte_for_byte() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    let s = Scratch::new();
+    // A line of 2.5 MiB between two short ones, with varied bytes.
+    let big: Vec<u8> = (0..(5 * 512 * 1024))
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    let mut content = b"short before\n".to_vec();
+    content.extend_from_slice(&big);
+    content.extend_from_slice(b"\nshort after\n");
+    let mut flows = String::new();
+    for policy in ["split", "truncate", "drop"] {
+        create_stream(&client, policy, 1).await;
+        std::fs::create_dir_all(s.logs().join(policy)).expect("dir");
+        std::fs::write(s.logs().join(policy).join("big.log"), &content).expect("write");
+        flows.push_str(&format!(
+            "[[flow]]\nname = \"{policy}\"\npaths = [\"{{logs}}/{policy}/*.log\"]\nstream = \"{policy}\"\noversize = \"{policy}\"\npartition_key = {{ from = \"static\", value = \"k\" }}\nlinger_ms = 20\n"
+        ));
+    }
+    let config = s.config(&server.endpoint(), "", &flows);
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+
+    // split: every byte arrives, in order, in pieces that fit a record.
+    let got = wait_for_count(&client, "split", 5, TIMEOUT).await;
+    assert_eq!(
+        got.len(),
+        5,
+        "short, three pieces, short; log:\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(got[0].data, b"short before");
+    assert_eq!(got[4].data, b"short after");
+    assert!(
+        got.iter()
+            .all(|g| g.data.len() + g.key.len() <= 1024 * 1024)
+    );
+    assert_eq!(
+        got[1..4]
+            .iter()
+            .flat_map(|g| g.data.clone())
+            .collect::<Vec<u8>>(),
+        big
+    );
+
+    // truncate: the head with a marker; the rest in the dead-letter file.
+    let got = wait_for_count(&client, "truncate", 3, TIMEOUT).await;
+    assert_eq!(got.len(), 3);
+    let head = &got[1].data;
+    assert!(head.ends_with(b" [truncated by kinetail]"));
+    let head = &head[..head.len() - b" [truncated by kinetail]".len()];
+    assert!(big.starts_with(head) && head.len() > 1000 * 1000);
+    let dead = dead_letters(&s.state(), &s.logs().join("truncate/big.log"));
+    let rest: Vec<u8> = dead.iter().flat_map(|d| d.3.clone()).collect();
+    assert_eq!(
+        [head, &rest[..]].concat(),
+        big,
+        "head plus dead letters is the line, byte for byte"
+    );
+    assert!(dead.iter().all(|d| d.2.contains("truncated")));
+    assert_eq!(
+        dead.last().map(|d| d.1),
+        Some(13 + big.len() as u64 + 1),
+        "the last part's range ends after its newline"
+    );
+
+    // drop: only the short lines; the whole line in the dead-letter file.
+    let got = wait_for_count(&client, "drop", 2, TIMEOUT).await;
+    assert_eq!(
+        got.iter().map(|g| g.data.clone()).collect::<Vec<_>>(),
+        vec![b"short before".to_vec(), b"short after".to_vec()]
+    );
+    let dead = dead_letters(&s.state(), &s.logs().join("drop/big.log"));
+    assert_eq!(
+        dead.iter().flat_map(|d| d.3.clone()).collect::<Vec<u8>>(),
+        big
+    );
+    assert_eq!(dead.first().map(|d| d.0), Some(13));
+    assert!(dead.iter().all(|d| d.2.contains("dropped")));
+
+    // Every file's checkpoint reaches its end: dead-lettered bytes count as done.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let files = kinetail::checkpoint::read_store(&s.state()).unwrap_or_default();
+        if files.len() == 3 && files.iter().all(|f| f.offset == content.len() as u64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkpoints at the end: {files:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
+
+/// Peak resident memory of a process, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_line_without_newline_is_not_held_in_memory() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "huge", 1).await;
+    let s = Scratch::new();
+    let file = s.logs().join("huge.log");
+    std::fs::write(&file, b"before\n").expect("write");
+    let config = s.config(&server.endpoint(), "", "[[flow]]\nname = \"huge\"\npaths = [\"{logs}/*.log\"]\nstream = \"huge\"\noversize = \"drop\"\nlinger_ms = 20\n");
+    let daemon = Daemon::start(&config, &s.path("daemon.log"));
+    assert_eq!(wait_for_count(&client, "huge", 1, TIMEOUT).await.len(), 1);
+    let base = peak_rss_kib(daemon.child.id());
+    // 100 MiB with no newline, written in 1 MiB chunks.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .expect("open");
+    let chunk = vec![b'z'; 1024 * 1024];
+    for _ in 0..100 {
+        f.write_all(&chunk).expect("append");
+    }
+    // Wait until the dead-letter file holds it all (base64: 4/3 of it).
+    let dl = s.state().join("dead-letter.jsonl");
+    let deadline = Instant::now() + TIMEOUT;
+    while std::fs::metadata(&dl).map(|m| m.len()).unwrap_or(0) < 100 * 1024 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "the line's pieces reach the dead-letter file"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let peak = peak_rss_kib(daemon.child.id());
+    eprintln!("peak RSS before the line: {base} KiB, after: {peak} KiB");
+    assert!(
+        peak < base + 40 * 1024,
+        "a 100 MiB line must not be held in memory: peak {peak} KiB, base {base} KiB"
+    );
 }
