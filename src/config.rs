@@ -69,6 +69,7 @@ struct RawConfig {
     shutdown_grace_ms: Option<Spanned<u64>>,
     rescan_interval_ms: Option<Spanned<u64>>,
     max_buffer_bytes: Option<Spanned<u64>>,
+    max_open_files: Option<Spanned<u64>>,
     #[serde(default)]
     flow: Vec<Spanned<RawFlow>>,
 }
@@ -97,6 +98,8 @@ struct RawFlow {
     strip_cr: Option<bool>,
     multiline: Option<Spanned<RawMultiline>>,
     oversize: Option<Str>,
+    idle_timeout_ms: Option<Spanned<u64>>,
+    ignore_older_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +139,8 @@ pub struct Settings {
     pub rescan_interval: Duration,
     /// Upper bound on the bytes of records read but not yet confirmed.
     pub max_buffer_bytes: usize,
+    /// Files held open at once, across all flows.
+    pub max_open_files: usize,
     pub flows: Vec<FlowSettings>,
 }
 
@@ -199,6 +204,10 @@ pub struct FlowSettings {
     pub strip_cr: bool,
     pub multiline: Option<MultilineSettings>,
     pub oversize: Oversize,
+    /// A file quiet this long at its end is closed until it changes.
+    pub idle_timeout: Duration,
+    /// Files not modified for this long are not picked up.
+    pub ignore_older: Option<Duration>,
 }
 
 /// What happens to a line too long for one Kinesis record.
@@ -226,6 +235,8 @@ pub const DEFAULT_MAX_BUFFER_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_LINGER_MS: u64 = 200;
 pub const DEFAULT_MAX_IN_FLIGHT: u64 = 4;
+pub const DEFAULT_MAX_OPEN_FILES: u64 = 512;
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// The buffer must hold at least a few maximum-size records, or a single
 /// large line could never be admitted.
 const MIN_BUFFER_BYTES: u64 = 4 * 1024 * 1024;
@@ -527,6 +538,14 @@ impl Settings {
                 max_in_flight,
                 strip_cr: f.strip_cr.unwrap_or(true),
                 multiline: f.multiline.as_ref().map(|m| multiline(&loc, m)).transpose()?,
+                idle_timeout: loc.positive_ms(f.idle_timeout_ms.as_ref(), DEFAULT_IDLE_TIMEOUT_MS, "flow.idle_timeout_ms")?,
+                ignore_older: match f.ignore_older_secs.as_ref() {
+                    None => None,
+                    Some(v) if *v.get_ref() == 0 => {
+                        return Err(loc.at(v.span(), "flow.ignore_older_secs must be greater than 0 (leave it out to read files of any age)"));
+                    }
+                    Some(v) => Some(Duration::from_secs(*v.get_ref())),
+                },
                 oversize: match f.oversize.as_ref() {
                     None => Oversize::Split,
                     Some(v) => match loc.string(v, "flow.oversize")?.as_str() {
@@ -563,6 +582,13 @@ impl Settings {
                 "rescan_interval_ms",
             )?,
             max_buffer_bytes: usize::try_from(max_buffer_bytes).unwrap_or(usize::MAX),
+            max_open_files: match raw.max_open_files.as_ref() {
+                None => DEFAULT_MAX_OPEN_FILES as usize,
+                Some(v) if !(1..=1_000_000).contains(v.get_ref()) => {
+                    return Err(loc.at(v.span(), "max_open_files must be between 1 and 1000000"));
+                }
+                Some(v) => *v.get_ref() as usize,
+            },
             flows,
         })
     }
@@ -592,6 +618,7 @@ impl Settings {
             ms(self.rescan_interval)
         ));
         s.push_str(&format!("max_buffer_bytes = {}\n", self.max_buffer_bytes));
+        s.push_str(&format!("max_open_files = {}\n", self.max_open_files));
         s.push_str("\n[aws]\n");
         let opt = |o: &Option<String>| match o {
             Some(v) => format!("{v:?}"),
@@ -626,6 +653,11 @@ impl Settings {
                 Oversize::Drop => "drop",
             };
             s.push_str(&format!("oversize = {oversize:?}\n"));
+            s.push_str(&format!("idle_timeout_ms = {}\n", ms(f.idle_timeout)));
+            match f.ignore_older {
+                Some(d) => s.push_str(&format!("ignore_older_secs = {}\n", d.as_secs())),
+                None => s.push_str("# ignore_older_secs: off\n"),
+            }
             match &f.multiline {
                 None => s.push_str("# multiline: off\n"),
                 Some(m) => {

@@ -25,7 +25,7 @@ use crate::config::{AwsSettings, Settings, glob_base};
 use crate::discovery::{self, WakeRegistry};
 use crate::metrics::Metrics;
 use crate::sink::{DeadLetter, Lane, SinkShared};
-use crate::tailer::FlowRuntime;
+use crate::tailer::{FlowRuntime, Slots};
 
 /// How many record groups may wait in a lane's queue. The byte budget is the
 /// real bound on memory; this only keeps the queue short.
@@ -83,6 +83,7 @@ pub async fn run(
         metrics: metrics.clone(),
     });
     let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+    let slots = Arc::new(Slots::new(settings.max_open_files));
 
     let stop_reading = CancellationToken::new();
     let mut lanes = Vec::new();
@@ -112,6 +113,7 @@ pub async fn run(
             checkpoints: checkpoints.clone(),
             metrics: metrics.clone(),
             dead_letter: shared.dead_letter.clone(),
+            slots: slots.clone(),
             hostname: hostname.clone(),
         });
         let hint = Arc::new(Notify::new());

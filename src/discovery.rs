@@ -149,6 +149,16 @@ fn consider(
         }
         return Ok(());
     }
+    if let Some(limit) = flow.settings.ignore_older
+        && meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > limit)
+    {
+        // Picked up by a later scan if it is written to again.
+        return Ok(());
+    }
     let file = File::open(path).map_err(|e| e.to_string())?;
     // Identity comes from the open descriptor: the path may have been
     // replaced between the listing and the open.

@@ -27,7 +27,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{MAX_DATA_BYTES, Record, coalesce_acks};
@@ -54,6 +56,40 @@ const POLL_MAX: Duration = Duration::from_millis(1000);
 /// A file whose path no longer names it is closed after this much quiet.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(5);
 
+/// A file holding a slot gives it up after this long when others wait.
+const FAIR_SHARE: Duration = Duration::from_millis(500);
+
+/// Open-file slots (`max_open_files`), shared by every tailer. Tokio's
+/// semaphore hands permits out first come, first served, so a file waiting
+/// for a slot is never overtaken indefinitely.
+#[derive(Debug)]
+pub struct Slots {
+    pub sem: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+impl Slots {
+    pub fn new(max_open_files: usize) -> Slots {
+        Slots {
+            sem: Arc::new(Semaphore::new(max_open_files)),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits for a slot; `None` if the semaphore is closed.
+    pub async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let permit = self.sem.clone().acquire_owned().await.ok();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        permit
+    }
+
+    /// Whether some tailer waits for a slot.
+    pub fn contended(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
+    }
+}
+
 /// What the tailers of one flow share.
 #[derive(Debug)]
 pub struct FlowRuntime {
@@ -63,6 +99,7 @@ pub struct FlowRuntime {
     pub checkpoints: Arc<Checkpoints>,
     pub metrics: Arc<Metrics>,
     pub dead_letter: Arc<DeadLetter>,
+    pub slots: Arc<Slots>,
     pub hostname: String,
 }
 
@@ -116,7 +153,14 @@ pub struct TailStart {
 pub struct Tailer {
     flow: Arc<FlowRuntime>,
     id: FileId,
-    file: File,
+    /// `None` while parked: closed, waiting for a change and an open-file
+    /// slot.
+    file: Option<File>,
+    slot: Option<OwnedSemaphorePermit>,
+    /// When the current slot was taken, for the fair share.
+    held_since: Instant,
+    /// When data was last read, for the idle timeout.
+    last_data_at: Instant,
     key: FileKey,
     fingerprint: Fingerprint,
     path: Arc<Mutex<PathBuf>>,
@@ -137,16 +181,19 @@ enum Handoff {
 
 impl Tailer {
     pub fn new(flow: Arc<FlowRuntime>, start: TailStart, shutdown: CancellationToken) -> Tailer {
-        let mut file = start.file;
-        // Reads continue from `offset`; seeking is what positions them.
-        let seek = file.seek(SeekFrom::Start(start.offset));
-        let offset = seek.unwrap_or_default();
+        let offset = start.offset;
+        // Without a free slot the tailer starts parked and waits its turn.
+        let slot = flow.slots.sem.clone().try_acquire_owned().ok();
+        let file = slot.as_ref().map(|_| start.file);
         let strip_cr = flow.settings.strip_cr;
         let multiline = flow.settings.multiline.clone().map(Aggregator::new);
-        Tailer {
+        let mut t = Tailer {
             flow,
             id: start.id,
             file,
+            slot,
+            held_since: Instant::now(),
+            last_data_at: Instant::now(),
             key: start.key,
             fingerprint: start.fingerprint,
             path: start.path,
@@ -156,6 +203,79 @@ impl Tailer {
             last_line_at: Instant::now(),
             read_offset: offset,
             shutdown,
+        };
+        // Reads continue from `offset`; seeking is what positions them.
+        if let Some(f) = t.file.as_mut()
+            && let Err(e) = f.seek(SeekFrom::Start(offset))
+        {
+            tracing::warn!(path = %t.path().display(), error = %e, "cannot seek to the checkpoint; closing the file");
+            t.park();
+        }
+        t
+    }
+
+    /// Closes the file and gives its slot to whoever waits for one.
+    fn park(&mut self) {
+        self.file = None;
+        self.slot = None;
+    }
+
+    /// While parked: waits until the file changes, takes a slot and opens
+    /// it again. `false` when the file is gone from its path (or shutdown).
+    async fn unpark(&mut self, poll: &mut Duration, orphan_since: &mut Option<Instant>) -> bool {
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => *poll = POLL_MIN,
+                _ = tokio::time::sleep(*poll) => *poll = (*poll * 2).min(POLL_MAX),
+                _ = self.shutdown.cancelled() => return false,
+            }
+            let path = self.path();
+            match std::fs::metadata(&path) {
+                Ok(m) if file_key(&m) == self.key => {
+                    *orphan_since = None;
+                    if m.len() == self.read_offset {
+                        continue;
+                    }
+                }
+                _ => {
+                    // Renamed (discovery tells us the new path if it is
+                    // still in the globs) or deleted: what was not read
+                    // before parking cannot be read now.
+                    let since = *orphan_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= ORPHAN_GRACE {
+                        tracing::warn!(flow = %self.flow.settings.name, path = %path.display(),
+                            "file left its path while closed for max_open_files or idleness; it is no longer read");
+                        return false;
+                    }
+                    continue;
+                }
+            }
+            let slot = tokio::select! {
+                s = self.flow.slots.acquire() => s,
+                _ = self.shutdown.cancelled() => return false,
+            };
+            let Some(slot) = slot else { return false };
+            let reopened = File::open(&path).and_then(|mut f| {
+                let m = f.metadata()?;
+                if file_key(&m) != self.key || !head_matches(&f, &self.fingerprint) {
+                    return Err(std::io::Error::other("another file is at the path now"));
+                }
+                f.seek(SeekFrom::Start(self.read_offset))?;
+                Ok(f)
+            });
+            match reopened {
+                Ok(f) => {
+                    self.file = Some(f);
+                    self.slot = Some(slot);
+                    self.held_since = Instant::now();
+                    self.last_data_at = Instant::now();
+                    return true;
+                }
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), error = %e, "cannot reopen; waiting");
+                    drop(slot);
+                }
+            }
         }
     }
 
@@ -176,8 +296,34 @@ impl Tailer {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            match self.file.read(&mut buf) {
+            let Some(file) = self.file.as_mut() else {
+                if self.unpark(&mut poll, &mut orphan_since).await {
+                    continue;
+                }
+                break;
+            };
+            match file.read(&mut buf) {
                 Ok(0) => {
+                    // Others wait for a slot, or this file has been quiet
+                    // for the idle timeout: close it until it changes. A
+                    // pending multi-line event goes out first.
+                    let contended = self.flow.slots.contended();
+                    if contended || self.last_data_at.elapsed() >= self.flow.settings.idle_timeout {
+                        if let Some(agg) = self.multiline.as_mut() {
+                            agg.flush(&mut lines);
+                        }
+                        if let Handoff::Shutdown = self.hand_off(&mut lines).await {
+                            break;
+                        }
+                        if let Some(f) = self.file.as_ref()
+                            && f.metadata().is_ok_and(|m| m.len() > self.read_offset)
+                        {
+                            // It grew meanwhile: read on.
+                            continue;
+                        }
+                        self.park();
+                        continue;
+                    }
                     // A pending multi-line event is sent once it has waited
                     // its timeout for another line.
                     let mut wait = poll;
@@ -213,6 +359,7 @@ impl Tailer {
                     poll = POLL_MIN;
                     orphan_since = None;
                     last_error = None;
+                    self.last_data_at = Instant::now();
                     self.read_offset += n as u64;
                     Metrics::add(&self.flow.metrics.bytes_read, n as u64);
                     self.framer.feed(&buf[..n], &mut framed);
@@ -221,13 +368,18 @@ impl Tailer {
                     }
                     if self.fingerprint.len < Fingerprint::MAX_LEN
                         && self.read_offset > self.fingerprint.len
-                        && let Ok(fp) = fingerprint(&self.file)
+                        && let Some(Ok(fp)) = self.file.as_ref().map(fingerprint)
                     {
                         self.fingerprint = fp.clone();
                         self.flow.checkpoints.set_fingerprint(self.id, fp);
                     }
                     if let Handoff::Shutdown = self.hand_off(&mut lines).await {
                         break;
+                    }
+                    // A busy file gives its slot up after its fair share
+                    // when others wait; it queues again at once.
+                    if self.flow.slots.contended() && self.held_since.elapsed() >= FAIR_SHARE {
+                        self.park();
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -254,7 +406,11 @@ impl Tailer {
     /// checkpoint id.
     fn restart_at_zero(&mut self) {
         let path = self.path();
-        let fp = fingerprint(&self.file).unwrap_or_else(|_| Fingerprint::of(b""));
+        let fp = self
+            .file
+            .as_ref()
+            .and_then(|f| fingerprint(f).ok())
+            .unwrap_or_else(|| Fingerprint::of(b""));
         self.id =
             self.flow
                 .checkpoints
@@ -262,7 +418,7 @@ impl Tailer {
         self.fingerprint = fp;
         self.framer = Framer::new(0, MAX_LINE_PIECE, self.flow.settings.strip_cr);
         self.read_offset = 0;
-        if let Err(e) = self.file.seek(SeekFrom::Start(0)) {
+        if let Some(Err(e)) = self.file.as_mut().map(|f| f.seek(SeekFrom::Start(0))) {
             tracing::warn!(path = %self.path().display(), error = %e, "cannot seek to the start of the file");
         }
     }
@@ -359,13 +515,16 @@ impl Tailer {
 
     fn at_eof(&mut self, orphan_since: &mut Option<Instant>) -> EofAction {
         let path = self.path();
-        let len = match self.file.metadata() {
+        let Some(file) = self.file.as_ref() else {
+            return EofAction::Wait;
+        };
+        let len = match file.metadata() {
             Ok(m) => m.len(),
             Err(_) => return EofAction::Wait,
         };
         // After a copytruncate the writer may have refilled the file past
         // our offset before we look; its head then no longer matches.
-        let rewritten = len >= self.read_offset && !head_matches(&self.file, &self.fingerprint);
+        let rewritten = len >= self.read_offset && !head_matches(file, &self.fingerprint);
         if len < self.read_offset || rewritten {
             Metrics::add(&self.flow.metrics.truncations, 1);
             tracing::warn!(flow = %self.flow.settings.name, path = %path.display(), size = len, offset = self.read_offset, rewritten,

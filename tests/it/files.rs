@@ -556,3 +556,152 @@ async fn a_100_mib_line_without_newline_is_not_held_in_memory() {
         "a 100 MiB line must not be held in memory: peak {peak} KiB, base {base} KiB"
     );
 }
+
+/// How many files under `dir` the process holds open.
+fn open_files_under(pid: u32, dir: &Path) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|t| t.starts_with(dir))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_live_files_share_one_hundred_open_files() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "many", 4).await;
+    let s = Scratch::new();
+    let files = 2_000;
+    let line = |f: usize, i: usize| format!("file {f:04} line {i:02}\n");
+    for f in 0..files {
+        let dir = s.logs().join(format!("d{}", f % 20));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let text: String = (0..5).map(|i| line(f, i)).collect();
+        std::fs::write(dir.join(format!("f{f:04}.log")), text).expect("write");
+    }
+    let config = s.config(
+        &server.endpoint(),
+        "max_open_files = 100\nrescan_interval_ms = 1000",
+        "[[flow]]\nname = \"many\"\npaths = [\"{logs}/**/*.log\"]\nstream = \"many\"\nlinger_ms = 50\nidle_timeout_ms = 2000\n",
+    );
+    let daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let pid = daemon.child.id();
+    let logs = s.logs();
+    let watch = {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            for _ in 0..300 {
+                peak = peak.max(open_files_under(pid, &logs));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        })
+    };
+    // Every file is written again while the daemon runs.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for f in 0..files {
+        let path = logs
+            .join(format!("d{}", f % 20))
+            .join(format!("f{f:04}.log"));
+        let mut h = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        let text: String = (5..10).map(|i| line(f, i)).collect();
+        h.write_all(text.as_bytes()).expect("append");
+    }
+    let want = files * 10;
+    let got = wait_for_count(&client, "many", want, TIMEOUT).await;
+    let peak = watch.join().expect("fd watcher");
+    let expected: Vec<Vec<u8>> = (0..files)
+        .flat_map(|f| (0..10).map(move |i| line(f, i).trim_end().as_bytes().to_vec()))
+        .collect();
+    assert_eq!(
+        got.len(),
+        want,
+        "every line of every file arrives; log:\n{}",
+        daemon
+            .log_text()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        multiset(got.into_iter().map(|g| g.data)),
+        multiset(expected)
+    );
+    eprintln!("peak files open under the log directory: {peak}");
+    assert!(
+        peak <= 100 + 2,
+        "at most max_open_files held open (plus discovery's short look): {peak}"
+    );
+    assert!(peak > 0, "the watcher saw files open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_files_are_closed_and_reopened_and_old_files_ignored() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "idle", 1).await;
+    let s = Scratch::new();
+    let live = s.logs().join("live.log");
+    let old = s.logs().join("old.log");
+    std::fs::write(&live, "live 1\n").expect("write");
+    std::fs::write(&old, "old 1\n").expect("write");
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .and_then(|f| f.set_modified(two_days_ago))
+        .expect("age old.log");
+    let config = s.config(
+        &server.endpoint(),
+        "rescan_interval_ms = 300",
+        "[[flow]]\nname = \"idle\"\npaths = [\"{logs}/*.log\"]\nstream = \"idle\"\nlinger_ms = 20\nidle_timeout_ms = 300\nignore_older_secs = 3600\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let pid = daemon.child.id();
+    assert_eq!(wait_for_count(&client, "idle", 1, TIMEOUT).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let data = |g: Vec<Got>| {
+        g.into_iter()
+            .map(|g| String::from_utf8_lossy(&g.data).into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        data(read_all(&client, "idle").await),
+        vec!["live 1"],
+        "old.log is ignored"
+    );
+    assert_eq!(
+        open_files_under(pid, &s.logs()),
+        0,
+        "the idle file was closed"
+    );
+
+    let mut h = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&live)
+        .expect("open");
+    h.write_all(b"live 2\n").expect("append");
+    let mut h = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&old)
+        .expect("open");
+    h.write_all(b"old 2\n").expect("append");
+    let mut got = data(wait_for_count(&client, "idle", 4, TIMEOUT).await);
+    got.sort();
+    assert_eq!(
+        got,
+        vec!["live 1", "live 2", "old 1", "old 2"],
+        "the idle file reopens; the old one, written again, is read whole"
+    );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
