@@ -705,3 +705,128 @@ async fn idle_files_are_closed_and_reopened_and_old_files_ignored() {
     );
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_paths_are_reported_once_and_the_others_keep_flowing() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "bad", 1).await;
+    let s = Scratch::new();
+    let logs = s.logs();
+    // The daemon runs as nobody when the tests run as root, so that a
+    // permission-denied file is really denied.
+    let as_root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    for d in [s.dir.path().to_path_buf(), logs.clone()] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    std::fs::create_dir_all(s.state()).expect("state");
+    std::fs::set_permissions(s.state(), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod state");
+
+    std::fs::write(logs.join("good.log"), b"good 1\nbin \x00\xff\xfe end\n").expect("write");
+    assert!(
+        Command::new("mkfifo")
+            .arg(logs.join("fifo.log"))
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    std::fs::create_dir(logs.join("dir.log")).expect("dir");
+    symlink(s.path("nowhere.txt"), logs.join("broken.log")).expect("broken link");
+    std::fs::write(s.path("real.txt"), b"via link\n").expect("write");
+    symlink(s.path("real.txt"), logs.join("link.log")).expect("file link");
+    std::fs::create_dir_all(s.path("elsewhere")).expect("dir");
+    std::fs::write(s.path("elsewhere/inner.log"), b"via linked dir\n").expect("write");
+    symlink(s.path("elsewhere"), logs.join("linkdir")).expect("dir link");
+    std::fs::write(logs.join("secret.log"), b"secret\n").expect("write");
+    std::fs::set_permissions(
+        logs.join("secret.log"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .expect("chmod");
+
+    let config = s.config(&server.endpoint(), "rescan_interval_ms = 200", "[[flow]]\nname = \"bad\"\npaths = [\"{logs}/*.log\", \"{logs}/*/*.log\"]\nstream = \"bad\"\nlinger_ms = 20\n");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644))
+        .expect("chmod config");
+    let log_path = s.path("daemon.log");
+    let mut daemon = if as_root {
+        std::fs::write(&log_path, b"").expect("log");
+        std::fs::set_permissions(&log_path, std::fs::Permissions::from_mode(0o666))
+            .expect("chmod log");
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log_path)
+            .expect("log");
+        // A copy of the binary in the scratch directory: the build tree may
+        // not be reachable for nobody.
+        let bin = s.path("kinetail");
+        std::fs::copy(env!("CARGO_BIN_EXE_kinetail"), &bin).expect("copy binary");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod binary");
+        let child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "info")
+            .stderr(out)
+            .spawn()
+            .expect("start kinetail as nobody");
+        Daemon {
+            child,
+            log: log_path.clone(),
+        }
+    } else {
+        Daemon::start(&config, &log_path)
+    };
+
+    let got = wait_for_count(&client, "bad", 4, TIMEOUT).await;
+    let mut data: Vec<Vec<u8>> = got.into_iter().map(|g| g.data).collect();
+    data.sort();
+    let mut want = vec![
+        b"good 1".to_vec(),
+        b"bin \x00\xff\xfe end".to_vec(),
+        b"via link".to_vec(),
+        b"via linked dir".to_vec(),
+    ];
+    want.sort();
+    assert_eq!(
+        data,
+        want,
+        "good files, symlinked files and directories flow, bytes as they are; log:\n{}",
+        daemon.log_text()
+    );
+    // Several rescans pass; each bad path is reported once, not on every scan.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let text = daemon.log_text();
+    for bad in ["fifo.log", "broken.log", "secret.log"] {
+        let n = text
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(bad))
+            .count();
+        assert_eq!(n, 1, "{bad} is reported exactly once:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.contains("fifo.log") && l.contains("not a regular file")),
+        "{text}"
+    );
+    let mut h = std::fs::OpenOptions::new()
+        .append(true)
+        .open(logs.join("good.log"))
+        .expect("open");
+    h.write_all(b"good 2\n").expect("append");
+    let got = wait_for_count(&client, "bad", 5, TIMEOUT).await;
+    assert!(
+        got.iter().any(|g| g.data == b"good 2"),
+        "still shipping after the bad paths"
+    );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
