@@ -4,5 +4,6 @@ mod check;
 mod fault;
 mod files;
 mod lifecycle;
+mod model;
 mod pipeline;
 mod util;
