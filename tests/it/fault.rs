@@ -2,9 +2,8 @@
 //! a chosen share of `PutRecords` entries (those are not forwarded) and of
 //! whole calls. It stands in for Kinesis only in the tests that use it.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +24,12 @@ pub struct Faults {
     pub call_500: f64,
     /// Calls answered 400 ProvisionedThroughputExceededException.
     pub call_throttle: f64,
+    /// Calls forwarded, then answered only after `slow_delay`.
+    pub slow: f64,
+    pub slow_delay: Duration,
+    /// Calls forwarded, then the connection is closed without an answer
+    /// (the records are stored; the client must send them again).
+    pub close_after_forward: f64,
 }
 
 #[derive(Debug, Default)]
@@ -33,17 +38,30 @@ pub struct FaultStats {
     pub entries_failed: AtomicU64,
     pub entries_forwarded: AtomicU64,
     pub calls_failed: AtomicU64,
+    pub calls_slow: AtomicU64,
+    pub calls_closed: AtomicU64,
+    /// Entries stored upstream in calls whose answer was never sent.
+    pub entries_unanswered: AtomicU64,
+    /// Connections closed at once while the proxy plays "down".
+    pub refused: AtomicU64,
 }
 
 pub struct FaultProxy {
     pub port: u16,
     pub stats: Arc<FaultStats>,
+    down: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl FaultProxy {
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// While down, every connection is closed at once, as a stopped server
+    /// or a broken network looks to a client.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 }
 
@@ -72,16 +90,32 @@ pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
         client: HttpClient::builder(TokioExecutor::new()).build_http(),
         stats: stats.clone(),
     });
+    let down = Arc::new(AtomicBool::new(false));
+    let is_down = down.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            if is_down.load(Ordering::SeqCst) {
+                ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
+                drop(stream);
+                continue;
+            }
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let ctx = ctx.clone();
-                    async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
+                    async move {
+                        match handle(&ctx, req).await {
+                            Some(r) => Ok(r),
+                            // An error makes hyper drop the connection
+                            // without answering.
+                            None => Err::<Response<Full<Bytes>>, &'static str>(
+                                "closed after forwarding (injected)",
+                            ),
+                        }
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -89,7 +123,12 @@ pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
             });
         }
     });
-    FaultProxy { port, stats, task }
+    FaultProxy {
+        port,
+        stats,
+        down,
+        task,
+    }
 }
 
 fn json_response(status: u16, body: Value) -> Response<Full<Bytes>> {
@@ -106,16 +145,14 @@ async fn forward(
     parts: &hyper::http::request::Parts,
     body: Bytes,
 ) -> Result<(u16, Bytes, String), String> {
-    let uri = format!(
-        "{}{}",
-        ctx.upstream,
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-    );
-    let mut req = Request::builder().method(parts.method.clone()).uri(uri);
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut req = Request::builder()
+        .method(parts.method.clone())
+        .uri(format!("{}{path}", ctx.upstream));
     for (k, v) in &parts.headers {
         if k != "host" && k != "content-length" {
             req = req.header(k, v);
@@ -139,15 +176,24 @@ async fn forward(
     Ok((status, body, ctype))
 }
 
-async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn raw_response(status: u16, ctype: &str, body: Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", ctype)
+        .body(Full::new(body))
+        .expect("response")
+}
+
+/// `None` closes the connection without an answer.
+async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes>>> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return json_response(
+            return Some(json_response(
                 500,
                 json!({"__type": "InternalFailure", "message": e.to_string()}),
-            );
+            ));
         }
     };
     let target = parts
@@ -157,38 +203,35 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
         .unwrap_or("")
         .to_string();
     if !target.ends_with(".PutRecords") {
-        return match forward(ctx, &parts, body).await {
-            Ok((status, body, ctype)) => Response::builder()
-                .status(status)
-                .header("content-type", ctype)
-                .body(Full::new(body))
-                .expect("response"),
+        return Some(match forward(ctx, &parts, body).await {
+            Ok((status, body, ctype)) => raw_response(status, &ctype, body),
             Err(e) => json_response(500, json!({"__type": "InternalFailure", "message": e})),
-        };
+        });
     }
-    ctx.stats.calls.fetch_add(1, Ordering::Relaxed);
+    let stats = &ctx.stats;
+    stats.calls.fetch_add(1, Ordering::Relaxed);
     let f = &ctx.faults;
     if rand::random::<f64>() < f.call_500 {
-        ctx.stats.calls_failed.fetch_add(1, Ordering::Relaxed);
-        return json_response(
+        stats.calls_failed.fetch_add(1, Ordering::Relaxed);
+        return Some(json_response(
             500,
             json!({"__type": "InternalFailure", "message": "injected failure"}),
-        );
+        ));
     }
     if rand::random::<f64>() < f.call_throttle {
-        ctx.stats.calls_failed.fetch_add(1, Ordering::Relaxed);
-        return json_response(
+        stats.calls_failed.fetch_add(1, Ordering::Relaxed);
+        return Some(json_response(
             400,
             json!({"__type": "ProvisionedThroughputExceededException", "message": "injected throttle"}),
-        );
+        ));
     }
     let mut request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
-            return json_response(
+            return Some(json_response(
                 400,
                 json!({"__type": "SerializationException", "message": e.to_string()}),
-            );
+            ));
         }
     };
     let records = request["Records"].as_array().cloned().unwrap_or_default();
@@ -204,35 +247,42 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let total = keep.len() + failed_at.len();
     let mut upstream_entries: Vec<Value> = Vec::new();
     let mut upstream_failed = 0;
+    let forwarded = keep.len();
     if !keep.is_empty() {
-        let n = keep.len();
         request["Records"] = Value::Array(keep);
-        let (status, resp, _) = match forward(ctx, &parts, Bytes::from(request.to_string())).await {
-            Ok(r) => r,
-            Err(e) => {
-                return json_response(500, json!({"__type": "InternalFailure", "message": e}));
-            }
-        };
+        let (status, resp, ctype) =
+            match forward(ctx, &parts, Bytes::from(request.to_string())).await {
+                Ok(r) => r,
+                Err(e) => {
+                    return Some(json_response(
+                        500,
+                        json!({"__type": "InternalFailure", "message": e}),
+                    ));
+                }
+            };
         if status != 200 {
-            return Response::builder()
-                .status(status)
-                .header("content-type", "application/x-amz-json-1.1")
-                .body(Full::new(resp))
-                .expect("response");
+            return Some(raw_response(status, &ctype, resp));
         }
         let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
         upstream_entries = v["Records"].as_array().cloned().unwrap_or_default();
         upstream_failed = v["FailedRecordCount"].as_u64().unwrap_or(0);
         assert_eq!(
             upstream_entries.len(),
-            n,
+            forwarded,
             "upstream answered every forwarded record"
         );
-        ctx.stats
+        stats
             .entries_forwarded
-            .fetch_add(n as u64, Ordering::Relaxed);
+            .fetch_add(forwarded as u64, Ordering::Relaxed);
     }
-    ctx.stats
+    if rand::random::<f64>() < f.close_after_forward {
+        stats.calls_closed.fetch_add(1, Ordering::Relaxed);
+        stats
+            .entries_unanswered
+            .fetch_add(forwarded as u64, Ordering::Relaxed);
+        return None;
+    }
+    stats
         .entries_failed
         .fetch_add(failed_at.len() as u64, Ordering::Relaxed);
     let mut merged = Vec::with_capacity(total);
@@ -251,13 +301,13 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
             merged.push(e);
         }
     }
-    let failed = failed_at.len() as u64 + upstream_failed;
-    // Slow answers are part of real life too; keep them short here.
-    if failed > 0 && rand::random::<f64>() < 0.05 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    if rand::random::<f64>() < f.slow {
+        stats.calls_slow.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(f.slow_delay).await;
     }
-    json_response(
+    let failed = failed_at.len() as u64 + upstream_failed;
+    Some(json_response(
         200,
         json!({"FailedRecordCount": failed, "Records": merged, "EncryptionType": "NONE"}),
-    )
+    ))
 }

@@ -1,6 +1,7 @@
 //! kinetail's integration tests: one binary, one harness (`util`).
 
 mod check;
+mod delivery;
 mod fault;
 mod files;
 mod lifecycle;

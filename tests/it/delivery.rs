@@ -1,0 +1,208 @@
+//! Delivery when Kinesis misbehaves: a mix of faults, an outage, a stream
+//! that does not exist yet.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crate::fault::{self, Faults};
+use crate::util::*;
+
+const TIMEOUT: Duration = Duration::from_secs(240);
+
+fn lines(tag: &str, from: usize, to: usize, width: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in from..to {
+        writeln!(out, "{tag} {i:08} {}", "x".repeat(width)).expect("format");
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mix_of_faults_loses_nothing_and_duplicates_only_unanswered_calls() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "mix", 2).await;
+    let faults = Faults {
+        entry_fail: 0.3,
+        call_500: 0.1,
+        call_throttle: 0.05,
+        slow: 0.03,
+        slow_delay: Duration::from_secs(5),
+        close_after_forward: 0.05,
+    };
+    let proxy = fault::start(&server.endpoint(), faults).await;
+    let s = Scratch::new();
+    let content = lines("mix", 0, 15_000, 60);
+    std::fs::write(s.logs().join("app.log"), &content).expect("write");
+    let config = s.config(
+        &proxy.endpoint(),
+        "",
+        "[[flow]]\nname = \"mix\"\npaths = [\"{logs}/*.log\"]\nstream = \"mix\"\nlinger_ms = 20\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let want: HashSet<Vec<u8>> = complete_lines(&content).into_iter().collect();
+    let deadline = Instant::now() + TIMEOUT;
+    let got = loop {
+        let got = read_all(&client, "mix").await;
+        let have: HashSet<&Vec<u8>> = got.iter().map(|g| &g.data).collect();
+        if want.iter().all(|w| have.contains(w)) || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let have: HashSet<Vec<u8>> = got.iter().map(|g| g.data.clone()).collect();
+    let missing = want.difference(&have).count();
+    assert_eq!(
+        missing,
+        0,
+        "every line arrives; log tail:\n{}",
+        daemon
+            .log_text()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let st = &proxy.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let duplicates = got.len() - want.len();
+    eprintln!(
+        "calls {} (failed {}, slow {}, closed {}), entries failed {}, unanswered {}, duplicates {duplicates}",
+        load(&st.calls),
+        load(&st.calls_failed),
+        load(&st.calls_slow),
+        load(&st.calls_closed),
+        load(&st.entries_failed),
+        load(&st.entries_unanswered)
+    );
+    assert!(
+        load(&st.calls_failed) > 0 && load(&st.calls_closed) > 0 && load(&st.entries_failed) > 0,
+        "faults were injected"
+    );
+    assert!(
+        duplicates as u64 <= load(&st.entries_unanswered),
+        "duplicates ({duplicates}) come only from calls closed after forwarding ({} entries)",
+        load(&st.entries_unanswered)
+    );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_with_200_mb_appended_loses_nothing_and_memory_stays_bounded() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "outage", 4).await;
+    let proxy = fault::start(&server.endpoint(), Faults::default()).await;
+    let s = Scratch::new();
+    let file = s.logs().join("app.log");
+    std::fs::write(&file, lines("before", 0, 1_000, 100)).expect("write");
+    let budget = 8 * 1024 * 1024;
+    let config = s.config(
+        &proxy.endpoint(),
+        &format!("max_buffer_bytes = {budget}"),
+        "[[flow]]\nname = \"outage\"\npaths = [\"{logs}/*.log\"]\nstream = \"outage\"\nlinger_ms = 20\nmax_in_flight = 8\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    assert_eq!(
+        wait_for_count(&client, "outage", 1_000, TIMEOUT)
+            .await
+            .len(),
+        1_000
+    );
+    let base = peak_rss_kib(daemon.child.id());
+
+    // The server goes away for 30 s while 200 MB of lines are appended.
+    proxy.set_down(true);
+    let down_at = Instant::now();
+    let per_line = 1_000;
+    let n = 200 * 1024 * 1024 / per_line;
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .expect("open");
+        for chunk in 0..(n / 10_000) {
+            f.write_all(&lines(
+                "during",
+                chunk * 10_000,
+                (chunk + 1) * 10_000,
+                per_line - 16,
+            ))
+            .expect("append");
+        }
+    }
+    let remaining = Duration::from_secs(30).saturating_sub(down_at.elapsed());
+    tokio::time::sleep(remaining).await;
+    let during = peak_rss_kib(daemon.child.id());
+    assert!(
+        daemon.log_text().contains("PutRecords failed"),
+        "the outage is visible in the log"
+    );
+    proxy.set_down(false);
+
+    let total = 1_000 + n / 10_000 * 10_000;
+    let got = wait_for_count(&client, "outage", total, TIMEOUT).await;
+    let peak = peak_rss_kib(daemon.child.id());
+    eprintln!(
+        "RSS KiB: before the outage {base}, during {during}, peak {peak}; buffer bound {} KiB",
+        budget / 1024
+    );
+    assert_eq!(got.len(), total, "every line arrives after the outage");
+    let want: HashSet<Vec<u8>> = complete_lines(&std::fs::read(&file).expect("read"))
+        .into_iter()
+        .collect();
+    let have: HashSet<Vec<u8>> = got.into_iter().map(|g| g.data).collect();
+    assert_eq!(have, want, "exactly the lines written");
+    // The buffer bound, plus what a batch costs in flight (a request body
+    // per lane) and the process's own constant.
+    let bound_kib = (budget / 1024) as u64 + 48 * 1024;
+    assert!(
+        peak < base.max(1) + bound_kib,
+        "peak RSS {peak} KiB stays under base {base} KiB + {bound_kib} KiB"
+    );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_created_late_gets_every_line_and_the_error_shows_meanwhile() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    let s = Scratch::new();
+    std::fs::write(s.logs().join("app.log"), lines("late", 0, 2_000, 40)).expect("write");
+    let config = s.config(&server.endpoint(), "", "[[flow]]\nname = \"late\"\npaths = [\"{logs}/*.log\"]\nstream = \"late\"\nlinger_ms = 20\n");
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !daemon.log_text().contains("ResourceNotFoundException") {
+        assert!(
+            Instant::now() < deadline,
+            "the missing stream is reported; log:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(daemon.log_text().contains("ERROR"), "at error level");
+    create_stream(&client, "late", 1).await;
+    let got = wait_for_count(&client, "late", 2_000, TIMEOUT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_all = read_all(&client, "late").await;
+    assert_eq!(got_all.len(), got.len());
+    assert_eq!(
+        multiset(got_all.into_iter().map(|g| g.data)),
+        multiset(complete_lines(&lines("late", 0, 2_000, 40))),
+        "every line exactly once once the stream exists"
+    );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
