@@ -31,7 +31,15 @@ pub struct Record {
     /// The file range this record covers (terminator included).
     pub start: u64,
     pub end: u64,
+    /// The `ExplicitHashKey` (a decimal below 2^128), when the flow sets one.
+    pub ehk: Option<String>,
+    /// The index of the shard it goes to in the flow's shard map, or
+    /// [`NO_SHARD`] when no map is known.
+    pub shard: u32,
 }
+
+/// The shard of a record routed without a shard map.
+pub const NO_SHARD: u32 = u32::MAX;
 
 impl Record {
     /// The size Kinesis counts against its limits.
@@ -46,15 +54,34 @@ impl Record {
 }
 
 /// Records bound for one `PutRecords` call.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Batch {
     records: Vec<Record>,
     bytes: usize,
+    max_records: usize,
+    max_bytes: usize,
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch::with_limits(MAX_RECORDS_PER_CALL, MAX_BYTES_PER_CALL)
+    }
 }
 
 impl Batch {
     pub fn new() -> Batch {
         Batch::default()
+    }
+
+    /// A batch with tighter limits than the API's (for a paced shard); the
+    /// API's limits still apply.
+    pub fn with_limits(max_records: usize, max_bytes: usize) -> Batch {
+        Batch {
+            records: Vec::new(),
+            bytes: 0,
+            max_records: max_records.clamp(1, MAX_RECORDS_PER_CALL),
+            max_bytes: max_bytes.clamp(MAX_BYTES_PER_RECORD, MAX_BYTES_PER_CALL),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -72,7 +99,7 @@ impl Batch {
 
     /// No further record of any size fits.
     pub fn is_full(&self) -> bool {
-        self.records.len() >= MAX_RECORDS_PER_CALL || self.bytes >= MAX_BYTES_PER_CALL
+        self.records.len() >= self.max_records || self.bytes >= self.max_bytes
     }
 
     /// Adds `r` if the call stays within the limits; gives it back if not.
@@ -81,8 +108,8 @@ impl Batch {
     pub fn try_push(&mut self, r: Record) -> Result<(), Record> {
         let size = r.api_size();
         if size > MAX_BYTES_PER_RECORD
-            || self.records.len() >= MAX_RECORDS_PER_CALL
-            || self.bytes + size > MAX_BYTES_PER_CALL
+            || self.records.len() >= self.max_records
+            || self.bytes + size > self.max_bytes
         {
             return Err(r);
         }
@@ -124,6 +151,8 @@ mod tests {
             file: 0,
             start: 0,
             end: data_len as u64 + 1,
+            ehk: None,
+            shard: NO_SHARD,
         }
     }
 
@@ -170,6 +199,8 @@ mod tests {
                 file: 1,
                 start: 0,
                 end: 5,
+                ehk: None,
+                shard: NO_SHARD,
             },
             Record {
                 data: vec![],
@@ -177,6 +208,8 @@ mod tests {
                 file: 1,
                 start: 5,
                 end: 9,
+                ehk: None,
+                shard: NO_SHARD,
             },
             Record {
                 data: vec![],
@@ -184,6 +217,8 @@ mod tests {
                 file: 2,
                 start: 0,
                 end: 3,
+                ehk: None,
+                shard: NO_SHARD,
             },
             Record {
                 data: vec![],
@@ -191,6 +226,8 @@ mod tests {
                 file: 1,
                 start: 12,
                 end: 15,
+                ehk: None,
+                shard: NO_SHARD,
             },
         ];
         let acks = coalesce_acks(&rs);

@@ -24,6 +24,7 @@ use toml::Spanned;
 use crate::batcher::MAX_DATA_BYTES;
 use crate::keying::{KeySource, KeySpec};
 use crate::multiline::{MultilineSettings, Rule};
+use crate::shards::ShardLimits;
 
 /// Where the daemon looks for its configuration when `--config` is absent.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kinetail/kinetail.toml";
@@ -100,6 +101,10 @@ struct RawFlow {
     oversize: Option<Str>,
     idle_timeout_ms: Option<Spanned<u64>>,
     ignore_older_secs: Option<Spanned<u64>>,
+    explicit_hash_key: Option<Spanned<RawKey>>,
+    pace: Option<bool>,
+    shard_records_per_sec: Option<Spanned<u64>>,
+    shard_bytes_per_sec: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +213,10 @@ pub struct FlowSettings {
     pub idle_timeout: Duration,
     /// Files not modified for this long are not picked up.
     pub ignore_older: Option<Duration>,
+    /// Where each record's `ExplicitHashKey` comes from, if anywhere.
+    pub explicit_hash_key: Option<KeySpec>,
+    /// Per-shard write limits to pace under; `None` sends unpaced.
+    pub pace: Option<ShardLimits>,
 }
 
 /// What happens to a line too long for one Kinesis record.
@@ -237,6 +246,9 @@ pub const DEFAULT_LINGER_MS: u64 = 200;
 pub const DEFAULT_MAX_IN_FLIGHT: u64 = 4;
 pub const DEFAULT_MAX_OPEN_FILES: u64 = 512;
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// A shard's write limits (the service's).
+pub const DEFAULT_SHARD_RECORDS_PER_SEC: u64 = 1_000;
+pub const DEFAULT_SHARD_BYTES_PER_SEC: u64 = 1024 * 1024;
 /// The buffer must hold at least a few maximum-size records, or a single
 /// large line could never be admitted.
 const MIN_BUFFER_BYTES: u64 = 4 * 1024 * 1024;
@@ -334,6 +346,15 @@ pub fn expand_env(input: &str, lookup: impl Fn(&str) -> Option<String>) -> Resul
 
 fn is_glob_meta(c: char) -> bool {
     matches!(c, '*' | '?' | '[' | ']')
+}
+
+/// Whether `s` is a valid `ExplicitHashKey`: a decimal from 0 to 2^128-1
+/// without sign, spaces or leading zeros.
+pub fn is_hash_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'))
+        && s.parse::<u128>().is_ok()
 }
 
 /// Parses a stream name or ARN, as `PutRecords` accepts them.
@@ -538,6 +559,31 @@ impl Settings {
                 max_in_flight,
                 strip_cr: f.strip_cr.unwrap_or(true),
                 multiline: f.multiline.as_ref().map(|m| multiline(&loc, m)).transpose()?,
+                explicit_hash_key: match f.explicit_hash_key.as_ref() {
+                    None => None,
+                    Some(k) => {
+                        let spec = key_spec(&loc, k)?;
+                        if let (KeySource::Static(v), Some(raw)) = (&spec.primary, k.get_ref().value.as_ref())
+                            && !is_hash_key(v)
+                        {
+                            return Err(loc.at(raw.span(), format!("explicit_hash_key.value {v:?} must be a decimal from 0 to 2^128-1")));
+                        }
+                        Some(spec)
+                    }
+                },
+                pace: if f.pace.unwrap_or(true) {
+                    let positive = |v: Option<&Spanned<u64>>, default: u64, what: &str| match v {
+                        None => Ok(default),
+                        Some(v) if *v.get_ref() == 0 => Err(loc.at(v.span(), format!("{what} must be greater than 0"))),
+                        Some(v) => Ok(*v.get_ref()),
+                    };
+                    Some(ShardLimits {
+                        records_per_sec: positive(f.shard_records_per_sec.as_ref(), DEFAULT_SHARD_RECORDS_PER_SEC, "flow.shard_records_per_sec")?,
+                        bytes_per_sec: positive(f.shard_bytes_per_sec.as_ref(), DEFAULT_SHARD_BYTES_PER_SEC, "flow.shard_bytes_per_sec")?,
+                    })
+                } else {
+                    None
+                },
                 idle_timeout: loc.positive_ms(f.idle_timeout_ms.as_ref(), DEFAULT_IDLE_TIMEOUT_MS, "flow.idle_timeout_ms")?,
                 ignore_older: match f.ignore_older_secs.as_ref() {
                     None => None,
@@ -654,6 +700,17 @@ impl Settings {
             };
             s.push_str(&format!("oversize = {oversize:?}\n"));
             s.push_str(&format!("idle_timeout_ms = {}\n", ms(f.idle_timeout)));
+            match &f.explicit_hash_key {
+                Some(k) => s.push_str(&format!("explicit_hash_key = {}\n", k.describe())),
+                None => s.push_str("# explicit_hash_key: off (Kinesis hashes the partition key)\n"),
+            }
+            match f.pace {
+                Some(l) => s.push_str(&format!(
+                    "pace = true\nshard_records_per_sec = {}\nshard_bytes_per_sec = {}\n",
+                    l.records_per_sec, l.bytes_per_sec
+                )),
+                None => s.push_str("pace = false\n"),
+            }
             match f.ignore_older {
                 Some(d) => s.push_str(&format!("ignore_older_secs = {}\n", d.as_secs())),
                 None => s.push_str("# ignore_older_secs: off\n"),
@@ -905,6 +962,18 @@ mod tests {
         assert!(parse_stream("arn:aws:s3:::bucket").is_err());
         assert!(parse_stream("has space").is_err());
         assert!(parse_stream("").is_err());
+    }
+
+    #[test]
+    fn hash_keys_are_decimals_below_2_pow_128() {
+        assert!(is_hash_key("0"));
+        assert!(is_hash_key("340282366920938463463374607431768211455"));
+        assert!(!is_hash_key("340282366920938463463374607431768211456"));
+        assert!(!is_hash_key("-1"));
+        assert!(!is_hash_key("+1"));
+        assert!(!is_hash_key("01"));
+        assert!(!is_hash_key(""));
+        assert!(!is_hash_key("12a"));
     }
 
     #[test]

@@ -24,12 +24,18 @@ use crate::checkpoint::{Checkpoints, StoreError};
 use crate::config::{AwsSettings, Settings, glob_base};
 use crate::discovery::{self, WakeRegistry};
 use crate::metrics::Metrics;
+use crate::shards::{Router, list_shards};
 use crate::sink::{DeadLetter, Lane, SinkShared};
 use crate::tailer::{FlowRuntime, Slots};
 
 /// How many record groups may wait in a lane's queue. The byte budget is the
 /// real bound on memory; this only keeps the queue short.
 const LANE_QUEUE: usize = 64;
+/// The most lanes (calls in flight) a paced flow uses, one per shard.
+const MAX_SHARD_LANES: usize = 64;
+const LIST_SHARDS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a paced flow reads its stream's shards again (resharding).
+const SHARD_REFRESH: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -90,9 +96,45 @@ pub async fn run(
     let mut discoveries = Vec::new();
     let mut hints = Vec::new();
     let mut registries: Vec<WakeRegistry> = Vec::new();
+    let mut refreshers = Vec::new();
     for flow in &settings.flows {
+        // Paced flows send one lane per shard (up to MAX_SHARD_LANES), so a
+        // hot shard holds back only its own lane. Without the map (stream
+        // missing, no permission for ListShards) lanes are keyed by hash
+        // until a refresh finds it.
+        let map = match flow.pace {
+            Some(_) => {
+                match tokio::time::timeout(LIST_SHARDS_TIMEOUT, list_shards(&client, &flow.stream))
+                    .await
+                {
+                    Ok(Ok(map)) => Some(map),
+                    Ok(Err(e)) => {
+                        tracing::warn!(flow = %flow.name, stream = %flow.stream, error = %e, "cannot list shards; sending by key hash until it works");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(flow = %flow.name, stream = %flow.stream, "listing shards timed out; sending by key hash until it works");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let n_lanes = match &map {
+            Some(m) => m.len().clamp(1, MAX_SHARD_LANES),
+            None => flow.max_in_flight,
+        };
+        let router = Arc::new(Router::new(map, n_lanes));
+        if flow.pace.is_some() {
+            refreshers.push(tokio::spawn(refresh_shards(
+                client.clone(),
+                flow.clone(),
+                router.clone(),
+                stop_reading.clone(),
+            )));
+        }
         let mut senders = Vec::new();
-        for index in 0..flow.max_in_flight {
+        for index in 0..n_lanes {
             let (tx, rx) = mpsc::channel(LANE_QUEUE);
             senders.push(tx);
             let lane = Lane {
@@ -101,6 +143,7 @@ pub async fn run(
                 client: client.clone(),
                 stream: flow.stream.clone(),
                 linger: flow.linger,
+                pace: flow.pace,
                 rx,
                 shared: shared.clone(),
             };
@@ -114,6 +157,7 @@ pub async fn run(
             metrics: metrics.clone(),
             dead_letter: shared.dead_letter.clone(),
             slots: slots.clone(),
+            router,
             hostname: hostname.clone(),
         });
         let hint = Arc::new(Notify::new());
@@ -226,6 +270,37 @@ async fn ping_watchdog(period: Duration, metrics: Arc<Metrics>, stop: Cancellati
             sd_notify::NotifyState::Watchdog,
             sd_notify::NotifyState::Status(&status),
         ]);
+    }
+}
+
+/// Reads the stream's shards again every [`SHARD_REFRESH`] (sooner while
+/// no map is known) and installs the map when it changed.
+async fn refresh_shards(
+    client: Client,
+    flow: crate::config::FlowSettings,
+    router: Arc<Router>,
+    stop: CancellationToken,
+) {
+    loop {
+        let every = if router.snapshot().is_some() {
+            SHARD_REFRESH
+        } else {
+            Duration::from_secs(5)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        match tokio::time::timeout(LIST_SHARDS_TIMEOUT, list_shards(&client, &flow.stream)).await {
+            Ok(Ok(map)) => {
+                let n = map.len();
+                if router.set_map(map) {
+                    tracing::info!(flow = %flow.name, stream = %flow.stream, shards = n, "shard map updated");
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(flow = %flow.name, error = %e, "cannot list shards"),
+            Err(_) => tracing::debug!(flow = %flow.name, "listing shards timed out"),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod framing;
 pub mod keying;
 pub mod metrics;
 pub mod multiline;
+pub mod shards;
 pub mod sink;
 pub mod status;
 pub mod tailer;

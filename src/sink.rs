@@ -19,7 +19,7 @@
 //!
 //! The lane never drops a record: it leaves the lane only as an ack.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,10 +34,11 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use base64::Engine;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::batcher::{Batch, MAX_BYTES_PER_RECORD, Record, coalesce_acks};
+use crate::batcher::{Batch, MAX_BYTES_PER_RECORD, NO_SHARD, Record, coalesce_acks};
 use crate::checkpoint::{Checkpoints, FileId};
 use crate::config::StreamRef;
 use crate::metrics::Metrics;
+use crate::shards::{RateWindow, ShardLimits};
 
 /// Name of the dead-letter file inside `state_dir`.
 pub const DEAD_LETTER_FILE: &str = "dead-letter.jsonl";
@@ -166,8 +167,21 @@ pub struct Lane {
     pub client: Client,
     pub stream: StreamRef,
     pub linger: Duration,
+    /// The shard limits to pace under, if the flow paces.
+    pub pace: Option<ShardLimits>,
     pub rx: mpsc::Receiver<Vec<Record>>,
     pub shared: Arc<SinkShared>,
+}
+
+/// Paced lanes aim this far under a shard's limits: calls reach the service
+/// later than they leave, unevenly, and the service counts on arrival.
+const PACE_SHARE: f64 = 0.9;
+
+fn paced(limits: ShardLimits) -> ShardLimits {
+    ShardLimits {
+        records_per_sec: ((limits.records_per_sec as f64 * PACE_SHARE) as u64).max(1),
+        bytes_per_sec: ((limits.bytes_per_sec as f64 * PACE_SHARE) as u64).max(1),
+    }
 }
 
 fn backoff(min: Duration, max: Duration) -> impl Iterator<Item = Duration> {
@@ -194,8 +208,13 @@ impl Lane {
     pub async fn run(mut self) {
         let mut carry: VecDeque<Record> = VecDeque::new();
         let mut open = true;
+        let mut windows: HashMap<u32, RateWindow> = HashMap::new();
         loop {
-            let mut batch = Batch::new();
+            // A paced call carries at most what its shard takes in a second.
+            let mut batch = match self.pace.map(paced) {
+                Some(l) => Batch::with_limits(l.records_per_sec as usize, l.bytes_per_sec as usize),
+                None => Batch::new(),
+            };
             self.fill(&mut batch, &mut carry).await;
             if batch.is_empty() {
                 if !open {
@@ -220,7 +239,7 @@ impl Lane {
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            self.deliver(batch.into_records()).await;
+            self.deliver(batch.into_records(), &mut windows).await;
         }
     }
 
@@ -242,13 +261,14 @@ impl Lane {
     }
 
     /// Sends `records` until each is confirmed or dead-lettered.
-    async fn deliver(&self, records: Vec<Record>) {
+    async fn deliver(&self, records: Vec<Record>, windows: &mut HashMap<u32, RateWindow>) {
         let mut queue: VecDeque<Vec<Record>> = VecDeque::from([records]);
         let mut last_stuck_log: Option<Instant> = None;
         while let Some(mut pending) = queue.pop_front() {
             let mut quick = backoff(QUICK_MIN, QUICK_MAX);
             let mut slow = backoff(Duration::from_secs(1), Duration::from_secs(30));
             loop {
+                self.pace(&pending, windows).await;
                 let delay = match self.put(&pending).await {
                     CallResult::Entries(codes) => {
                         let mut confirmed = Vec::with_capacity(pending.len());
@@ -329,12 +349,48 @@ impl Lane {
         }
     }
 
+    /// Waits until every shard in `records` can take its share of them
+    /// within its limits, then books them.
+    async fn pace(&self, records: &[Record], windows: &mut HashMap<u32, RateWindow>) {
+        let Some(limits) = self.pace.map(paced) else {
+            return;
+        };
+        let mut per_shard: HashMap<u32, (u64, u64)> = HashMap::new();
+        for r in records.iter().filter(|r| r.shard != NO_SHARD) {
+            let e = per_shard.entry(r.shard).or_default();
+            e.0 += 1;
+            e.1 += r.api_size() as u64;
+        }
+        let now = std::time::Instant::now();
+        let wait = per_shard
+            .iter()
+            .map(|(s, (n, b))| {
+                windows
+                    .entry(*s)
+                    .or_insert_with(|| RateWindow::new(limits))
+                    .delay(now, *n, *b)
+            })
+            .max()
+            .unwrap_or_default();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let now = std::time::Instant::now();
+        for (s, (n, b)) in per_shard {
+            windows
+                .entry(s)
+                .or_insert_with(|| RateWindow::new(limits))
+                .record(now, n, b);
+        }
+    }
+
     async fn put(&self, records: &[Record]) -> CallResult {
         let mut entries = Vec::with_capacity(records.len());
         for r in records {
             let entry = PutRecordsRequestEntry::builder()
                 .data(Blob::new(r.data.clone()))
                 .partition_key(r.key.clone())
+                .set_explicit_hash_key(r.ehk.clone())
                 .build();
             match entry {
                 Ok(e) => entries.push(e),

@@ -20,7 +20,6 @@
 //! costs the runtime less than a hop to a blocking thread per read.
 
 use std::fs::File;
-use std::hash::{Hash, Hasher};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
@@ -32,13 +31,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::batcher::{MAX_DATA_BYTES, Record, coalesce_acks};
+use crate::batcher::{MAX_DATA_BYTES, NO_SHARD, Record, coalesce_acks};
 use crate::checkpoint::{Checkpoints, FileId, FileKey, Fingerprint};
 use crate::config::{FlowSettings, Oversize, TRUNCATION_MARKER};
 use crate::framing::{Framer, Line, Piece};
 use crate::keying::KeyContext;
 use crate::metrics::Metrics;
 use crate::multiline::Aggregator;
+use crate::shards::{Router, to_hash_key};
 use crate::sink::DeadLetter;
 
 /// The longest piece framing cuts an over-long line into: a Kinesis record
@@ -100,6 +100,7 @@ pub struct FlowRuntime {
     pub metrics: Arc<Metrics>,
     pub dead_letter: Arc<DeadLetter>,
     pub slots: Arc<Slots>,
+    pub router: Arc<Router>,
     pub hostname: String,
 }
 
@@ -476,6 +477,8 @@ impl Tailer {
                         file: self.id,
                         start: l.start,
                         end: l.end,
+                        ehk: None,
+                        shard: NO_SHARD,
                     },
                     why,
                 )
@@ -565,6 +568,7 @@ impl Tailer {
             hostname: &self.flow.hostname,
         };
         let n_lanes = self.flow.lanes.len().max(1);
+        let map = self.flow.router.snapshot();
         let mut buckets: Vec<(Vec<Record>, usize)> =
             (0..n_lanes).map(|_| (Vec::new(), 0)).collect();
         for line in lines.drain(..) {
@@ -573,13 +577,22 @@ impl Tailer {
                 .settings
                 .partition_key
                 .key(&line.data, ctx, rand::random());
-            let lane = lane_of(&key, n_lanes);
+            let ehk = self
+                .flow
+                .settings
+                .explicit_hash_key
+                .as_ref()
+                .map(|spec| to_hash_key(&spec.key(&line.data, ctx, rand::random())));
+            let (lane, shard) = self.flow.router.route(map.as_deref(), &key, ehk.as_deref());
+            let lane = lane.min(n_lanes - 1);
             let rec = Record {
                 data: line.data,
                 key,
                 file: self.id,
                 start: line.start,
                 end: line.end,
+                ehk,
+                shard,
             };
             let (bucket, bytes) = &mut buckets[lane];
             *bytes += rec.budget_size();
@@ -632,12 +645,4 @@ enum EofAction {
     Wait,
     Truncated { len: u64 },
     Close,
-}
-
-/// The lane of a partition key: equal keys always share a lane, so their
-/// records keep their order.
-pub fn lane_of(key: &str, lanes: usize) -> usize {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() % lanes.max(1) as u64) as usize
 }

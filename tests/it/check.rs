@@ -173,3 +173,12 @@ fn missing_file_is_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn invalid_explicit_hash_key_is_located() {
+    let text = GOOD.replace(
+        "stream = \"demo\"",
+        "stream = \"demo\"\nexplicit_hash_key = { from = \"static\", value = \"340282366920938463463374607431768211456\" }",
+    );
+    assert_error_at(&text, &[], 10, "explicit_hash_key.value");
+}

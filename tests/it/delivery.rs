@@ -30,6 +30,7 @@ async fn a_mix_of_faults_loses_nothing_and_duplicates_only_unanswered_calls() {
         slow: 0.03,
         slow_delay: Duration::from_secs(5),
         close_after_forward: 0.05,
+        shard_limit: None,
     };
     let proxy = fault::start(&server.endpoint(), faults).await;
     let s = Scratch::new();
@@ -203,6 +204,124 @@ async fn a_stream_created_late_gets_every_line_and_the_error_shows_meanwhile() {
         multiset(got_all.into_iter().map(|g| g.data)),
         multiset(complete_lines(&lines("late", 0, 2_000, 40))),
         "every line exactly once once the stream exists"
+    );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
+
+/// Ships `n` lines through a proxy enforcing `limit` records per second per
+/// shard on a 4-shard stream; returns the share of entries throttled.
+async fn throttled_share(
+    server: &Kinesalite,
+    stream: &str,
+    pace: bool,
+    limit: u64,
+    n: usize,
+) -> f64 {
+    let client = server.client();
+    create_stream(&client, stream, 4).await;
+    let faults = Faults {
+        shard_limit: Some((limit, 4)),
+        ..Faults::default()
+    };
+    let proxy = fault::start(&server.endpoint(), faults).await;
+    let s = Scratch::new();
+    std::fs::write(s.logs().join("app.log"), lines(stream, 0, n, 60)).expect("write");
+    let flow = if pace {
+        format!("pace = true\nshard_records_per_sec = {limit}\n")
+    } else {
+        "pace = false\nmax_in_flight = 8\n".to_string()
+    };
+    let config = s.config(
+        &proxy.endpoint(),
+        "",
+        &format!("[[flow]]\nname = \"p\"\npaths = [\"{{logs}}/*.log\"]\nstream = \"{stream}\"\nlinger_ms = 20\n{flow}"),
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let got = wait_for_count(&client, stream, n, TIMEOUT).await;
+    assert_eq!(
+        got.len(),
+        n,
+        "every line arrives; log:\n{}",
+        daemon
+            .log_text()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let shards: HashSet<&str> = got.iter().map(|g| g.shard.as_str()).collect();
+    assert_eq!(shards.len(), 4, "records spread over the four shards");
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+    let load =
+        |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    load(&proxy.stats.entries_throttled) / load(&proxy.stats.entries_seen).max(1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pacing_keeps_throttling_under_one_percent_where_unpaced_sending_is_throttled() {
+    let server = Kinesalite::start();
+    // A low per-shard limit, so that the local server outruns it unpaced.
+    let limit = 300;
+    let unpaced = throttled_share(&server, "unpaced", false, limit, 6_000).await;
+    let paced = throttled_share(&server, "paced", true, limit, 6_000).await;
+    eprintln!(
+        "throttled share of entries: unpaced {:.1}%, paced {:.2}%",
+        unpaced * 100.0,
+        paced * 100.0
+    );
+    assert!(
+        paced < 0.01,
+        "paced sending is throttled {:.2}% of the time",
+        paced * 100.0
+    );
+    assert!(
+        unpaced > 0.2,
+        "unpaced sending is throttled far more ({:.1}%)",
+        unpaced * 100.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_hash_keys_pick_the_shard() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "ehk", 4).await;
+    let s = Scratch::new();
+    // Lines "lo ..." carry hash key 0 (first shard), "hi ..." the largest
+    // (last shard), others are hashed from their third field.
+    let text: String = (0..300)
+        .map(|i| match i % 3 {
+            0 => format!("lo {i} 0\n"),
+            1 => format!("hi {i} 340282366920938463463374607431768211455\n"),
+            _ => format!("mid {i} user-{i}\n"),
+        })
+        .collect();
+    std::fs::write(s.logs().join("app.log"), &text).expect("write");
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        "[[flow]]\nname = \"e\"\npaths = [\"{logs}/*.log\"]\nstream = \"ehk\"\nlinger_ms = 20\npace = true\n\
+         explicit_hash_key = { from = \"regex\", pattern = '^\\S+ \\S+ (\\S+)' }\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let got = wait_for_count(&client, "ehk", 300, TIMEOUT).await;
+    assert_eq!(got.len(), 300, "log:\n{}", daemon.log_text());
+    for g in &got {
+        if g.data.starts_with(b"lo ") {
+            assert_eq!(g.shard, "shardId-000000000000");
+        } else if g.data.starts_with(b"hi ") {
+            assert_eq!(g.shard, "shardId-000000000003");
+        }
+    }
+    let mid: HashSet<&str> = got
+        .iter()
+        .filter(|g| g.data.starts_with(b"mid "))
+        .map(|g| g.shard.as_str())
+        .collect();
+    assert!(
+        mid.len() > 1,
+        "hashed hash keys spread over shards: {mid:?}"
     );
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }

@@ -30,6 +30,9 @@ pub struct Faults {
     /// Calls forwarded, then the connection is closed without an answer
     /// (the records are stored; the client must send them again).
     pub close_after_forward: f64,
+    /// Per-shard write limit (records per second) enforced entry by entry,
+    /// for a stream of `shards` equal hash-key ranges, as Kinesis does.
+    pub shard_limit: Option<(u64, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +47,10 @@ pub struct FaultStats {
     pub entries_unanswered: AtomicU64,
     /// Connections closed at once while the proxy plays "down".
     pub refused: AtomicU64,
+    /// Entries that went past the shard limit and were refused.
+    pub entries_throttled: AtomicU64,
+    /// Entries seen by the shard limiter.
+    pub entries_seen: AtomicU64,
 }
 
 pub struct FaultProxy {
@@ -72,6 +79,9 @@ impl Drop for FaultProxy {
 }
 
 struct Ctx {
+    /// Records per (shard, second since start), for the shard limit.
+    windows: std::sync::Mutex<std::collections::HashMap<(u32, u64), u64>>,
+    started: std::time::Instant,
     upstream: String,
     faults: Faults,
     client: HttpClient<HttpConnector, Full<Bytes>>,
@@ -85,6 +95,8 @@ pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
     let port = listener.local_addr().expect("addr").port();
     let stats = Arc::new(FaultStats::default());
     let ctx = Arc::new(Ctx {
+        windows: std::sync::Mutex::new(std::collections::HashMap::new()),
+        started: std::time::Instant::now(),
         upstream: upstream.to_string(),
         faults,
         client: HttpClient::builder(TokioExecutor::new()).build_http(),
@@ -238,6 +250,29 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
     let mut keep = Vec::new();
     let mut failed_at = Vec::new();
     for (i, r) in records.into_iter().enumerate() {
+        if let Some((limit, shards)) = f.shard_limit {
+            stats.entries_seen.fetch_add(1, Ordering::Relaxed);
+            let hash = r["ExplicitHashKey"]
+                .as_str()
+                .and_then(|e| e.parse::<u128>().ok())
+                .unwrap_or_else(|| {
+                    use md5::Digest;
+                    let d = md5::Md5::digest(r["PartitionKey"].as_str().unwrap_or("").as_bytes());
+                    let mut b = [0u8; 16];
+                    b.copy_from_slice(&d);
+                    u128::from_be_bytes(b)
+                });
+            let shard = (hash / (u128::MAX / shards as u128 + 1)) as u32;
+            let second = ctx.started.elapsed().as_secs();
+            let mut w = ctx.windows.lock().expect("windows");
+            let n = w.entry((shard, second)).or_insert(0);
+            if *n >= limit {
+                stats.entries_throttled.fetch_add(1, Ordering::Relaxed);
+                failed_at.push(i);
+                continue;
+            }
+            *n += 1;
+        }
         if rand::random::<f64>() < f.entry_fail {
             failed_at.push(i);
         } else {

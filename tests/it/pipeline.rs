@@ -75,6 +75,7 @@ paths = ["{logs}/*.log"]
 stream = "loghub"
 partition_key = { from = "regex", pattern = '^\S+ \S+ \S+ (\S+)', fallback = "path" }
 linger_ms = 50
+pace = true
 "#,
     );
     let mut daemon = Daemon::start(&config, &s.path("daemon.log"));

@@ -225,6 +225,24 @@ pub fn loghub_dir() -> Option<PathBuf> {
     }
 }
 
+/// Flows without a `pace` key are sent unpaced: the local server takes far
+/// more than a real shard, and most tests are about other things. Tests of
+/// the default say `pace = true`.
+fn unpaced(flows: &str) -> String {
+    flows
+        .split("[[flow]]")
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 0 || part.contains("pace =") {
+                part.to_string()
+            } else {
+                format!("\npace = false{part}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("[[flow]]")
+}
+
 /// A scratch directory with logs/, state/ and a config for one daemon.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
@@ -255,7 +273,7 @@ impl Scratch {
         let text = format!(
             "state_dir = {state:?}\ncheckpoint_interval_ms = 200\n{top}\n[aws]\nregion = \"{REGION}\"\nendpoint_url = \"{endpoint}\"\n\n{flows}\n",
             state = self.state().display().to_string(),
-            flows = flows.replace("{logs}", &self.logs().display().to_string()),
+            flows = unpaced(flows).replace("{logs}", &self.logs().display().to_string()),
         );
         let path = self.path("kinetail.toml");
         std::fs::write(&path, text).expect("write config");

@@ -1,0 +1,330 @@
+//! Shards: which shard a record goes to, and pacing each shard under its
+//! write limit before Kinesis throttles.
+//!
+//! Kinesis hashes the partition key with MD5 to a 128-bit number (or takes
+//! the record's `ExplicitHashKey`) and writes the record to the shard whose
+//! hash-key range holds it. [`ShardMap`] holds the open shards' ranges (from
+//! `ListShards`, refreshed periodically) so the tailers can route a record to
+//! the lane that serves its shard. [`RateWindow`] is the pure pacing core: it
+//! says how long to wait before a call so that no sliding second carries
+//! more than a shard's records or bytes.
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+
+/// The 128-bit hash key Kinesis derives from a partition key.
+pub fn hash_key(partition_key: &str) -> u128 {
+    let digest = Md5::digest(partition_key.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest);
+    u128::from_be_bytes(bytes)
+}
+
+/// The open shards of a stream by hash-key range, sorted by range start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardMap {
+    starts: Vec<u128>,
+    ids: Vec<String>,
+}
+
+impl ShardMap {
+    /// From `(starting hash key, shard id)` of the open shards.
+    pub fn new(mut shards: Vec<(u128, String)>) -> Option<ShardMap> {
+        if shards.is_empty() {
+            return None;
+        }
+        shards.sort();
+        let (starts, ids) = shards.into_iter().unzip();
+        Some(ShardMap { starts, ids })
+    }
+
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    pub fn id(&self, index: usize) -> Option<&str> {
+        self.ids.get(index).map(String::as_str)
+    }
+
+    /// The index of the shard whose range holds `hash`.
+    pub fn shard_of(&self, hash: u128) -> usize {
+        match self.starts.binary_search(&hash) {
+            Ok(i) => i,
+            Err(0) => 0,
+            Err(i) => i - 1,
+        }
+    }
+}
+
+/// Routes records to lanes: by shard when the shard map is known (a lane
+/// serves the shards whose index is its own modulo the lane count), by a
+/// hash of the partition key otherwise. Either way equal keys share a lane.
+#[derive(Debug)]
+pub struct Router {
+    map: RwLock<Option<Arc<ShardMap>>>,
+    lanes: usize,
+}
+
+impl Router {
+    pub fn new(map: Option<ShardMap>, lanes: usize) -> Router {
+        Router {
+            map: RwLock::new(map.map(Arc::new)),
+            lanes: lanes.max(1),
+        }
+    }
+
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    /// The current map, to route a group of records with one lock.
+    pub fn snapshot(&self) -> Option<Arc<ShardMap>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Installs a new map; returns whether it differs from the old one.
+    pub fn set_map(&self, map: ShardMap) -> bool {
+        let mut cur = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if cur.as_deref() == Some(&map) {
+            return false;
+        }
+        *cur = Some(Arc::new(map));
+        true
+    }
+
+    /// The lane and shard index of a record.
+    pub fn route(&self, map: Option<&ShardMap>, key: &str, ehk: Option<&str>) -> (usize, u32) {
+        match map {
+            Some(m) => {
+                let hash = ehk
+                    .and_then(|e| e.parse::<u128>().ok())
+                    .unwrap_or_else(|| hash_key(key));
+                let shard = m.shard_of(hash);
+                (shard % self.lanes, shard as u32)
+            }
+            None => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                key.hash(&mut h);
+                (
+                    (h.finish() % self.lanes as u64) as usize,
+                    crate::batcher::NO_SHARD,
+                )
+            }
+        }
+    }
+}
+
+/// An `ExplicitHashKey` from a source value: the value itself when it is a
+/// valid decimal hash key, else the MD5 of it as Kinesis would hash it.
+pub fn to_hash_key(value: &str) -> String {
+    if crate::config::is_hash_key(value) {
+        value.to_string()
+    } else {
+        hash_key(value).to_string()
+    }
+}
+
+/// Reads the open shards of a stream with `ListShards`.
+pub async fn list_shards(
+    client: &aws_sdk_kinesis::Client,
+    stream: &crate::config::StreamRef,
+) -> Result<ShardMap, String> {
+    let mut shards = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut req = client.list_shards();
+        req = match &token {
+            Some(t) => req.next_token(t),
+            None => match stream {
+                crate::config::StreamRef::Name(n) => req.stream_name(n),
+                crate::config::StreamRef::Arn { arn, name } => {
+                    req.stream_name(name).stream_arn(arn)
+                }
+            },
+        };
+        let out = req
+            .send()
+            .await
+            .map_err(|e| aws_sdk_kinesis::error::DisplayErrorContext(&e).to_string())?;
+        for s in out.shards() {
+            let open = s
+                .sequence_number_range()
+                .is_none_or(|r| r.ending_sequence_number().is_none());
+            let start = s
+                .hash_key_range()
+                .and_then(|r| r.starting_hash_key().parse::<u128>().ok());
+            if let (true, Some(start)) = (open, start) {
+                shards.push((start, s.shard_id().to_string()));
+            }
+        }
+        token = out.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    ShardMap::new(shards).ok_or_else(|| "the stream has no open shard".to_string())
+}
+
+/// What one shard may take per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardLimits {
+    pub records_per_sec: u64,
+    pub bytes_per_sec: u64,
+}
+
+/// A sliding one-second window of what was sent to one shard.
+#[derive(Debug)]
+pub struct RateWindow {
+    limits: ShardLimits,
+    sent: VecDeque<(Instant, u64, u64)>,
+    records: u64,
+    bytes: u64,
+}
+
+pub const WINDOW: Duration = Duration::from_secs(1);
+
+impl RateWindow {
+    pub fn new(limits: ShardLimits) -> RateWindow {
+        RateWindow {
+            limits,
+            sent: VecDeque::new(),
+            records: 0,
+            bytes: 0,
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(t, r, b)) = self.sent.front() {
+            if now.saturating_duration_since(t) < WINDOW {
+                break;
+            }
+            self.sent.pop_front();
+            self.records -= r;
+            self.bytes -= b;
+        }
+    }
+
+    /// How long to wait from `now` before `records` and `bytes` may be sent
+    /// without any sliding second exceeding the limits. A call larger than
+    /// the limits on its own waits for an empty window.
+    pub fn delay(&mut self, now: Instant, records: u64, bytes: u64) -> Duration {
+        self.expire(now);
+        let fits = |r: u64, b: u64| {
+            (r == 0 && b == 0)
+                || (r + records <= self.limits.records_per_sec
+                    && b + bytes <= self.limits.bytes_per_sec)
+        };
+        if fits(self.records, self.bytes) {
+            return Duration::ZERO;
+        }
+        let (mut r, mut b) = (self.records, self.bytes);
+        for &(t, rr, bb) in &self.sent {
+            r -= rr;
+            b -= bb;
+            if fits(r, b) {
+                return (t + WINDOW).saturating_duration_since(now);
+            }
+        }
+        WINDOW
+    }
+
+    /// Notes that `records` and `bytes` were sent at `now`.
+    pub fn record(&mut self, now: Instant, records: u64, bytes: u64) {
+        self.expire(now);
+        self.sent.push_back((now, records, bytes));
+        self.records += records;
+        self.bytes += bytes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hash_key_is_md5_as_big_endian_u128() {
+        // MD5("abc") = 900150983cd24fb0d6963f7d28e17f72
+        assert_eq!(hash_key("abc"), 0x900150983cd24fb0d6963f7d28e17f72);
+    }
+
+    #[test]
+    fn explicit_hash_keys_from_any_source() {
+        assert_eq!(to_hash_key("42"), "42");
+        assert_eq!(
+            to_hash_key("abc"),
+            0x900150983cd24fb0d6963f7d28e17f72u128.to_string()
+        );
+        assert_eq!(
+            to_hash_key("007"),
+            hash_key("007").to_string(),
+            "not a canonical decimal: hashed"
+        );
+    }
+
+    #[test]
+    fn equal_keys_share_a_lane_with_or_without_a_map() {
+        let quarter = u128::MAX / 4 + 1;
+        let map = ShardMap::new(
+            (0..4)
+                .map(|i| (i as u128 * quarter, format!("s{i}")))
+                .collect(),
+        )
+        .unwrap();
+        let r = Router::new(None, 3);
+        assert_eq!(r.route(None, "user-1", None), r.route(None, "user-1", None));
+        let (lane, shard) = r.route(Some(&map), "abc", None);
+        assert_eq!(shard, 2, "MD5(abc) = 0x9001.. is in the third quarter");
+        assert_eq!(lane, 2);
+        let (_, shard) = r.route(Some(&map), "abc", Some("0"));
+        assert_eq!(shard, 0, "the explicit hash key wins");
+    }
+
+    #[test]
+    fn shard_of_finds_the_range() {
+        let quarter = u128::MAX / 4 + 1;
+        let map = ShardMap::new(
+            (0..4)
+                .map(|i| (i as u128 * quarter, format!("s{i}")))
+                .collect(),
+        )
+        .unwrap();
+        assert_eq!(map.shard_of(0), 0);
+        assert_eq!(map.shard_of(quarter - 1), 0);
+        assert_eq!(map.shard_of(quarter), 1);
+        assert_eq!(map.shard_of(u128::MAX), 3);
+        assert_eq!(map.id(2), Some("s2"));
+    }
+
+    proptest! {
+        /// Whatever calls are asked for, sending each after its delay never
+        /// puts more than the limits into any sliding second.
+        #[test]
+        fn paced_calls_never_exceed_the_limits(calls in proptest::collection::vec((1u64..600, 1u64..300_000), 1..80)) {
+            let limits = ShardLimits { records_per_sec: 1000, bytes_per_sec: 1 << 20 };
+            let mut w = RateWindow::new(limits);
+            let start = Instant::now();
+            let mut now = start;
+            let mut log: Vec<(Instant, u64, u64)> = Vec::new();
+            for (r, b) in calls {
+                now += w.delay(now, r, b);
+                w.record(now, r, b);
+                log.push((now, r, b));
+                now += Duration::from_millis(3);
+            }
+            for (i, &(t, _, _)) in log.iter().enumerate() {
+                let (r, b) = log[i..].iter().take_while(|(u, _, _)| *u < t + WINDOW).fold((0, 0), |(r, b), (_, rr, bb)| (r + rr, b + bb));
+                prop_assert!(r <= limits.records_per_sec, "{} records in a second", r);
+                prop_assert!(b <= limits.bytes_per_sec, "{} bytes in a second", b);
+            }
+        }
+    }
+}
