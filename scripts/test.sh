@@ -23,5 +23,16 @@ fi
 echo "== installing kinesalite (tests/server)"
 npm ci --prefix tests/server --no-audit --no-fund --loglevel=error
 
+echo "== installing aws-kinesis-agg (tests/agg), the independent de-aggregator"
+if [ ! -x tests/agg/.venv/bin/python ]; then
+    if ! python3 -m venv tests/agg/.venv 2>/dev/null; then
+        rm -rf tests/agg/.venv
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+        python3 -m venv tests/agg/.venv
+    fi
+fi
+tests/agg/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/agg/requirements.txt
+
 echo "== cargo test"
 cargo test --locked --all-targets -- --test-threads "${KINETAIL_TEST_THREADS:-2}"

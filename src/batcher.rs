@@ -53,10 +53,59 @@ impl Record {
     }
 }
 
-/// Records bound for one `PutRecords` call.
+/// One entry of a `PutRecords` call: a record, or an aggregate of several
+/// (see `aggregate`). Never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub records: Vec<Record>,
+    /// The encoded aggregate of `records`, when there is one.
+    pub aggregate: Option<Vec<u8>>,
+}
+
+impl Entry {
+    pub fn single(r: Record) -> Entry {
+        Entry {
+            records: vec![r],
+            aggregate: None,
+        }
+    }
+
+    fn first(&self) -> Option<&Record> {
+        self.records.first()
+    }
+
+    /// The data Kinesis stores for this entry.
+    pub fn data(&self) -> &[u8] {
+        match &self.aggregate {
+            Some(d) => d,
+            None => self.first().map(|r| r.data.as_slice()).unwrap_or_default(),
+        }
+    }
+
+    /// An aggregate takes the key (and explicit hash key) of its first
+    /// record, as the KPL does; all its records go to the same shard.
+    pub fn key(&self) -> &str {
+        self.first().map(|r| r.key.as_str()).unwrap_or_default()
+    }
+
+    pub fn ehk(&self) -> Option<&str> {
+        self.first().and_then(|r| r.ehk.as_deref())
+    }
+
+    pub fn shard(&self) -> u32 {
+        self.first().map(|r| r.shard).unwrap_or(NO_SHARD)
+    }
+
+    /// The size Kinesis counts against its limits.
+    pub fn api_size(&self) -> usize {
+        self.data().len() + self.key().len()
+    }
+}
+
+/// Entries bound for one `PutRecords` call.
 #[derive(Debug)]
 pub struct Batch {
-    records: Vec<Record>,
+    records: Vec<Entry>,
     bytes: usize,
     max_records: usize,
     max_bytes: usize,
@@ -105,7 +154,7 @@ impl Batch {
     /// Adds `r` if the call stays within the limits; gives it back if not.
     /// A record over the per-record limit is never accepted (the caller
     /// dead-letters it); an empty batch accepts any record within it.
-    pub fn try_push(&mut self, r: Record) -> Result<(), Record> {
+    pub fn try_push(&mut self, r: Entry) -> Result<(), Entry> {
         let size = r.api_size();
         if size > MAX_BYTES_PER_RECORD
             || self.records.len() >= self.max_records
@@ -118,7 +167,7 @@ impl Batch {
         Ok(())
     }
 
-    pub fn into_records(self) -> Vec<Record> {
+    pub fn into_entries(self) -> Vec<Entry> {
         self.records
     }
 }
@@ -160,11 +209,14 @@ mod tests {
     fn record_limit_counts_the_key_at_the_exact_boundary() {
         let mut b = Batch::new();
         // 1 MiB exactly, key included: fits.
-        assert!(b.try_push(rec(MAX_BYTES_PER_RECORD - 3, "abc")).is_ok());
+        assert!(
+            b.try_push(Entry::single(rec(MAX_BYTES_PER_RECORD - 3, "abc")))
+                .is_ok()
+        );
         // One byte over because of a multi-byte key: refused.
         let mut b = Batch::new();
         assert!(
-            b.try_push(rec(MAX_BYTES_PER_RECORD - 3, "ab\u{e9}"))
+            b.try_push(Entry::single(rec(MAX_BYTES_PER_RECORD - 3, "ab\u{e9}")))
                 .is_err()
         );
     }
@@ -173,19 +225,19 @@ mod tests {
     fn call_limits_at_the_exact_boundary() {
         let mut b = Batch::new();
         for _ in 0..MAX_RECORDS_PER_CALL {
-            assert!(b.try_push(rec(1, "k")).is_ok());
+            assert!(b.try_push(Entry::single(rec(1, "k"))).is_ok());
         }
         assert!(b.is_full());
-        assert!(b.try_push(rec(1, "k")).is_err());
+        assert!(b.try_push(Entry::single(rec(1, "k"))).is_err());
 
         let mut b = Batch::new();
         let per = MAX_BYTES_PER_RECORD - 1; // plus a one-byte key
         for _ in 0..5 {
-            assert!(b.try_push(rec(per, "k")).is_ok());
+            assert!(b.try_push(Entry::single(rec(per, "k"))).is_ok());
         }
         assert_eq!(b.bytes(), MAX_BYTES_PER_CALL);
         assert!(
-            b.try_push(rec(0, "k")).is_err(),
+            b.try_push(Entry::single(rec(0, "k"))).is_err(),
             "5 MiB with keys is the limit"
         );
     }
@@ -263,7 +315,7 @@ mod tests {
         ) {
             let mut b = Batch::new();
             for (i, s) in sizes.iter().enumerate() {
-                let r = rec(*s, &keys[i % keys.len()]);
+                let r = Entry::single(rec(*s, &keys[i % keys.len()]));
                 let size = r.api_size();
                 let (len, bytes) = (b.len(), b.bytes());
                 match b.try_push(r) {

@@ -103,6 +103,8 @@ struct RawFlow {
     ignore_older_secs: Option<Spanned<u64>>,
     explicit_hash_key: Option<Spanned<RawKey>>,
     pace: Option<bool>,
+    aggregate: Option<bool>,
+    aggregate_max_bytes: Option<Spanned<u64>>,
     shard_records_per_sec: Option<Spanned<u64>>,
     shard_bytes_per_sec: Option<Spanned<u64>>,
 }
@@ -217,6 +219,8 @@ pub struct FlowSettings {
     pub explicit_hash_key: Option<KeySpec>,
     /// Per-shard write limits to pace under; `None` sends unpaced.
     pub pace: Option<ShardLimits>,
+    /// Aggregate records of a shard up to this many bytes (0: off).
+    pub aggregate_bytes: usize,
 }
 
 /// What happens to a line too long for one Kinesis record.
@@ -249,6 +253,8 @@ pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// A shard's write limits (the service's).
 pub const DEFAULT_SHARD_RECORDS_PER_SEC: u64 = 1_000;
 pub const DEFAULT_SHARD_BYTES_PER_SEC: u64 = 1024 * 1024;
+/// The KPL's default aggregate size.
+pub const DEFAULT_AGGREGATE_MAX_BYTES: u64 = 51_200;
 /// The buffer must hold at least a few maximum-size records, or a single
 /// large line could never be admitted.
 const MIN_BUFFER_BYTES: u64 = 4 * 1024 * 1024;
@@ -571,6 +577,17 @@ impl Settings {
                         Some(spec)
                     }
                 },
+                aggregate_bytes: match (f.aggregate.unwrap_or(false), f.aggregate_max_bytes.as_ref()) {
+                    (false, _) => 0,
+                    (true, None) => DEFAULT_AGGREGATE_MAX_BYTES as usize,
+                    (true, Some(v)) if *v.get_ref() < 1024 || *v.get_ref() > crate::aggregate::MAX_AGGREGATE_BYTES as u64 => {
+                        return Err(loc.at(
+                            v.span(),
+                            format!("flow.aggregate_max_bytes must be between 1024 and {}", crate::aggregate::MAX_AGGREGATE_BYTES),
+                        ));
+                    }
+                    (true, Some(v)) => *v.get_ref() as usize,
+                },
                 pace: if f.pace.unwrap_or(true) {
                     let positive = |v: Option<&Spanned<u64>>, default: u64, what: &str| match v {
                         None => Ok(default),
@@ -703,6 +720,10 @@ impl Settings {
             match &f.explicit_hash_key {
                 Some(k) => s.push_str(&format!("explicit_hash_key = {}\n", k.describe())),
                 None => s.push_str("# explicit_hash_key: off (Kinesis hashes the partition key)\n"),
+            }
+            match f.aggregate_bytes {
+                0 => s.push_str("aggregate = false\n"),
+                n => s.push_str(&format!("aggregate = true\naggregate_max_bytes = {n}\n")),
             }
             match f.pace {
                 Some(l) => s.push_str(&format!(

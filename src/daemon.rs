@@ -102,8 +102,10 @@ pub async fn run(
         // hot shard holds back only its own lane. Without the map (stream
         // missing, no permission for ListShards) lanes are keyed by hash
         // until a refresh finds it.
-        let map = match flow.pace {
-            Some(_) => {
+        // Aggregation needs the map too: it packs records of one shard.
+        let wants_map = flow.pace.is_some() || flow.aggregate_bytes > 0;
+        let map = match wants_map {
+            true => {
                 match tokio::time::timeout(LIST_SHARDS_TIMEOUT, list_shards(&client, &flow.stream))
                     .await
                 {
@@ -118,14 +120,14 @@ pub async fn run(
                     }
                 }
             }
-            None => None,
+            false => None,
         };
-        let n_lanes = match &map {
-            Some(m) => m.len().clamp(1, MAX_SHARD_LANES),
-            None => flow.max_in_flight,
+        let n_lanes = match (&map, flow.pace) {
+            (Some(m), Some(_)) => m.len().clamp(1, MAX_SHARD_LANES),
+            _ => flow.max_in_flight,
         };
         let router = Arc::new(Router::new(map, n_lanes));
-        if flow.pace.is_some() {
+        if wants_map {
             refreshers.push(tokio::spawn(refresh_shards(
                 client.clone(),
                 flow.clone(),
@@ -144,6 +146,7 @@ pub async fn run(
                 stream: flow.stream.clone(),
                 linger: flow.linger,
                 pace: flow.pace,
+                aggregate_bytes: flow.aggregate_bytes,
                 rx,
                 shared: shared.clone(),
             };

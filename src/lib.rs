@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod aggregate;
 pub mod batcher;
 pub mod checkpoint;
 pub mod config;

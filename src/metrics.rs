@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Metrics {
     pub lines_read: AtomicU64,
     pub bytes_read: AtomicU64,
+    /// Lines confirmed by Kinesis.
     pub records_sent: AtomicU64,
+    /// Kinesis records they took (fewer when aggregating).
+    pub kinesis_records_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub calls: AtomicU64,
     pub call_failures: AtomicU64,

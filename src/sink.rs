@@ -34,7 +34,8 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use base64::Engine;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::batcher::{Batch, MAX_BYTES_PER_RECORD, NO_SHARD, Record, coalesce_acks};
+use crate::aggregate::Aggregator;
+use crate::batcher::{Batch, Entry, MAX_BYTES_PER_RECORD, NO_SHARD, Record, coalesce_acks};
 use crate::checkpoint::{Checkpoints, FileId};
 use crate::config::StreamRef;
 use crate::metrics::Metrics;
@@ -169,6 +170,9 @@ pub struct Lane {
     pub linger: Duration,
     /// The shard limits to pace under, if the flow paces.
     pub pace: Option<ShardLimits>,
+    /// Pack records of one shard into aggregates of at most this many
+    /// bytes (0: send each record as it is).
+    pub aggregate_bytes: usize,
     pub rx: mpsc::Receiver<Vec<Record>>,
     pub shared: Arc<SinkShared>,
 }
@@ -239,11 +243,13 @@ impl Lane {
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            self.deliver(batch.into_records(), &mut windows).await;
+            self.deliver(batch.into_entries(), &mut windows).await;
         }
     }
 
-    /// Moves records from `carry` into `batch` while they fit.
+    /// Moves records from `carry` into `batch` while they fit: each as an
+    /// entry of its own, or, when aggregating, runs of records bound for the
+    /// same (known) shard packed into aggregates.
     async fn fill(&self, batch: &mut Batch, carry: &mut VecDeque<Record>) {
         while let Some(r) = carry.pop_front() {
             if r.api_size() > MAX_BYTES_PER_RECORD {
@@ -253,16 +259,50 @@ impl Lane {
                     .await;
                 continue;
             }
-            if let Err(r) = batch.try_push(r) {
-                carry.push_front(r);
+            let entry = if self.aggregate_bytes > 0 && r.shard != NO_SHARD {
+                let shard = r.shard;
+                let mut agg = Aggregator::new(self.aggregate_bytes);
+                match agg.try_add(r) {
+                    // Too large to aggregate with its key: sent alone.
+                    Err(r) => Entry::single(r),
+                    Ok(()) => {
+                        while carry.front().is_some_and(|n| n.shard == shard) {
+                            let Some(next) = carry.pop_front() else { break };
+                            if let Err(next) = agg.try_add(next) {
+                                carry.push_front(next);
+                                break;
+                            }
+                        }
+                        let (data, records) = agg.finish();
+                        if records.len() == 1 {
+                            // One record alone goes out plain: no overhead.
+                            Entry {
+                                records,
+                                aggregate: None,
+                            }
+                        } else {
+                            Entry {
+                                records,
+                                aggregate: Some(data),
+                            }
+                        }
+                    }
+                }
+            } else {
+                Entry::single(r)
+            };
+            if let Err(entry) = batch.try_push(entry) {
+                for r in entry.records.into_iter().rev() {
+                    carry.push_front(r);
+                }
                 break;
             }
         }
     }
 
-    /// Sends `records` until each is confirmed or dead-lettered.
-    async fn deliver(&self, records: Vec<Record>, windows: &mut HashMap<u32, RateWindow>) {
-        let mut queue: VecDeque<Vec<Record>> = VecDeque::from([records]);
+    /// Sends `entries` until each is confirmed or dead-lettered.
+    async fn deliver(&self, entries: Vec<Entry>, windows: &mut HashMap<u32, RateWindow>) {
+        let mut queue: VecDeque<Vec<Entry>> = VecDeque::from([entries]);
         let mut last_stuck_log: Option<Instant> = None;
         while let Some(mut pending) = queue.pop_front() {
             let mut quick = backoff(QUICK_MIN, QUICK_MAX);
@@ -280,9 +320,11 @@ impl Lane {
                         for (r, answer) in pending.drain(..).zip(codes) {
                             match answer {
                                 Ok(seq) => {
-                                    match last_seq.iter_mut().find(|(f, _)| *f == r.file) {
-                                        Some(entry) => entry.1 = seq,
-                                        None => last_seq.push((r.file, seq)),
+                                    for m in &r.records {
+                                        match last_seq.iter_mut().find(|(f, _)| *f == m.file) {
+                                            Some(entry) => entry.1 = seq.clone(),
+                                            None => last_seq.push((m.file, seq.clone())),
+                                        }
                                     }
                                     confirmed.push(r);
                                 }
@@ -334,8 +376,9 @@ impl Lane {
                                 break;
                             }
                             Failure::Invalid => {
+                                let records = pending.into_iter().flat_map(|e| e.records).collect();
                                 self.dead_letter(
-                                    pending,
+                                    records,
                                     &format!("rejected by Kinesis: {message}"),
                                 )
                                 .await;
@@ -351,13 +394,13 @@ impl Lane {
 
     /// Waits until every shard in `records` can take its share of them
     /// within its limits, then books them.
-    async fn pace(&self, records: &[Record], windows: &mut HashMap<u32, RateWindow>) {
+    async fn pace(&self, records: &[Entry], windows: &mut HashMap<u32, RateWindow>) {
         let Some(limits) = self.pace.map(paced) else {
             return;
         };
         let mut per_shard: HashMap<u32, (u64, u64)> = HashMap::new();
-        for r in records.iter().filter(|r| r.shard != NO_SHARD) {
-            let e = per_shard.entry(r.shard).or_default();
+        for r in records.iter().filter(|r| r.shard() != NO_SHARD) {
+            let e = per_shard.entry(r.shard()).or_default();
             e.0 += 1;
             e.1 += r.api_size() as u64;
         }
@@ -384,13 +427,13 @@ impl Lane {
         }
     }
 
-    async fn put(&self, records: &[Record]) -> CallResult {
+    async fn put(&self, records: &[Entry]) -> CallResult {
         let mut entries = Vec::with_capacity(records.len());
         for r in records {
             let entry = PutRecordsRequestEntry::builder()
-                .data(Blob::new(r.data.clone()))
-                .partition_key(r.key.clone())
-                .set_explicit_hash_key(r.ehk.clone())
+                .data(Blob::new(r.data().to_vec()))
+                .partition_key(r.key())
+                .set_explicit_hash_key(r.ehk().map(str::to_string))
                 .build();
             match entry {
                 Ok(e) => entries.push(e),
@@ -449,14 +492,20 @@ impl Lane {
         }
     }
 
-    fn confirm(&self, records: &[Record]) {
-        if records.is_empty() {
+    fn confirm(&self, entries: &[Entry]) {
+        if entries.is_empty() {
             return;
         }
-        let bytes: usize = records.iter().map(Record::api_size).sum();
+        let bytes: usize = entries.iter().map(Entry::api_size).sum();
+        let records: Vec<&Record> = entries.iter().flat_map(|e| &e.records).collect();
         Metrics::add(&self.shared.metrics.records_sent, records.len() as u64);
+        Metrics::add(
+            &self.shared.metrics.kinesis_records_sent,
+            entries.len() as u64,
+        );
         Metrics::add(&self.shared.metrics.bytes_sent, bytes as u64);
-        self.release(records);
+        let budget: usize = records.iter().map(|r| r.budget_size()).sum();
+        self.shared.budget.add_permits(budget);
         self.shared.checkpoints.ack(&coalesce_acks(records));
     }
 

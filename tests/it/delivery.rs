@@ -325,3 +325,126 @@ async fn explicit_hash_keys_pick_the_shard() {
     );
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
+
+/// Runs the independent de-aggregator (the PyPI package aws-kinesis-agg)
+/// over Kinesis records; returns the user records as (key, data).
+fn deaggregate(records: &[Got]) -> Vec<(String, Vec<u8>)> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/agg");
+    let python = dir.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "aws-kinesis-agg is not installed: run scripts/test.sh"
+    );
+    let mut input = String::new();
+    for r in records {
+        input.push_str(&serde_json::json!({"key": r.key, "data": b64.encode(&r.data)}).to_string());
+        input.push('\n');
+    }
+    let mut child = std::process::Command::new(python)
+        .arg(dir.join("deaggregate.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run deaggregate.py");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("deaggregate output");
+    writer
+        .join()
+        .expect("writer")
+        .expect("write to deaggregate.py");
+    assert!(out.status.success(), "deaggregate.py failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            let data = b64
+                .decode(v["data"].as_str().expect("data"))
+                .expect("base64");
+            (v["key"].as_str().expect("key").to_string(), data)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_loghub_lines_deaggregate_with_aws_kinesis_agg_to_the_original_lines_and_keys() {
+    let Some(src) = loghub_dir() else { return };
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "agg", 4).await;
+    let s = Scratch::new();
+    let pattern = r"^\S+ \S+ \S+ (\S+)";
+    let re = regex::bytes::Regex::new(pattern).expect("regex");
+    let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
+    for entry in std::fs::read_dir(&src).expect("loghub") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let bytes = std::fs::read(&path).expect("read");
+            std::fs::write(s.logs().join(path.file_name().expect("name")), &bytes).expect("copy");
+            for line in complete_lines(&bytes) {
+                let key = re
+                    .captures(&line)
+                    .and_then(|c| c.get(1))
+                    .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
+                    .filter(|k| !k.is_empty())
+                    .unwrap_or_else(|| "nokey".to_string());
+                let key: String = key.chars().take(256).collect();
+                expected.push((key, line));
+            }
+        }
+    }
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        &format!(
+            "[[flow]]\nname = \"agg\"\npaths = [\"{{logs}}/*.log\"]\nstream = \"agg\"\nlinger_ms = 50\npace = true\naggregate = true\n\
+             partition_key = {{ from = \"regex\", pattern = '{pattern}', fallback = \"static\", fallback_value = \"nokey\" }}\n"
+        ),
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    // Wait until the checkpoints cover every complete line.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let files = kinetail::checkpoint::read_store(&s.state()).unwrap_or_default();
+        let done = files.len() == 9
+            && files.iter().all(|f| {
+                let bytes = std::fs::read(&f.path).unwrap_or_default();
+                let end = bytes
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map(|i| i + 1)
+                    .unwrap_or(0);
+                f.offset == end as u64
+            });
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkpoints reach every file's last line; log:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kinesis_records = read_all(&client, "agg").await;
+    assert!(
+        kinesis_records.len() * 10 < expected.len(),
+        "{} lines took {} Kinesis records",
+        expected.len(),
+        kinesis_records.len()
+    );
+    assert!(
+        kinesis_records
+            .iter()
+            .all(|r| r.data.len() + r.key.len() <= 1024 * 1024)
+    );
+    let users = deaggregate(&kinesis_records);
+    assert_eq!(
+        multiset(users),
+        multiset(expected),
+        "the de-aggregated records are the lines with their keys"
+    );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
