@@ -82,6 +82,9 @@ struct RawAws {
     endpoint_url: Option<Str>,
     profile: Option<Str>,
     request_timeout_ms: Option<Spanned<u64>>,
+    role_arn: Option<Str>,
+    external_id: Option<Str>,
+    role_session_name: Option<Str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +160,10 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
     pub profile: Option<String>,
     pub request_timeout: Duration,
+    /// A role to assume (with STS) on top of the default credentials.
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub role_session_name: String,
 }
 
 /// How a flow names its stream.
@@ -457,6 +464,44 @@ impl Settings {
                 DEFAULT_REQUEST_TIMEOUT_MS,
                 "aws.request_timeout_ms",
             )?,
+            role_arn: match raw.aws.role_arn.as_ref() {
+                None => None,
+                Some(v) => {
+                    let arn = loc.string(v, "aws.role_arn")?;
+                    let ok = arn.starts_with("arn:aws")
+                        && arn.split(':').nth(2) == Some("iam")
+                        && arn.contains(":role/");
+                    if !ok {
+                        return Err(loc.at(v.span(), format!("aws.role_arn {arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")));
+                    }
+                    Some(arn)
+                }
+            },
+            external_id: match raw.aws.external_id.as_ref() {
+                None => None,
+                Some(v) => {
+                    let id = loc.string(v, "aws.external_id")?;
+                    if !(2..=1224).contains(&id.len()) {
+                        return Err(
+                            loc.at(v.span(), "aws.external_id must be 2 to 1224 characters")
+                        );
+                    }
+                    Some(id)
+                }
+            },
+            role_session_name: match raw.aws.role_session_name.as_ref() {
+                None => "kinetail".to_string(),
+                Some(v) => {
+                    let n = loc.string(v, "aws.role_session_name")?;
+                    let ok = (2..=64).contains(&n.len())
+                        && n.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+                    if !ok {
+                        return Err(loc.at(v.span(), "aws.role_session_name must be 2 to 64 characters of a-z, A-Z, 0-9 and +=,.@_-"));
+                    }
+                    n
+                }
+            },
         };
 
         let max_buffer_bytes = match raw.max_buffer_bytes.as_ref() {
@@ -694,6 +739,18 @@ impl Settings {
             "request_timeout_ms = {}\n",
             ms(self.aws.request_timeout)
         ));
+        match &self.aws.role_arn {
+            Some(r) => s.push_str(&format!(
+                "role_arn = {r:?}\nexternal_id = {}\nrole_session_name = {:?}\n",
+                if self.aws.external_id.is_some() {
+                    "(set)"
+                } else {
+                    "(none)"
+                },
+                self.aws.role_session_name
+            )),
+            None => s.push_str("# role_arn: none (the default credential chain as it is)\n"),
+        }
         for f in &self.flows {
             s.push_str("\n[[flow]]\n");
             s.push_str(&format!("name = {:?}\n", f.name));

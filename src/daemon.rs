@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::Region;
+use aws_sdk_kinesis::config::SharedCredentialsProvider;
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -61,9 +63,6 @@ pub async fn kinesis_client(aws: &AwsSettings) -> Result<Client, DaemonError> {
     if let Some(p) = &aws.profile {
         loader = loader.profile_name(p);
     }
-    if let Some(u) = &aws.endpoint_url {
-        loader = loader.endpoint_url(u);
-    }
     let conf = loader.load().await;
     if conf.region().is_none() {
         return Err(DaemonError::Aws(
@@ -71,7 +70,23 @@ pub async fn kinesis_client(aws: &AwsSettings) -> Result<Client, DaemonError> {
                 .into(),
         ));
     }
-    Ok(Client::new(&conf))
+    // endpoint_url is Kinesis's alone: STS (for role_arn) keeps its own
+    // endpoint, or AWS_ENDPOINT_URL_STS.
+    let mut kinesis = aws_sdk_kinesis::config::Builder::from(&conf);
+    if let Some(u) = &aws.endpoint_url {
+        kinesis = kinesis.endpoint_url(u);
+    }
+    if let Some(role) = &aws.role_arn {
+        let mut assume = AssumeRoleProvider::builder(role)
+            .session_name(aws.role_session_name.clone())
+            .configure(&conf);
+        if let Some(id) = &aws.external_id {
+            assume = assume.external_id(id);
+        }
+        kinesis =
+            kinesis.credentials_provider(SharedCredentialsProvider::new(assume.build().await));
+    }
+    Ok(Client::from_conf(kinesis.build()))
 }
 
 /// Runs kinetail until `shutdown` resolves, then stops as described above.

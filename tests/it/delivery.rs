@@ -448,3 +448,114 @@ async fn aggregated_loghub_lines_deaggregate_with_aws_kinesis_agg_to_the_origina
     );
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
+
+/// A stand-in for STS that answers AssumeRole with fixed credentials and
+/// keeps the form bodies it received.
+async fn fake_sts() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use http_body_util::{BodyExt, Full};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            log.lock()
+                                .expect("lock")
+                                .push(String::from_utf8_lossy(&body).into_owned());
+                            let xml = r#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleResult>
+    <Credentials>
+      <AccessKeyId>ASIAASSUMEDROLE</AccessKeyId>
+      <SecretAccessKey>assumed-secret</SecretAccessKey>
+      <SessionToken>assumed-token</SessionToken>
+      <Expiration>2099-01-01T00:00:00Z</Expiration>
+    </Credentials>
+    <AssumedRoleUser>
+      <Arn>arn:aws:sts::123456789012:assumed-role/shipper/kinetail-test</Arn>
+      <AssumedRoleId>AROAEXAMPLE:kinetail-test</AssumedRoleId>
+    </AssumedRoleUser>
+  </AssumeRoleResult>
+  <ResponseMetadata><RequestId>fake-sts</RequestId></ResponseMetadata>
+</AssumeRoleResponse>"#;
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .header("content-type", "text/xml")
+                                    .body(Full::new(bytes::Bytes::from(xml)))
+                                    .expect("response"),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_arn_assumes_the_role_with_external_id_and_signs_with_its_credentials() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "role", 1).await;
+    let proxy = fault::start(&server.endpoint(), Faults::default()).await;
+    let (sts_port, seen) = fake_sts().await;
+    let s = Scratch::new();
+    std::fs::write(s.logs().join("app.log"), "assumed 1\nassumed 2\n").expect("write");
+    let config = s.config(
+        &proxy.endpoint(),
+        "",
+        "[[flow]]\nname = \"r\"\npaths = [\"{logs}/*.log\"]\nstream = \"role\"\nlinger_ms = 20\n",
+    );
+    // The [aws] table gets the role settings.
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "[aws]\n",
+        "[aws]\nrole_arn = \"arn:aws:iam::123456789012:role/shipper\"\nexternal_id = \"ext-1234\"\nrole_session_name = \"kinetail-test\"\n",
+    );
+    std::fs::write(&config, text).expect("config");
+    let sts = format!("http://127.0.0.1:{sts_port}");
+    let mut daemon = Daemon::start_with(
+        &config,
+        &s.path("daemon.log"),
+        &[("AWS_ENDPOINT_URL_STS", &sts)],
+    );
+    let got = wait_for_count(&client, "role", 2, TIMEOUT).await;
+    assert_eq!(got.len(), 2, "log:\n{}", daemon.log_text());
+    let calls = seen.lock().expect("lock").clone();
+    let assume = calls
+        .iter()
+        .find(|b| b.contains("Action=AssumeRole"))
+        .unwrap_or_else(|| panic!("AssumeRole was called: {calls:?}"));
+    assert!(
+        assume.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fshipper"),
+        "{assume}"
+    );
+    assert!(assume.contains("ExternalId=ext-1234"), "{assume}");
+    assert!(assume.contains("RoleSessionName=kinetail-test"), "{assume}");
+    let akid = proxy.stats.last_access_key.lock().expect("lock").clone();
+    assert_eq!(
+        akid.as_deref(),
+        Some("ASIAASSUMEDROLE"),
+        "PutRecords is signed with the assumed role's credentials"
+    );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}

@@ -51,6 +51,8 @@ pub struct FaultStats {
     pub entries_throttled: AtomicU64,
     /// Entries seen by the shard limiter.
     pub entries_seen: AtomicU64,
+    /// The access key id that signed the last PutRecords call.
+    pub last_access_key: std::sync::Mutex<Option<String>>,
 }
 
 pub struct FaultProxy {
@@ -222,6 +224,14 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
     }
     let stats = &ctx.stats;
     stats.calls.fetch_add(1, Ordering::Relaxed);
+    let akid = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').next())
+        .map(str::to_string);
+    *stats.last_access_key.lock().expect("lock") = akid;
     let f = &ctx.faults;
     if rand::random::<f64>() < f.call_500 {
         stats.calls_failed.fetch_add(1, Ordering::Relaxed);
