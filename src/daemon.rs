@@ -162,6 +162,7 @@ pub async fn run(
                 linger: flow.linger,
                 pace: flow.pace,
                 aggregate_bytes: flow.aggregate_bytes,
+                router: router.clone(),
                 rx,
                 shared: shared.clone(),
             };
@@ -307,6 +308,10 @@ async fn refresh_shards(
         };
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = router.refresh_requested() => {
+                // At most one extra ListShards every few seconds.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
             _ = stop.cancelled() => return,
         }
         match tokio::time::timeout(LIST_SHARDS_TIMEOUT, list_shards(&client, &flow.stream)).await {

@@ -71,6 +71,8 @@ impl ShardMap {
 pub struct Router {
     map: RwLock<Option<Arc<ShardMap>>>,
     lanes: usize,
+    /// Asks the refresher to read the shards again now.
+    refresh: tokio::sync::Notify,
 }
 
 impl Router {
@@ -78,7 +80,19 @@ impl Router {
         Router {
             map: RwLock::new(map.map(Arc::new)),
             lanes: lanes.max(1),
+            refresh: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Called when a lane sees signs of a changed stream (throttling
+    /// despite pacing, a missing stream): the map is read again soon.
+    pub fn request_refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    /// Resolves when a refresh was requested.
+    pub async fn refresh_requested(&self) {
+        self.refresh.notified().await;
     }
 
     pub fn lanes(&self) -> usize {

@@ -39,7 +39,7 @@ use crate::batcher::{Batch, Entry, MAX_BYTES_PER_RECORD, NO_SHARD, Record, coale
 use crate::checkpoint::{Checkpoints, FileId};
 use crate::config::StreamRef;
 use crate::metrics::Metrics;
-use crate::shards::{RateWindow, ShardLimits};
+use crate::shards::{RateWindow, Router, ShardLimits};
 
 /// Name of the dead-letter file inside `state_dir`.
 pub const DEAD_LETTER_FILE: &str = "dead-letter.jsonl";
@@ -173,6 +173,8 @@ pub struct Lane {
     /// Pack records of one shard into aggregates of at most this many
     /// bytes (0: send each record as it is).
     pub aggregate_bytes: usize,
+    /// The flow's routing, told when the shard map may be stale.
+    pub router: Arc<Router>,
     pub rx: mpsc::Receiver<Vec<Record>>,
     pub shared: Arc<SinkShared>,
 }
@@ -343,6 +345,14 @@ impl Lane {
                             break;
                         }
                         Metrics::add(&self.shared.metrics.entries_retried, failed.len() as u64);
+                        if self.pace.is_some()
+                            && first_code.as_deref()
+                                == Some("ProvisionedThroughputExceededException")
+                        {
+                            // Throttled despite pacing: the shards may have
+                            // changed (a split or merge).
+                            self.router.request_refresh();
+                        }
                         tracing::debug!(flow = %self.flow, lane = self.index, failed = failed.len(), code = ?first_code, "retrying failed entries");
                         pending = failed;
                         if confirmed_any {
@@ -361,6 +371,7 @@ impl Lane {
                                 quick.next()
                             }
                             Failure::Stuck => {
+                                self.router.request_refresh();
                                 if last_stuck_log.is_none_or(|t| t.elapsed() >= STUCK_LOG_INTERVAL)
                                 {
                                     last_stuck_log = Some(Instant::now());
