@@ -81,6 +81,8 @@ impl Drop for FaultProxy {
 }
 
 struct Ctx {
+    /// While set, requests on open connections are dropped too.
+    down: Arc<AtomicBool>,
     /// Records per (shard, second since start), for the shard limit.
     windows: std::sync::Mutex<std::collections::HashMap<(u32, u64), u64>>,
     started: std::time::Instant,
@@ -96,7 +98,9 @@ pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
         .expect("bind fault proxy");
     let port = listener.local_addr().expect("addr").port();
     let stats = Arc::new(FaultStats::default());
+    let down = Arc::new(AtomicBool::new(false));
     let ctx = Arc::new(Ctx {
+        down: down.clone(),
         windows: std::sync::Mutex::new(std::collections::HashMap::new()),
         started: std::time::Instant::now(),
         upstream: upstream.to_string(),
@@ -104,7 +108,6 @@ pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
         client: HttpClient::builder(TokioExecutor::new()).build_http(),
         stats: stats.clone(),
     });
-    let down = Arc::new(AtomicBool::new(false));
     let is_down = down.clone();
     let task = tokio::spawn(async move {
         loop {
@@ -200,6 +203,11 @@ fn raw_response(status: u16, ctype: &str, body: Bytes) -> Response<Full<Bytes>> 
 
 /// `None` closes the connection without an answer.
 async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    if ctx.down.load(Ordering::SeqCst) {
+        // A kept-alive connection breaks as well: nothing is forwarded.
+        ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
