@@ -353,6 +353,15 @@ impl Checkpoints {
         }
     }
 
+    /// Every file being read now, with its confirmed offset.
+    pub fn live_files(&self) -> Vec<SavedFile> {
+        let st = self.lock();
+        let now = now_ms();
+        let mut v: Vec<SavedFile> = st.live.values().map(|l| l.to_saved(now)).collect();
+        v.sort_by(|a, b| (&a.flow, &a.path).cmp(&(&b.flow, &b.path)));
+        v
+    }
+
     /// The confirmed offset of a live file.
     pub fn confirmed(&self, id: FileId) -> Option<u64> {
         self.lock().live.get(&id).map(|l| l.watermark.offset())

@@ -66,6 +66,7 @@ struct RawConfig {
     state_dir: Str,
     #[serde(default)]
     aws: RawAws,
+    api: Option<Spanned<RawApi>>,
     checkpoint_interval_ms: Option<Spanned<u64>>,
     shutdown_grace_ms: Option<Spanned<u64>>,
     rescan_interval_ms: Option<Spanned<u64>>,
@@ -73,6 +74,13 @@ struct RawConfig {
     max_open_files: Option<Spanned<u64>>,
     #[serde(default)]
     flow: Vec<Spanned<RawFlow>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Str,
+    allow_remote: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +148,8 @@ pub struct Settings {
     pub source: PathBuf,
     pub state_dir: PathBuf,
     pub aws: AwsSettings,
+    /// Where the metrics and health API listens, if anywhere.
+    pub api: Option<std::net::SocketAddr>,
     /// How often confirmed offsets are written to the checkpoint store.
     pub checkpoint_interval: Duration,
     /// How long shutdown waits for in-flight records to be confirmed.
@@ -671,10 +681,31 @@ impl Settings {
             });
         }
 
+        let api = match raw.api.as_ref() {
+            None => None,
+            Some(a) => {
+                let l = &a.get_ref().listen;
+                let text = loc.string(l, "api.listen")?;
+                let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+                    loc.at(
+                        l.span(),
+                        format!("api.listen {text:?} is not an address like \"127.0.0.1:9810\""),
+                    )
+                })?;
+                if !addr.ip().is_loopback() && !a.get_ref().allow_remote.unwrap_or(false) {
+                    return Err(loc.at(
+                        l.span(),
+                        format!("api.listen {addr} is not a loopback address; set api.allow_remote = true to serve it beyond this host"),
+                    ));
+                }
+                Some(addr)
+            }
+        };
         Ok(Settings {
             source: file.to_path_buf(),
             state_dir,
             aws,
+            api,
             checkpoint_interval: loc.positive_ms(
                 raw.checkpoint_interval_ms.as_ref(),
                 DEFAULT_CHECKPOINT_INTERVAL_MS,
@@ -727,6 +758,10 @@ impl Settings {
         ));
         s.push_str(&format!("max_buffer_bytes = {}\n", self.max_buffer_bytes));
         s.push_str(&format!("max_open_files = {}\n", self.max_open_files));
+        match self.api {
+            Some(a) => s.push_str(&format!("\n[api]\nlisten = \"{a}\"\n")),
+            None => s.push_str("\n# [api]: off\n"),
+        }
         s.push_str("\n[aws]\n");
         let opt = |o: &Option<String>| match o {
             Some(v) => format!("{v:?}"),

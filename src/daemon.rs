@@ -22,6 +22,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::ApiState;
 use crate::checkpoint::{Checkpoints, StoreError};
 use crate::config::{AwsSettings, Settings, glob_base};
 use crate::discovery::{self, WakeRegistry};
@@ -45,6 +46,11 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("AWS configuration: {0}")]
     Aws(String),
+    #[error("cannot listen on {addr} for the API: {error}")]
+    Api {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 /// The Kinesis client for `aws`. The SDK's own retries are off: the sink
@@ -193,9 +199,28 @@ pub async fn run(
     }
     let _watcher = watch(&settings, hints, registries);
 
+    let stop_api = CancellationToken::new();
+    let api_state = Arc::new(ApiState {
+        metrics: metrics.clone(),
+        checkpoints: checkpoints.clone(),
+        ready: std::sync::atomic::AtomicBool::new(false),
+    });
+    if let Some(addr) = settings.api {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|error| DaemonError::Api { addr, error })?;
+        tracing::info!(%addr, "API listening: /metrics, /health, /ready");
+        tokio::spawn(crate::api::serve(
+            listener,
+            api_state.clone(),
+            stop_api.clone(),
+        ));
+    }
+
     let stop_saving = CancellationToken::new();
     let saver = tokio::spawn(save_periodically(
         checkpoints.clone(),
+        metrics.clone(),
         settings.checkpoint_interval,
         stop_saving.clone(),
     ));
@@ -215,7 +240,14 @@ pub async fn run(
         ));
     }
 
+    api_state
+        .ready
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+
     shutdown.await;
+    api_state
+        .ready
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     stop_watchdog.cancel();
     notify_systemd(&[
         sd_notify::NotifyState::Stopping,
@@ -242,6 +274,7 @@ pub async fn run(
         );
     }
     stop_saving.cancel();
+    stop_api.cancel();
     let _ = saver.await;
     let saved = tokio::task::spawn_blocking(move || checkpoints.save()).await;
     match saved {
@@ -329,6 +362,7 @@ async fn refresh_shards(
 
 async fn save_periodically(
     checkpoints: Arc<Checkpoints>,
+    metrics: Arc<Metrics>,
     every: Duration,
     stop: CancellationToken,
 ) {
@@ -340,7 +374,16 @@ async fn save_periodically(
         }
         let cp = checkpoints.clone();
         match tokio::task::spawn_blocking(move || cp.save()).await {
-            Ok(Ok(_)) => last_error = None,
+            Ok(Ok(_)) => {
+                last_error = None;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                metrics
+                    .last_checkpoint_unix_ms
+                    .store(now, std::sync::atomic::Ordering::Relaxed);
+            }
             Ok(Err(e)) => {
                 let msg = e.to_string();
                 if last_error.as_ref() != Some(&msg) {

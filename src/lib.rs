@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
+pub mod api;
 pub mod batcher;
 pub mod checkpoint;
 pub mod config;

@@ -206,6 +206,8 @@ enum CallResult {
     Failed {
         class: Failure,
         message: String,
+        /// The service's error code, when it answered.
+        code: Option<String>,
     },
 }
 
@@ -316,6 +318,7 @@ impl Lane {
                         let mut confirmed = Vec::with_capacity(pending.len());
                         let mut failed = Vec::new();
                         let mut first_code = None;
+                        let mut codes_failed: Vec<String> = Vec::new();
                         // The sequence number of the last confirmed record
                         // of each file, for `kinetail status`.
                         let mut last_seq: Vec<(FileId, String)> = Vec::new();
@@ -331,6 +334,7 @@ impl Lane {
                                     confirmed.push(r);
                                 }
                                 Err(c) => {
+                                    codes_failed.push(c.clone());
                                     first_code.get_or_insert(c);
                                     failed.push(r);
                                 }
@@ -345,6 +349,9 @@ impl Lane {
                             break;
                         }
                         Metrics::add(&self.shared.metrics.entries_retried, failed.len() as u64);
+                        for code in &codes_failed {
+                            self.shared.metrics.retried(code, 1);
+                        }
                         if self.pace.is_some()
                             && first_code.as_deref()
                                 == Some("ProvisionedThroughputExceededException")
@@ -363,8 +370,15 @@ impl Lane {
                         }
                         quick.next()
                     }
-                    CallResult::Failed { class, message } => {
+                    CallResult::Failed {
+                        class,
+                        message,
+                        code,
+                    } => {
                         Metrics::add(&self.shared.metrics.call_failures, 1);
+                        self.shared
+                            .metrics
+                            .retried(code.as_deref().unwrap_or("connection"), 1);
                         match class {
                             Failure::Retry => {
                                 tracing::warn!(flow = %self.flow, lane = self.index, records = pending.len(), error = %message, "PutRecords failed; retrying the call");
@@ -454,6 +468,7 @@ impl Lane {
                     return CallResult::Failed {
                         class: Failure::Stuck,
                         message: e.to_string(),
+                        code: None,
                     };
                 }
             }
@@ -469,12 +484,22 @@ impl Lane {
             req = req.stream_arn(arn);
         }
         Metrics::add(&self.shared.metrics.calls, 1);
-        match req.send().await {
+        self.shared
+            .metrics
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sent = req.send().await;
+        self.shared
+            .metrics
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        match sent {
             Ok(out) => {
                 let entries = out.records();
                 if entries.len() != records.len() {
                     return CallResult::Failed {
                         class: Failure::Retry,
+                        code: None,
                         message: format!(
                             "response has {} entries for {} records",
                             entries.len(),
@@ -498,6 +523,7 @@ impl Lane {
                 CallResult::Failed {
                     class,
                     message: DisplayErrorContext(&e).to_string(),
+                    code: e.code().map(str::to_string),
                 }
             }
         }

@@ -203,3 +203,139 @@ async fn status_reports_lag_of_a_file_written_after_a_pause() {
     );
     daemon.kill9();
 }
+
+/// GETs `path` from the API with a plain HTTP/1.0 request.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the API");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Prometheus text: (name with labels) -> value.
+fn parse_prometheus(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (name, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("a sample line: {l:?}"));
+            (
+                name.to_string(),
+                value
+                    .parse::<f64>()
+                    .unwrap_or_else(|_| panic!("a number: {l:?}")),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_match_what_was_written_and_what_the_server_holds() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "metrics", 2).await;
+    let s = Scratch::new();
+    let file = s.logs().join("app.log");
+    let content: String = (0..3_000).map(|i| format!("metric line {i}\n")).collect();
+    std::fs::write(&file, &content).expect("write");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let config = s.config(
+        &server.endpoint(),
+        &format!("[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+        "[[flow]]\nname = \"m\"\npaths = [\"{logs}/*.log\"]\nstream = \"metrics\"\nlinger_ms = 20\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let got = wait_for_count(&client, "metrics", 3_000, Duration::from_secs(60)).await;
+    assert_eq!(got.len(), 3_000, "log:\n{}", daemon.log_text());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let (status, body) = http_get(port, "/metrics");
+        assert_eq!(status, 200);
+        let m = parse_prometheus(&body);
+        if m.get("kinetail_records_sent_total") == Some(&3000.0)
+            && m.get("kinetail_checkpoint_age_seconds")
+                .is_some_and(|a| *a >= 0.0)
+        {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "metrics catch up: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        metrics["kinetail_lines_read_total"], 3000.0,
+        "lines read = lines written"
+    );
+    assert_eq!(metrics["kinetail_bytes_read_total"], content.len() as f64);
+    assert_eq!(
+        metrics["kinetail_records_sent_total"],
+        got.len() as f64,
+        "records sent = records the server holds"
+    );
+    assert_eq!(metrics["kinetail_dead_lettered_total"], 0.0);
+    let lag_key = format!(
+        "kinetail_file_lag_bytes{{flow=\"m\",path=\"{}\"}}",
+        file.display()
+    );
+    assert_eq!(
+        metrics.get(&lag_key),
+        Some(&0.0),
+        "no lag once everything is confirmed: {metrics:?}"
+    );
+    assert_eq!(http_get(port, "/health").0, 200);
+    assert_eq!(http_get(port, "/ready").0, 200);
+    assert_eq!(http_get(port, "/nope").0, 404);
+    // Lag shows bytes written while the server is away.
+    drop(server);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"late line\n"))
+        .expect("append");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let m = parse_prometheus(&http_get(port, "/metrics").1);
+    assert_eq!(m.get(&lag_key), Some(&10.0), "lag is the unconfirmed bytes");
+    assert!(
+        m.keys()
+            .any(|k| k.starts_with("kinetail_retries_total{reason=")),
+        "retries by reason: {m:?}"
+    );
+    daemon.kill9();
+}
+
+#[test]
+fn api_beyond_loopback_must_be_asked_for() {
+    let s = Scratch::new();
+    let config = s.config(
+        "http://127.0.0.1:9",
+        "[api]\nlisten = \"0.0.0.0:9810\"\n",
+        "[[flow]]\nname = \"a\"\npaths = [\"{logs}/*.log\"]\nstream = \"s\"\n",
+    );
+    let out = kinetail()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("check");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("allow_remote"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

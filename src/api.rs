@@ -1,0 +1,239 @@
+//! The HTTP API (`[api] listen`): Prometheus metrics and health probes.
+//!
+//! - `/metrics`: counters and gauges in the Prometheus text format, with a
+//!   line per file for its lag (bytes written but not yet confirmed).
+//! - `/health`: 200 while the daemon's runtime answers (a liveness probe;
+//!   a Kinesis outage is not a reason to restart kinetail).
+//! - `/ready`: 200 once checkpoints are loaded and flows started, 503 before
+//!   that and once a stop has begun.
+//!
+//! It only reads shared state; nothing here can slow the pipeline down
+//! beyond a lock held for a snapshot.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::Checkpoints;
+use crate::metrics::Metrics;
+use crate::tailer::file_key;
+
+/// What the API shows.
+#[derive(Debug)]
+pub struct ApiState {
+    pub metrics: Arc<Metrics>,
+    pub checkpoints: Arc<Checkpoints>,
+    pub ready: AtomicBool,
+}
+
+/// Serves the API on `listener` until `stop`.
+pub async fn serve(listener: TcpListener, state: Arc<ApiState>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.cancelled() => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&state, req.uri().path())) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn answer(state: &ApiState, path: &str) -> Response<Full<Bytes>> {
+    match path {
+        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", render(state)),
+        "/health" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/ready" if state.ready.load(Ordering::SeqCst) => {
+            text(StatusCode::OK, "text/plain", "ready\n".into())
+        }
+        "/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready\n".into(),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics, /health or /ready\n".into(),
+        ),
+    }
+}
+
+/// A Prometheus label value, escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The metrics in the Prometheus text format.
+pub fn render(state: &ApiState) -> String {
+    let m = &state.metrics;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP kinetail_{name} {help}\n# TYPE kinetail_{name} counter\nkinetail_{name} {v}"
+        );
+    };
+    counter(
+        "lines_read_total",
+        "Lines (and line pieces) read from files.",
+        Metrics::get(&m.lines_read),
+    );
+    counter(
+        "bytes_read_total",
+        "Bytes read from files.",
+        Metrics::get(&m.bytes_read),
+    );
+    counter(
+        "records_sent_total",
+        "Lines confirmed by Kinesis with a sequence number.",
+        Metrics::get(&m.records_sent),
+    );
+    counter(
+        "kinesis_records_sent_total",
+        "Kinesis records confirmed (fewer than lines when aggregating).",
+        Metrics::get(&m.kinesis_records_sent),
+    );
+    counter(
+        "bytes_sent_total",
+        "Bytes confirmed by Kinesis, partition keys included.",
+        Metrics::get(&m.bytes_sent),
+    );
+    counter(
+        "calls_total",
+        "PutRecords calls made.",
+        Metrics::get(&m.calls),
+    );
+    counter(
+        "call_failures_total",
+        "PutRecords calls that failed as a whole.",
+        Metrics::get(&m.call_failures),
+    );
+    counter(
+        "entries_retried_total",
+        "Entries sent again after a per-entry failure.",
+        Metrics::get(&m.entries_retried),
+    );
+    counter(
+        "dead_lettered_total",
+        "Records written to the dead-letter file.",
+        Metrics::get(&m.dead_lettered),
+    );
+    counter(
+        "truncations_total",
+        "Files found truncated and read again from the start.",
+        Metrics::get(&m.truncations),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP kinetail_retries_total Retries by error code (\"connection\" when there was no answer)."
+    );
+    let _ = writeln!(out, "# TYPE kinetail_retries_total counter");
+    for (reason, n) in m
+        .retries_by_reason
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
+        let _ = writeln!(
+            out,
+            "kinetail_retries_total{{reason=\"{}\"}} {n}",
+            label(reason)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP kinetail_in_flight_calls PutRecords calls waiting for an answer."
+    );
+    let _ = writeln!(out, "# TYPE kinetail_in_flight_calls gauge");
+    let _ = writeln!(
+        out,
+        "kinetail_in_flight_calls {}",
+        m.in_flight.load(Ordering::Relaxed)
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let last = Metrics::get(&m.last_checkpoint_unix_ms);
+    let _ = writeln!(
+        out,
+        "# HELP kinetail_checkpoint_age_seconds Seconds since checkpoints were last saved (-1: never)."
+    );
+    let _ = writeln!(out, "# TYPE kinetail_checkpoint_age_seconds gauge");
+    let age = if last == 0 {
+        -1.0
+    } else {
+        now_ms.saturating_sub(last) as f64 / 1000.0
+    };
+    let _ = writeln!(out, "kinetail_checkpoint_age_seconds {age}");
+
+    let files = state.checkpoints.live_files();
+    let _ = writeln!(
+        out,
+        "# HELP kinetail_file_lag_bytes Bytes in a file not yet confirmed by Kinesis."
+    );
+    let _ = writeln!(out, "# TYPE kinetail_file_lag_bytes gauge");
+    let mut confirmed = String::new();
+    for f in &files {
+        let size = std::fs::metadata(&f.path)
+            .ok()
+            .filter(|m| file_key(m) == f.key)
+            .map(|m| m.len());
+        let labels = format!(
+            "flow=\"{}\",path=\"{}\"",
+            label(&f.flow),
+            label(&f.path.display().to_string())
+        );
+        if let Some(size) = size {
+            let _ = writeln!(
+                out,
+                "kinetail_file_lag_bytes{{{labels}}} {}",
+                size.saturating_sub(f.offset)
+            );
+        }
+        if let Some(t) = f.last_confirmed_unix_ms {
+            let _ = writeln!(
+                confirmed,
+                "kinetail_file_last_confirmed_timestamp_seconds{{{labels}}} {}",
+                t as f64 / 1000.0
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP kinetail_file_last_confirmed_timestamp_seconds When Kinesis last confirmed a record of the file."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE kinetail_file_last_confirmed_timestamp_seconds gauge"
+    );
+    out.push_str(&confirmed);
+    out
+}
