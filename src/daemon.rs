@@ -8,7 +8,7 @@
 //! in it and is read again on the next start.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -20,11 +20,12 @@ use aws_sdk_kinesis::config::Region;
 use aws_sdk_kinesis::config::SharedCredentialsProvider;
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiState;
 use crate::checkpoint::{Checkpoints, StoreError};
-use crate::config::{AwsSettings, Settings, glob_base};
+use crate::config::{AwsSettings, FlowSettings, Settings, glob_base};
 use crate::discovery::{self, WakeRegistry};
 use crate::metrics::Metrics;
 use crate::shards::{Router, list_shards};
@@ -95,10 +96,145 @@ pub async fn kinesis_client(aws: &AwsSettings) -> Result<Client, DaemonError> {
     Ok(Client::from_conf(kinesis.build()))
 }
 
+/// What every flow of a running daemon shares.
+struct Env {
+    client: Client,
+    shared: Arc<SinkShared>,
+    checkpoints: Arc<Checkpoints>,
+    metrics: Arc<Metrics>,
+    slots: Arc<Slots>,
+    hostname: String,
+    rescan_interval: Duration,
+}
+
+/// A started flow: its discovery (which owns its tailers) and its lanes.
+struct RunningFlow {
+    settings: FlowSettings,
+    hint: Arc<Notify>,
+    wakes: WakeRegistry,
+    stop: CancellationToken,
+    discovery: JoinHandle<()>,
+    lanes: Vec<JoinHandle<()>>,
+}
+
+impl RunningFlow {
+    /// Stops reading and waits until every record read was sent (and
+    /// confirmed or dead-lettered), or `deadline`.
+    async fn drain(self, deadline: tokio::time::Instant) -> bool {
+        self.stop.cancel();
+        tokio::time::timeout_at(deadline, async {
+            let _ = self.discovery.await;
+            for l in self.lanes {
+                let _ = l.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+/// The notify hints and wake registries of the running flows, read by the
+/// watcher's callback and replaced on reload.
+type Watched = Arc<Mutex<Vec<(Arc<Notify>, WakeRegistry)>>>;
+
+async fn start_flow(env: &Env, flow: &FlowSettings, watched: &Watched) -> RunningFlow {
+    let stop = CancellationToken::new();
+    // Paced flows send one lane per shard (up to MAX_SHARD_LANES), so a hot
+    // shard holds back only its own lane. Aggregation needs the map too: it
+    // packs records of one shard. Without the map (stream missing, no
+    // permission for ListShards) lanes are keyed by hash until a refresh
+    // finds it.
+    let wants_map = flow.pace.is_some() || flow.aggregate_bytes > 0;
+    let map = if wants_map {
+        match tokio::time::timeout(LIST_SHARDS_TIMEOUT, list_shards(&env.client, &flow.stream))
+            .await
+        {
+            Ok(Ok(map)) => Some(map),
+            Ok(Err(e)) => {
+                tracing::warn!(flow = %flow.name, stream = %flow.stream, error = %e, "cannot list shards; sending by key hash until it works");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(flow = %flow.name, stream = %flow.stream, "listing shards timed out; sending by key hash until it works");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let n_lanes = match (&map, flow.pace) {
+        (Some(m), Some(_)) => m.len().clamp(1, MAX_SHARD_LANES),
+        _ => flow.max_in_flight,
+    };
+    let router = Arc::new(Router::new(map, n_lanes));
+    if wants_map {
+        tokio::spawn(refresh_shards(
+            env.client.clone(),
+            flow.clone(),
+            router.clone(),
+            stop.clone(),
+        ));
+    }
+    let mut senders = Vec::new();
+    let mut lanes = Vec::new();
+    for index in 0..n_lanes {
+        let (tx, rx) = mpsc::channel(LANE_QUEUE);
+        senders.push(tx);
+        let lane = Lane {
+            flow: flow.name.clone(),
+            index,
+            client: env.client.clone(),
+            stream: flow.stream.clone(),
+            linger: flow.linger,
+            pace: flow.pace,
+            aggregate_bytes: flow.aggregate_bytes,
+            router: router.clone(),
+            rx,
+            shared: env.shared.clone(),
+        };
+        lanes.push(tokio::spawn(lane.run()));
+    }
+    let runtime = Arc::new(FlowRuntime {
+        settings: flow.clone(),
+        lanes: senders,
+        budget: env.shared.budget.clone(),
+        checkpoints: env.checkpoints.clone(),
+        metrics: env.metrics.clone(),
+        dead_letter: env.shared.dead_letter.clone(),
+        slots: env.slots.clone(),
+        router,
+        hostname: env.hostname.clone(),
+    });
+    let hint = Arc::new(Notify::new());
+    let wakes = WakeRegistry::default();
+    watched
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((hint.clone(), wakes.clone()));
+    let discovery = tokio::spawn(discovery::run(
+        runtime,
+        env.rescan_interval,
+        hint.clone(),
+        wakes.clone(),
+        stop.clone(),
+    ));
+    let (hint, wakes) = (hint.clone(), wakes.clone());
+    RunningFlow {
+        settings: flow.clone(),
+        hint,
+        wakes,
+        stop,
+        discovery,
+        lanes,
+    }
+}
+
 /// Runs kinetail until `shutdown` resolves, then stops as described above.
+/// Each message on `reloads` re-reads the configuration file (SIGHUP).
 pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::UnboundedReceiver<()>,
 ) -> Result<(), DaemonError> {
     let checkpoints = Arc::new(Checkpoints::open(&settings.state_dir)?);
     let client = kinesis_client(&settings.aws).await?;
@@ -109,95 +245,23 @@ pub async fn run(
         dead_letter: Arc::new(DeadLetter::new(&settings.state_dir)),
         metrics: metrics.clone(),
     });
-    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
-    let slots = Arc::new(Slots::new(settings.max_open_files));
+    let env = Env {
+        client,
+        shared,
+        checkpoints: checkpoints.clone(),
+        metrics: metrics.clone(),
+        slots: Arc::new(Slots::new(settings.max_open_files)),
+        hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+        rescan_interval: settings.rescan_interval,
+    };
 
-    let stop_reading = CancellationToken::new();
-    let mut lanes = Vec::new();
-    let mut discoveries = Vec::new();
-    let mut hints = Vec::new();
-    let mut registries: Vec<WakeRegistry> = Vec::new();
-    let mut refreshers = Vec::new();
+    let watched: Watched = Arc::default();
+    let mut flows: Vec<RunningFlow> = Vec::new();
     for flow in &settings.flows {
-        // Paced flows send one lane per shard (up to MAX_SHARD_LANES), so a
-        // hot shard holds back only its own lane. Without the map (stream
-        // missing, no permission for ListShards) lanes are keyed by hash
-        // until a refresh finds it.
-        // Aggregation needs the map too: it packs records of one shard.
-        let wants_map = flow.pace.is_some() || flow.aggregate_bytes > 0;
-        let map = match wants_map {
-            true => {
-                match tokio::time::timeout(LIST_SHARDS_TIMEOUT, list_shards(&client, &flow.stream))
-                    .await
-                {
-                    Ok(Ok(map)) => Some(map),
-                    Ok(Err(e)) => {
-                        tracing::warn!(flow = %flow.name, stream = %flow.stream, error = %e, "cannot list shards; sending by key hash until it works");
-                        None
-                    }
-                    Err(_) => {
-                        tracing::warn!(flow = %flow.name, stream = %flow.stream, "listing shards timed out; sending by key hash until it works");
-                        None
-                    }
-                }
-            }
-            false => None,
-        };
-        let n_lanes = match (&map, flow.pace) {
-            (Some(m), Some(_)) => m.len().clamp(1, MAX_SHARD_LANES),
-            _ => flow.max_in_flight,
-        };
-        let router = Arc::new(Router::new(map, n_lanes));
-        if wants_map {
-            refreshers.push(tokio::spawn(refresh_shards(
-                client.clone(),
-                flow.clone(),
-                router.clone(),
-                stop_reading.clone(),
-            )));
-        }
-        let mut senders = Vec::new();
-        for index in 0..n_lanes {
-            let (tx, rx) = mpsc::channel(LANE_QUEUE);
-            senders.push(tx);
-            let lane = Lane {
-                flow: flow.name.clone(),
-                index,
-                client: client.clone(),
-                stream: flow.stream.clone(),
-                linger: flow.linger,
-                pace: flow.pace,
-                aggregate_bytes: flow.aggregate_bytes,
-                router: router.clone(),
-                rx,
-                shared: shared.clone(),
-            };
-            lanes.push(tokio::spawn(lane.run()));
-        }
-        let runtime = Arc::new(FlowRuntime {
-            settings: flow.clone(),
-            lanes: senders,
-            budget: shared.budget.clone(),
-            checkpoints: checkpoints.clone(),
-            metrics: metrics.clone(),
-            dead_letter: shared.dead_letter.clone(),
-            slots: slots.clone(),
-            router,
-            hostname: hostname.clone(),
-        });
-        let hint = Arc::new(Notify::new());
-        let wakes = WakeRegistry::default();
-        hints.push(hint.clone());
-        registries.push(wakes.clone());
-        discoveries.push(tokio::spawn(discovery::run(
-            runtime,
-            settings.rescan_interval,
-            hint,
-            wakes,
-            stop_reading.clone(),
-        )));
+        flows.push(start_flow(&env, flow, &watched).await);
     }
-    let _watcher = watch(&settings, hints, registries);
+    let mut watcher = watch(watched.clone());
+    add_watches(watcher.as_mut(), &settings.flows);
 
     let stop_api = CancellationToken::new();
     let api_state = Arc::new(ApiState {
@@ -239,12 +303,26 @@ pub async fn run(
             stop_watchdog.clone(),
         ));
     }
-
     api_state
         .ready
         .store(true, std::sync::atomic::Ordering::SeqCst);
 
-    shutdown.await;
+    let mut current = settings;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            r = reloads.recv() => match r {
+                Some(()) => reload(&env, &mut current, &mut flows, &watched, watcher.as_mut()).await,
+                None => {
+                    // No more reloads can come; wait for the stop alone.
+                    (&mut shutdown).await;
+                    break;
+                }
+            },
+        }
+    }
+
     api_state
         .ready
         .store(false, std::sync::atomic::Ordering::SeqCst);
@@ -254,25 +332,23 @@ pub async fn run(
         sd_notify::NotifyState::Status("stopping: flushing in-flight records"),
     ]);
     tracing::info!(
-        grace_ms = settings.shutdown_grace.as_millis() as u64,
+        grace_ms = current.shutdown_grace.as_millis() as u64,
         "shutting down: reading stops, in-flight records are flushed"
     );
-    let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
-    stop_reading.cancel();
-    let drained = tokio::time::timeout_at(deadline, async {
-        for d in discoveries {
-            let _ = d.await;
-        }
-        for l in lanes {
-            let _ = l.await;
-        }
-    })
-    .await;
-    if drained.is_err() {
+    let deadline = tokio::time::Instant::now() + current.shutdown_grace;
+    for f in &flows {
+        f.stop.cancel();
+    }
+    let mut drained = true;
+    for f in flows {
+        drained &= f.drain(deadline).await;
+    }
+    if !drained {
         tracing::warn!(
             "grace period over with records still unconfirmed; they will be read again at the next start"
         );
     }
+    drop(watcher);
     stop_saving.cancel();
     stop_api.cancel();
     let _ = saver.await;
@@ -291,6 +367,109 @@ pub async fn run(
         "kinetail stopped"
     );
     Ok(())
+}
+
+/// SIGHUP: reads the configuration again. Flows whose settings did not
+/// change keep running untouched; removed flows stop reading and drain;
+/// changed flows drain, then start again with the new settings (so the new
+/// reading starts where the old one's confirmations ended, and nothing is
+/// sent twice); new flows start. An invalid file changes nothing.
+async fn reload(
+    env: &Env,
+    current: &mut Settings,
+    flows: &mut Vec<RunningFlow>,
+    watched: &Watched,
+    watcher: Option<&mut notify::RecommendedWatcher>,
+) {
+    notify_systemd(&[
+        sd_notify::NotifyState::Reloading,
+        sd_notify::NotifyState::Status("reloading the configuration"),
+    ]);
+    let new = match Settings::load(&current.source) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration rejected; the running one stays");
+            notify_systemd(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status("running (reload rejected: invalid configuration)"),
+            ]);
+            return;
+        }
+    };
+    let global = |s: &Settings| {
+        format!(
+            "{:?}{:?}{:?}{}{}{:?}{:?}",
+            s.state_dir,
+            s.aws.region,
+            s.aws.endpoint_url,
+            s.max_buffer_bytes,
+            s.max_open_files,
+            s.api,
+            s.aws.role_arn
+        )
+    };
+    if global(&new) != global(current) {
+        tracing::warn!(
+            "settings outside [[flow]] (state_dir, aws, api, buffer and file limits) take effect at the next restart"
+        );
+    }
+    let fingerprint = |f: &FlowSettings| format!("{f:?}");
+    let deadline = tokio::time::Instant::now() + current.shutdown_grace;
+    let mut kept = Vec::new();
+    let (mut added, mut removed, mut changed) = (0, 0, 0);
+    for running in flows.drain(..) {
+        match new.flows.iter().find(|f| f.name == running.settings.name) {
+            Some(f) if fingerprint(f) == fingerprint(&running.settings) => kept.push(running),
+            Some(_) => {
+                changed += 1;
+                let name = running.settings.name.clone();
+                if !running.drain(deadline).await {
+                    tracing::warn!(flow = %name, "the changed flow did not drain in time; records not yet confirmed will be sent again");
+                }
+            }
+            None => {
+                removed += 1;
+                let name = running.settings.name.clone();
+                tokio::spawn(async move {
+                    if !running.drain(deadline).await {
+                        tracing::warn!(flow = %name, "the removed flow did not drain in time; its unconfirmed records stay unconfirmed");
+                    }
+                });
+            }
+        }
+    }
+    // The watcher's callback gets the hints of the flows that remain.
+    *watched.lock().unwrap_or_else(|p| p.into_inner()) = kept
+        .iter()
+        .map(|f| (f.hint.clone(), f.wakes.clone()))
+        .collect();
+    for f in &new.flows {
+        if !kept.iter().any(|k| k.settings.name == f.name) {
+            if !current.flows.iter().any(|c| c.name == f.name) {
+                added += 1;
+            }
+            kept.push(start_flow(env, f, watched).await);
+        }
+    }
+    add_watches(watcher, &new.flows);
+    *flows = kept;
+    let shutdown_grace = new.shutdown_grace;
+    *current = Settings {
+        flows: new.flows,
+        shutdown_grace,
+        ..current.clone()
+    };
+    tracing::info!(
+        added,
+        removed,
+        changed,
+        unchanged = flows.len() - added - changed,
+        "configuration reloaded"
+    );
+    notify_systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("running"),
+    ]);
 }
 
 /// Tells systemd about a state change; a no-op outside systemd (no
@@ -396,57 +575,59 @@ async fn save_periodically(
     }
 }
 
-/// Starts a notify watcher on the static part of every glob. Its events are
-/// hints only: they wake the tailer of a changed file, and make discovery
-/// rescan at once when files appear, vanish or are renamed. If watching
-/// fails, polling and the periodic rescan still find everything.
-fn watch(
-    settings: &Settings,
-    hints: Vec<Arc<Notify>>,
-    registries: Vec<WakeRegistry>,
-) -> Option<notify::RecommendedWatcher> {
+/// Starts a notify watcher. Its events are hints only: they wake the
+/// tailer of a changed file, and make discovery rescan at once when files
+/// appear, vanish or are renamed. If watching fails, polling and the
+/// periodic rescan still find everything.
+fn watch(watched: Watched) -> Option<notify::RecommendedWatcher> {
     let handler = move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
-        for reg in &registries {
+        let flows = watched.lock().unwrap_or_else(|p| p.into_inner());
+        let structural = matches!(
+            event.kind,
+            EventKind::Create(_)
+                | EventKind::Remove(_)
+                | EventKind::Modify(notify::event::ModifyKind::Name(_))
+        );
+        for (hint, reg) in flows.iter() {
             let reg = reg.lock().unwrap_or_else(|p| p.into_inner());
             for p in &event.paths {
                 if let Some(n) = reg.get(p) {
                     n.notify_one();
                 }
             }
-        }
-        if matches!(
-            event.kind,
-            EventKind::Create(_)
-                | EventKind::Remove(_)
-                | EventKind::Modify(notify::event::ModifyKind::Name(_))
-        ) {
-            for h in &hints {
-                h.notify_one();
+            if structural {
+                hint.notify_one();
             }
         }
     };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
+    match notify::recommended_watcher(handler) {
+        Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(error = %e, "cannot start file notifications; relying on polling");
-            return None;
+            None
         }
-    };
-    let mut watched = std::collections::HashSet::new();
-    for flow in &settings.flows {
+    }
+}
+
+/// Watches the static part of every glob of `flows`.
+fn add_watches(watcher: Option<&mut notify::RecommendedWatcher>, flows: &[FlowSettings]) {
+    let Some(watcher) = watcher else { return };
+    let mut done = std::collections::HashSet::new();
+    for flow in flows {
         for pattern in &flow.paths {
             let base = glob_base(pattern);
             let rest = pattern
                 .strip_prefix(base.to_string_lossy().as_ref())
                 .unwrap_or(pattern)
                 .trim_start_matches('/');
-            let mode = if rest.contains('/') {
+            let recursive = rest.contains('/');
+            let mode = if recursive {
                 RecursiveMode::Recursive
             } else {
                 RecursiveMode::NonRecursive
             };
-            if !watched.insert((base.clone(), rest.contains('/'))) {
+            if !done.insert((base.clone(), recursive)) {
                 continue;
             }
             if let Err(e) = watcher.watch(&base, mode) {
@@ -454,5 +635,4 @@ fn watch(
             }
         }
     }
-    Some(watcher)
 }

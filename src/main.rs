@@ -145,6 +145,7 @@ fn run(settings: Settings) -> ExitCode {
         }
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
@@ -156,9 +157,10 @@ fn run(settings: Settings) -> ExitCode {
         let mut stop_tx = Some(stop_tx);
         for sig in signals.forever() {
             match sig {
-                SIGHUP => tracing::warn!(
-                    "SIGHUP received: configuration reload is not supported by this version; still running"
-                ),
+                SIGHUP => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = reload_tx.send(());
+                }
                 _ => match stop_tx.take() {
                     Some(tx) => {
                         tracing::info!(signal = sig, "stop requested");
@@ -174,9 +176,13 @@ fn run(settings: Settings) -> ExitCode {
             }
         }
     });
-    let result = runtime.block_on(kinetail::daemon::run(settings, async {
-        let _ = stop_rx.await;
-    }));
+    let result = runtime.block_on(kinetail::daemon::run(
+        settings,
+        async {
+            let _ = stop_rx.await;
+        },
+        reload_rx,
+    ));
     // Lanes still retrying after the grace period are abandoned here.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {

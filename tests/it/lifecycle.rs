@@ -1,5 +1,6 @@
 //! The service life cycle as systemd sees it: the notify protocol.
 
+use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
@@ -338,4 +339,155 @@ fn api_beyond_loopback_must_be_asked_for() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_flows_and_rejects_an_invalid_config() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    for s in ["keep", "gone", "change", "new"] {
+        create_stream(&client, s, 1).await;
+    }
+    let s = Scratch::new();
+    for d in ["keep", "gone", "change", "new"] {
+        std::fs::create_dir_all(s.logs().join(d)).expect("dir");
+    }
+    let flow = |name: &str, linger: u32| {
+        format!(
+            "[[flow]]\nname = \"{name}\"\npaths = [\"{{logs}}/{name}/*.log\"]\nstream = \"{name}\"\nlinger_ms = {linger}\n"
+        )
+    };
+    let v1 = format!(
+        "{}{}{}",
+        flow("keep", 20),
+        flow("gone", 20),
+        flow("change", 20)
+    );
+    let config = s.config(&server.endpoint(), "", &v1);
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let lines = |tag: &str, from: usize, to: usize| -> String {
+        (from..to).map(|i| format!("{tag} {i:06}\n")).collect()
+    };
+    let append = |dir: &str, text: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(s.logs().join(dir).join("app.log"))
+            .expect("open");
+        f.write_all(text.as_bytes()).expect("append");
+    };
+    // The unchanged flow's file is written all along, across both reloads.
+    let keep_path = s.logs().join("keep/app.log");
+    let writer = std::thread::spawn(move || {
+        for i in 0..60 {
+            let text: String = (i * 100..(i + 1) * 100)
+                .map(|n| format!("keep {n:06}\n"))
+                .collect();
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&keep_path)
+                .expect("open");
+            f.write_all(text.as_bytes()).expect("append");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    append("gone", &lines("gone", 0, 500));
+    append("change", &lines("change", 0, 500));
+    assert_eq!(
+        wait_for_count(&client, "gone", 500, Duration::from_secs(60))
+            .await
+            .len(),
+        500
+    );
+    assert_eq!(
+        wait_for_count(&client, "change", 500, Duration::from_secs(60))
+            .await
+            .len(),
+        500
+    );
+
+    // Reload: "gone" removed, "change" changed, "new" added.
+    let v2 = format!(
+        "{}{}{}",
+        flow("keep", 20),
+        flow("change", 40),
+        flow("new", 20)
+    );
+    let text = std::fs::read_to_string(&config).expect("config");
+    let head = text.split("[[flow]]").next().expect("head").to_string();
+    std::fs::write(
+        &config,
+        format!(
+            "{head}{}",
+            v2.replace("{logs}", &s.logs().display().to_string())
+                .replace("[[flow]]\n", "[[flow]]\npace = false\n")
+        ),
+    )
+    .expect("v2");
+    daemon.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !daemon.log_text().contains("configuration reloaded") {
+        assert!(
+            Instant::now() < deadline,
+            "reload logged; log:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    append("gone", &lines("gone", 500, 600));
+    append("change", &lines("change", 500, 800));
+    append("new", &lines("new", 0, 300));
+    assert_eq!(
+        wait_for_count(&client, "new", 300, Duration::from_secs(60))
+            .await
+            .len(),
+        300,
+        "the new flow ships"
+    );
+    let change = wait_for_count(&client, "change", 800, Duration::from_secs(60)).await;
+    assert_eq!(
+        multiset(change.into_iter().map(|g| g.data)),
+        multiset(complete_lines(lines("change", 0, 800).as_bytes())),
+        "the changed flow goes on from where it was, once"
+    );
+
+    // An invalid configuration is rejected; shipping goes on.
+    std::fs::write(&config, "this is = = not toml").expect("bad config");
+    daemon.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !daemon.log_text().contains("configuration rejected") {
+        assert!(
+            Instant::now() < deadline,
+            "rejection logged; log:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    append("new", &lines("new", 300, 400));
+    assert_eq!(
+        wait_for_count(&client, "new", 400, Duration::from_secs(60))
+            .await
+            .len(),
+        400,
+        "still shipping after the rejection"
+    );
+
+    writer.join().expect("writer");
+    let keep = wait_for_count(&client, "keep", 6_000, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let keep_all = read_all(&client, "keep").await;
+    assert_eq!(keep_all.len(), keep.len());
+    assert_eq!(
+        multiset(keep_all.into_iter().map(|g| g.data)),
+        multiset(complete_lines(lines("keep", 0, 6_000).as_bytes())),
+        "the unchanged flow lost nothing and sent nothing twice"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        read_all(&client, "gone").await.len(),
+        500,
+        "the removed flow reads no more"
+    );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
 }
