@@ -25,7 +25,7 @@ as_root dpkg -i "$deb"
 /usr/bin/kinetail --version
 KINETAIL_STATE_DIR=/tmp/kinetail-package-check /usr/bin/kinetail check --config /etc/kinetail/kinetail.toml > /dev/null
 echo "installed config is valid"
-test -f /usr/share/man/man1/kinetail.1
+ls /usr/share/man/man1/kinetail.1* > /dev/null && echo "man page installed"
 getent passwd kinetail > /dev/null && echo "user kinetail exists"
 
 if command -v systemd-analyze >/dev/null; then

@@ -49,9 +49,7 @@ enum Command {
         json: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff).
     Man,
     /// Validate the configuration and print the effective settings.

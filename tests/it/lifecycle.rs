@@ -491,3 +491,68 @@ async fn sighup_reloads_flows_and_rejects_an_invalid_config() {
     );
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
+
+#[test]
+fn a_second_stop_signal_exits_at_once() {
+    let s = Scratch::new();
+    std::fs::write(
+        s.logs().join("a.log"),
+        "waiting for a server that is not there\n",
+    )
+    .expect("write");
+    // Nothing listens on port 9: records cannot be confirmed, so the first
+    // SIGTERM waits out its (long) grace period.
+    let config = s.config(
+        "http://127.0.0.1:9",
+        "shutdown_grace_ms = 60000",
+        "[[flow]]\nname = \"a\"\npaths = [\"{logs}/*.log\"]\nstream = \"s\"\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.log_text().contains("PutRecords failed") {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon tried to send; log:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    daemon.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        daemon.child.try_wait().expect("try_wait").is_none(),
+        "the first SIGTERM waits for in-flight records"
+    );
+    daemon.signal("TERM");
+    let started = Instant::now();
+    let status = daemon.wait(Duration::from_secs(5));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the second SIGTERM exits at once"
+    );
+    assert!(
+        !status.success(),
+        "an interrupted flush is not a clean exit: {status:?}"
+    );
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_cli() {
+    let out = kinetail()
+        .args(["completions", "bash"])
+        .output()
+        .expect("completions");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("_kinetail") && text.contains("status"),
+        "bash completion knows the subcommands"
+    );
+    let out = kinetail().arg("man").output().expect("man");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(".TH kinetail 1") && text.contains("check"),
+        "a roff page naming the subcommands"
+    );
+}
