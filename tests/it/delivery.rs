@@ -58,13 +58,7 @@ async fn a_mix_of_faults_loses_nothing_and_duplicates_only_unanswered_calls() {
         missing,
         0,
         "every line arrives; log tail:\n{}",
-        daemon
-            .log_text()
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n")
+        daemon.log_tail(20)
     );
     let st = &proxy.stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
@@ -88,17 +82,6 @@ async fn a_mix_of_faults_loses_nothing_and_duplicates_only_unanswered_calls() {
         load(&st.entries_unanswered)
     );
     assert!(daemon.stop(Duration::from_secs(30)).success());
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,13 +225,7 @@ async fn throttled_share(
         got.len(),
         n,
         "every line arrives; log:\n{}",
-        daemon
-            .log_text()
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n")
+        daemon.log_tail(20)
     );
     let shards: HashSet<&str> = got.iter().map(|g| g.shard.as_str()).collect();
     assert_eq!(shards.len(), 4, "records spread over the four shards");

@@ -508,16 +508,6 @@ async fn oversize_lines_are_split_truncated_or_dropped_and_dead_lettered_byte_fo
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
 
-/// Peak resident memory of a process, from /proc.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mib_line_without_newline_is_not_held_in_memory() {
     let server = Kinesalite::start();
@@ -625,13 +615,7 @@ async fn two_thousand_live_files_share_one_hundred_open_files() {
         got.len(),
         want,
         "every line of every file arrives; log:\n{}",
-        daemon
-            .log_text()
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
+        daemon.log_tail(30)
     );
     assert_eq!(
         multiset(got.into_iter().map(|g| g.data)),
