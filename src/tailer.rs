@@ -526,8 +526,9 @@ impl Tailer {
             Err(_) => return EofAction::Wait,
         };
         // After a copytruncate the writer may have refilled the file past
-        // our offset before we look; its head then no longer matches.
-        let rewritten = len >= self.read_offset && !head_matches(file, &self.fingerprint);
+        // our offset before we look; its head then no longer matches. Only
+        // a file with new bytes can be that, so a quiet file costs no read.
+        let rewritten = len > self.read_offset && !head_matches(file, &self.fingerprint);
         if len < self.read_offset || rewritten {
             Metrics::add(&self.flow.metrics.truncations, 1);
             tracing::warn!(flow = %self.flow.settings.name, path = %path.display(), size = len, offset = self.read_offset, rewritten,

@@ -1,0 +1,531 @@
+//! `kinetail-bench`: what kinetail costs per line, against the cost of the
+//! work itself.
+//!
+//! It starts a fast local PutRecords endpoint (parses every request fully:
+//! JSON, base64, the API limits; answers a sequence number per record),
+//! writes generated logs, runs the real `kinetail` binary (next to this one)
+//! over them, and reads the shipper's CPU time and peak memory from /proc.
+//! The floor is one thread doing the unavoidable part of the work on the
+//! same lines: read, split, base64, serialize the PutRecords JSON bodies and
+//! hash each with SHA-256 as SigV4 does; no network. Timings are wall-clock
+//! and noisy on shared machines: compare ratios taken in the same run.
+//!
+//! Usage: kinetail-bench [--quick] [--lines N] [--json FILE]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use sha2::Digest;
+
+/// Clock ticks per second of /proc/<pid>/stat times (USER_HZ, 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+#[derive(Default)]
+struct Counts {
+    kinesis_records: AtomicU64,
+    lines: AtomicU64,
+    bytes: AtomicU64,
+    calls: AtomicU64,
+    rejected: AtomicU64,
+}
+
+fn json(status: u16, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = "application/x-amz-json-1.1".parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// One PutRecords request, checked and counted as Kinesis would.
+fn put_records(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return json(400, r#"{"__type":"SerializationException"}"#.into());
+    };
+    let Some(records) = v["Records"].as_array() else {
+        return json(400, r#"{"__type":"ValidationException"}"#.into());
+    };
+    let mut total = 0usize;
+    let mut lines = 0u64;
+    if records.is_empty() || records.len() > 500 {
+        counts.rejected.fetch_add(1, Ordering::Relaxed);
+        return json(
+            400,
+            r#"{"__type":"ValidationException","message":"1 to 500 records"}"#.into(),
+        );
+    }
+    for r in records {
+        let key = r["PartitionKey"].as_str().unwrap_or("");
+        let data = r["Data"]
+            .as_str()
+            .and_then(|d| b64.decode(d).ok())
+            .unwrap_or_default();
+        let size = key.len() + data.len();
+        let chars = key.chars().count();
+        if !(1..=256).contains(&chars) || size > 1024 * 1024 {
+            counts.rejected.fetch_add(1, Ordering::Relaxed);
+            return json(
+                400,
+                r#"{"__type":"InvalidArgumentException","message":"record limits"}"#.into(),
+            );
+        }
+        total += size;
+        lines += kinetail::aggregate::decode(&data)
+            .map(|inner| inner.len() as u64)
+            .unwrap_or(1);
+    }
+    if total > 5 * 1024 * 1024 {
+        counts.rejected.fetch_add(1, Ordering::Relaxed);
+        return json(
+            400,
+            r#"{"__type":"InvalidArgumentException","message":"5 MiB per call"}"#.into(),
+        );
+    }
+    let seq = counts.calls.fetch_add(1, Ordering::Relaxed);
+    counts
+        .kinesis_records
+        .fetch_add(records.len() as u64, Ordering::Relaxed);
+    counts.lines.fetch_add(lines, Ordering::Relaxed);
+    counts.bytes.fetch_add(total as u64, Ordering::Relaxed);
+    let mut out = String::with_capacity(records.len() * 80 + 64);
+    out.push_str(r#"{"FailedRecordCount":0,"Records":["#);
+    for i in 0..records.len() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            r#"{{"SequenceNumber":"{seq:020}{i:05}","ShardId":"shardId-000000000000"}}"#
+        ));
+    }
+    out.push_str("]}");
+    json(200, out)
+}
+
+/// Four shards with equal hash-key ranges, for pacing and aggregation.
+fn list_shards() -> Response<Full<Bytes>> {
+    let quarter = u128::MAX / 4 + 1;
+    let shards: Vec<serde_json::Value> = (0..4u128)
+        .map(|i| {
+            serde_json::json!({
+                "ShardId": format!("shardId-{i:012}"),
+                "HashKeyRange": {"StartingHashKey": (i * quarter).to_string(), "EndingHashKey": (i * quarter + (quarter - 1)).to_string()},
+                "SequenceNumberRange": {"StartingSequenceNumber": "0"}
+            })
+        })
+        .collect();
+    json(200, serde_json::json!({ "Shards": shards }).to_string())
+}
+
+async fn endpoint(counts: Arc<Counts>) -> std::io::Result<u16> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let counts = counts.clone();
+                    async move {
+                        let target = req
+                            .headers()
+                            .get("x-amz-target")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let resp = if target.ends_with(".PutRecords") {
+                            put_records(&counts, &body)
+                        } else if target.ends_with(".ListShards") {
+                            list_shards()
+                        } else {
+                            json(400, r#"{"__type":"UnknownOperationException"}"#.into())
+                        };
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// Writes `n` lines of about 100 bytes to `path`.
+fn generate(path: &Path, n: u64) -> std::io::Result<u64> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut bytes = 0;
+    for i in 0..n {
+        let line = format!(
+            "2026-11-25T10:{:02}:{:02}.{:03}Z host-{} app[{}]: request {i:010} served in {} ms status 200 path /api/v1/items\n",
+            (i / 60_000) % 60,
+            (i / 1000) % 60,
+            i % 1000,
+            i % 7,
+            1000 + i % 97,
+            i % 250
+        );
+        f.write_all(line.as_bytes())?;
+        bytes += line.len() as u64;
+    }
+    f.flush()?;
+    Ok(bytes)
+}
+
+/// user+system seconds and peak RSS (KiB) of a process.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15; after ") " they are at 11, 12.
+    let cpu = (ticks(11) + ticks(12)) / TICKS_PER_SEC;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    (cpu, rss)
+}
+
+struct Row {
+    name: String,
+    lines: u64,
+    wall: f64,
+    cpu: f64,
+    rss_kib: u64,
+    kinesis_records: u64,
+    mb: f64,
+}
+
+/// A fresh scratch directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> std::io::Result<Scratch> {
+        let dir =
+            std::env::temp_dir().join(format!("kinetail-bench-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("logs"))?;
+        Ok(Scratch(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn kinetail_bin() -> PathBuf {
+    let me = std::env::current_exe().unwrap_or_default();
+    me.with_file_name("kinetail")
+}
+
+fn start_kinetail(dir: &Path, port: u16, flow_extra: &str) -> std::io::Result<Child> {
+    let config = dir.join("kinetail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}/state\"\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\"\n\n\
+             [[flow]]\nname = \"bench\"\npaths = [\"{}/logs/*.log\"]\nstream = \"bench\"\nlinger_ms = 20\n{flow_extra}\n",
+            dir.display(),
+            dir.display()
+        ),
+    )?;
+    Command::new(kinetail_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+}
+
+/// Ships `n` pre-written lines; returns the row once the endpoint counted
+/// every line.
+async fn backlog(name: &str, n: u64, flow_extra: &str) -> std::io::Result<Row> {
+    let slug: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let dir = Scratch::new(&slug)?;
+    let bytes = generate(&dir.path().join("logs/app.log"), n)?;
+    let counts = Arc::new(Counts::default());
+    let port = endpoint(counts.clone()).await?;
+    let started = Instant::now();
+    let mut child = start_kinetail(dir.path(), port, flow_extra)?;
+    let pid = child.id();
+    let mut last = (0.0, 0);
+    let deadline = started + Duration::from_secs(600);
+    while counts.lines.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+        last = usage(pid);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let (cpu, rss) = usage(pid);
+    let cpu = if cpu > 0.0 { cpu } else { last.0 };
+    let _ = child.kill();
+    let _ = child.wait();
+    if counts.lines.load(Ordering::Relaxed) < n {
+        eprintln!(
+            "{name}: only {} of {n} lines arrived",
+            counts.lines.load(Ordering::Relaxed)
+        );
+    }
+    Ok(Row {
+        name: name.to_string(),
+        lines: counts.lines.load(Ordering::Relaxed),
+        wall,
+        cpu,
+        rss_kib: rss.max(last.1),
+        kinesis_records: counts.kinesis_records.load(Ordering::Relaxed),
+        mb: bytes as f64 / 1e6,
+    })
+}
+
+/// 1,000 files that get one line a second each: idle CPU and memory.
+async fn quiet_files(files: u64, seconds: u64) -> std::io::Result<Row> {
+    let dir = Scratch::new("quiet")?;
+    for i in 0..files {
+        std::fs::write(
+            dir.path().join(format!("logs/f{i:05}.log")),
+            format!("first line of file {i}\n"),
+        )?;
+    }
+    let counts = Arc::new(Counts::default());
+    let port = endpoint(counts.clone()).await?;
+    let mut child = start_kinetail(dir.path(), port, "pace = false")?;
+    let pid = child.id();
+    // Let it open everything, then measure a quiet period with a line a
+    // second per file.
+    let settle = Instant::now() + Duration::from_secs(20);
+    while counts.lines.load(Ordering::Relaxed) < files && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (cpu0, _) = usage(pid);
+    let started = Instant::now();
+    for s in 0..seconds {
+        for i in 0..files {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(dir.path().join(format!("logs/f{i:05}.log")))?;
+            writeln!(f, "second {s} of file {i}")?;
+        }
+        let next = started + Duration::from_secs(s + 1);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let (cpu1, rss) = usage(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(Row {
+        name: format!("(c) {files} quiet files, 1 line/s each"),
+        lines: counts.lines.load(Ordering::Relaxed),
+        wall,
+        cpu: cpu1 - cpu0,
+        rss_kib: rss,
+        kinesis_records: counts.kinesis_records.load(Ordering::Relaxed),
+        mb: 0.0,
+    })
+}
+
+/// The floor: one thread reading the file, splitting lines, base64,
+/// PutRecords JSON bodies of 500 records, SHA-256 of each body.
+fn floor(n: u64) -> std::io::Result<Row> {
+    let dir = Scratch::new("floor")?;
+    let path = dir.path().join("app.log");
+    let bytes = generate(&path, n)?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (cpu0, _) = usage(std::process::id());
+    let started = Instant::now();
+    let data = std::fs::read(&path)?;
+    let mut body = String::with_capacity(200_000);
+    let mut in_batch = 0;
+    let mut digest_bytes = 0u64;
+    let mut flush = |body: &mut String, in_batch: &mut usize| {
+        body.push_str("],\"StreamName\":\"bench\"}");
+        digest_bytes += sha2::Sha256::digest(body.as_bytes())[0] as u64;
+        body.clear();
+        *in_batch = 0;
+    };
+    for (i, line) in data
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        if in_batch == 0 {
+            body.push_str("{\"Records\":[");
+        } else {
+            body.push(',');
+        }
+        body.push_str("{\"Data\":\"");
+        b64.encode_string(line, &mut body);
+        body.push_str(&format!("\",\"PartitionKey\":\"{:016x}\"}}", i));
+        in_batch += 1;
+        if in_batch == 500 {
+            flush(&mut body, &mut in_batch);
+        }
+    }
+    if in_batch > 0 {
+        flush(&mut body, &mut in_batch);
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let (cpu1, rss) = usage(std::process::id());
+    std::hint::black_box(digest_bytes);
+    Ok(Row {
+        name: "floor (1 thread, no network)".into(),
+        lines: n,
+        wall,
+        cpu: cpu1 - cpu0,
+        rss_kib: rss,
+        kinesis_records: 0,
+        mb: bytes as f64 / 1e6,
+    })
+}
+
+fn print(rows: &[Row], floor: &Row) {
+    println!(
+        "{:<44} {:>10} {:>12} {:>8} {:>7} {:>14} {:>10} {:>9} {:>12}",
+        "scenario",
+        "lines",
+        "lines/s",
+        "MB/s",
+        "CPU %",
+        "CPU s/M lines",
+        "vs floor",
+        "peak RSS",
+        "Kinesis recs"
+    );
+    for r in rows.iter().chain(std::iter::once(floor)) {
+        let per_m = if r.lines > 0 {
+            r.cpu / (r.lines as f64 / 1e6)
+        } else {
+            0.0
+        };
+        let floor_per_m = floor.cpu / (floor.lines as f64 / 1e6);
+        println!(
+            "{:<44} {:>10} {:>12.0} {:>8.1} {:>7.1} {:>14.3} {:>9.1}x {:>6} MiB {:>12}",
+            r.name,
+            r.lines,
+            r.lines as f64 / r.wall.max(1e-9),
+            r.mb / r.wall.max(1e-9),
+            100.0 * r.cpu / r.wall.max(1e-9),
+            per_m,
+            if floor_per_m > 0.0 && r.mb > 0.0 {
+                per_m / floor_per_m
+            } else {
+                0.0
+            },
+            r.rss_kib / 1024,
+            r.kinesis_records
+        );
+    }
+}
+
+fn to_json(rows: &[Row], floor: &Row) -> String {
+    let all: Vec<serde_json::Value> = rows
+        .iter()
+        .chain(std::iter::once(floor))
+        .map(|r| {
+            serde_json::json!({
+                "scenario": r.name, "lines": r.lines, "wall_seconds": r.wall, "cpu_seconds": r.cpu,
+                "lines_per_second": r.lines as f64 / r.wall.max(1e-9),
+                "cpu_seconds_per_million_lines": if r.lines > 0 { r.cpu / (r.lines as f64 / 1e6) } else { 0.0 },
+                "peak_rss_kib": r.rss_kib, "kinesis_records": r.kinesis_records, "megabytes": r.mb,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&all).unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let n: u64 = value("--lines")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 50_000 } else { 2_000_000 });
+    if !kinetail_bin().exists() {
+        eprintln!(
+            "kinetail-bench: {} not found; build it with `cargo build --release`",
+            kinetail_bin().display()
+        );
+        std::process::exit(2);
+    }
+    let mut rows = Vec::new();
+    rows.push(
+        backlog(
+            "(a) backlog, 100-byte lines",
+            n,
+            "pace = false\nmax_in_flight = 8",
+        )
+        .await?,
+    );
+    rows.push(
+        backlog(
+            "(d) backlog, aggregated (4 shards)",
+            n,
+            "pace = false\nmax_in_flight = 8\naggregate = true",
+        )
+        .await?,
+    );
+    let files = if quick { 100 } else { 1_000 };
+    rows.push(quiet_files(files, if quick { 3 } else { 30 }).await?);
+    let fl = floor(n)?;
+    print(&rows, &fl);
+    if let Some(path) = value("--json") {
+        std::fs::write(&path, to_json(&rows, &fl))?;
+    }
+    let summary: BTreeMap<&str, u64> = rows.iter().map(|r| (r.name.as_str(), r.lines)).collect();
+    let short: Vec<_> = rows
+        .iter()
+        .filter(|r| r.name.starts_with("(a)") || r.name.starts_with("(d)"))
+        .filter(|r| r.lines < n)
+        .collect();
+    if !short.is_empty() {
+        eprintln!("kinetail-bench: not every line arrived: {summary:?}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
