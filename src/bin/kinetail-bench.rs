@@ -37,6 +37,27 @@ struct Counts {
     bytes: AtomicU64,
     calls: AtomicU64,
     rejected: AtomicU64,
+    /// Write-to-confirmation delays (microseconds) of lines carrying a
+    /// `t=<unix nanos>` stamp.
+    delays_us: std::sync::Mutex<Vec<u64>>,
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// The write time stamped into a line by the steady writer.
+fn stamp(data: &[u8]) -> Option<u64> {
+    let at = data.windows(2).position(|w| w == b"t=")?;
+    let digits: Vec<u8> = data[at + 2..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
 fn json(status: u16, body: String) -> Response<Full<Bytes>> {
@@ -86,6 +107,15 @@ fn put_records(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
         lines += kinetail::aggregate::decode(&data)
             .map(|inner| inner.len() as u64)
             .unwrap_or(1);
+        if let Some(t) = stamp(&data) {
+            // Answered now: the line is confirmed once this response lands.
+            let d = now_nanos().saturating_sub(t) / 1000;
+            counts
+                .delays_us
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(d);
+        }
     }
     if total > 5 * 1024 * 1024 {
         counts.rejected.fetch_add(1, Ordering::Relaxed);
@@ -261,7 +291,7 @@ fn start_kinetail(dir: &Path, port: u16, flow_extra: &str) -> std::io::Result<Ch
         &config,
         format!(
             "state_dir = \"{}/state\"\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\"\n\n\
-             [[flow]]\nname = \"bench\"\npaths = [\"{}/logs/*.log\"]\nstream = \"bench\"\nlinger_ms = 20\n{flow_extra}\n",
+             [[flow]]\nname = \"bench\"\npaths = [\"{}/logs/*.log\"]\nstream = \"bench\"\n{flow_extra}\n",
             dir.display(),
             dir.display()
         ),
@@ -318,6 +348,66 @@ async fn backlog(name: &str, n: u64, flow_extra: &str) -> std::io::Result<Row> {
     })
 }
 
+/// Lines appended at `rate` per second for `seconds`, each stamped with its
+/// write time: the delay until the endpoint confirms it, and the CPU used.
+async fn steady(rate: u64, seconds: u64) -> std::io::Result<(Row, u64, u64)> {
+    let dir = Scratch::new("steady")?;
+    let path = dir.path().join("logs/app.log");
+    std::fs::write(&path, b"")?;
+    let counts = Arc::new(Counts::default());
+    let port = endpoint(counts.clone()).await?;
+    // The default linger (200 ms): the delay target is linger + 100 ms.
+    let mut child = start_kinetail(dir.path(), port, "pace = false\nlinger_ms = 200")?;
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (cpu0, _) = usage(pid);
+    let started = Instant::now();
+    let tick = Duration::from_millis(10);
+    let per_tick = (rate / 100).max(1);
+    let mut written = 0u64;
+    let mut f = std::fs::OpenOptions::new().append(true).open(&path)?;
+    for k in 0..seconds * 100 {
+        let mut buf = String::with_capacity(per_tick as usize * 100);
+        for _ in 0..per_tick {
+            let t = now_nanos();
+            buf.push_str(&format!(
+                "2026-11-25T10:00:00Z host-1 app[7]: steady line {written:010} t={t} pad\n"
+            ));
+            written += 1;
+        }
+        f.write_all(buf.as_bytes())?;
+        let next = started + tick * (k as u32 + 1);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counts.lines.load(Ordering::Relaxed) < written && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let (cpu1, rss) = usage(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut delays =
+        std::mem::take(&mut *counts.delays_us.lock().unwrap_or_else(|p| p.into_inner()));
+    delays.sort_unstable();
+    let pct = |p: f64| {
+        delays
+            .get(((delays.len() as f64 * p) as usize).min(delays.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    let row = Row {
+        name: format!("(b) steady {rate} lines/s for {seconds} s"),
+        lines: counts.lines.load(Ordering::Relaxed),
+        wall,
+        cpu: cpu1 - cpu0,
+        rss_kib: rss,
+        kinesis_records: counts.kinesis_records.load(Ordering::Relaxed),
+        mb: written as f64 * 100.0 / 1e6,
+    };
+    Ok((row, pct(0.5) / 1000, pct(0.99) / 1000))
+}
+
 /// 1,000 files that get one line a second each: idle CPU and memory.
 async fn quiet_files(files: u64, seconds: u64) -> std::io::Result<Row> {
     let dir = Scratch::new("quiet")?;
@@ -329,7 +419,7 @@ async fn quiet_files(files: u64, seconds: u64) -> std::io::Result<Row> {
     }
     let counts = Arc::new(Counts::default());
     let port = endpoint(counts.clone()).await?;
-    let mut child = start_kinetail(dir.path(), port, "pace = false")?;
+    let mut child = start_kinetail(dir.path(), port, "pace = false\nlinger_ms = 20")?;
     let pid = child.id();
     // Let it open everything, then measure a quiet period with a line a
     // second per file.
@@ -498,7 +588,7 @@ async fn main() -> std::io::Result<()> {
         backlog(
             "(a) backlog, 100-byte lines",
             n,
-            "pace = false\nmax_in_flight = 8",
+            "pace = false\nmax_in_flight = 8\nlinger_ms = 20",
         )
         .await?,
     );
@@ -506,16 +596,28 @@ async fn main() -> std::io::Result<()> {
         backlog(
             "(d) backlog, aggregated (4 shards)",
             n,
-            "pace = false\nmax_in_flight = 8\naggregate = true",
+            "pace = false\nmax_in_flight = 8\nlinger_ms = 20\naggregate = true",
         )
         .await?,
     );
+    let (steady_row, p50, p99) = if quick {
+        steady(5_000, 3).await?
+    } else {
+        steady(50_000, 30).await?
+    };
+    rows.push(steady_row);
     let files = if quick { 100 } else { 1_000 };
     rows.push(quiet_files(files, if quick { 3 } else { 30 }).await?);
     let fl = floor(n)?;
     print(&rows, &fl);
+    println!("(b) write-to-confirmation delay: p50 {p50} ms, p99 {p99} ms (linger 200 ms)");
     if let Some(path) = value("--json") {
-        std::fs::write(&path, to_json(&rows, &fl))?;
+        let mut v: serde_json::Value =
+            serde_json::from_str(&to_json(&rows, &fl)).unwrap_or_default();
+        if let Some(a) = v.as_array_mut() {
+            a.push(serde_json::json!({"scenario": "(b) delay", "p50_ms": p50, "p99_ms": p99}));
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap_or_default())?;
     }
     let summary: BTreeMap<&str, u64> = rows.iter().map(|r| (r.name.as_str(), r.lines)).collect();
     let short: Vec<_> = rows
