@@ -177,10 +177,7 @@ pub fn render(state: &ApiState) -> String {
         "kinetail_in_flight_calls {}",
         m.in_flight.load(Ordering::Relaxed)
     );
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = crate::checkpoint::now_ms();
     let last = Metrics::get(&m.last_checkpoint_unix_ms);
     let _ = writeln!(
         out,

@@ -555,10 +555,7 @@ async fn save_periodically(
         match tokio::task::spawn_blocking(move || cp.save()).await {
             Ok(Ok(_)) => {
                 last_error = None;
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
+                let now = crate::checkpoint::now_ms();
                 metrics
                     .last_checkpoint_unix_ms
                     .store(now, std::sync::atomic::Ordering::Relaxed);

@@ -143,10 +143,7 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
             }
         }
     } else {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = kinetail::checkpoint::now_ms();
         print!("{}", kinetail::status::render(&files, now));
     }
     ExitCode::SUCCESS

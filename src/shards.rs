@@ -264,6 +264,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Four shards with equal hash-key ranges, as Kinesis creates them.
+    fn four_shards() -> (u128, ShardMap) {
+        let quarter = u128::MAX / 4 + 1;
+        let map = ShardMap::new(
+            (0..4)
+                .map(|i| (i as u128 * quarter, format!("s{i}")))
+                .collect(),
+        )
+        .unwrap();
+        (quarter, map)
+    }
+
     #[test]
     fn hash_key_is_md5_as_big_endian_u128() {
         // MD5("abc") = 900150983cd24fb0d6963f7d28e17f72
@@ -286,13 +298,7 @@ mod tests {
 
     #[test]
     fn equal_keys_share_a_lane_with_or_without_a_map() {
-        let quarter = u128::MAX / 4 + 1;
-        let map = ShardMap::new(
-            (0..4)
-                .map(|i| (i as u128 * quarter, format!("s{i}")))
-                .collect(),
-        )
-        .unwrap();
+        let (_, map) = four_shards();
         let r = Router::new(None, 3);
         assert_eq!(r.route(None, "user-1", None), r.route(None, "user-1", None));
         let (lane, shard) = r.route(Some(&map), "abc", None);
@@ -304,13 +310,7 @@ mod tests {
 
     #[test]
     fn shard_of_finds_the_range() {
-        let quarter = u128::MAX / 4 + 1;
-        let map = ShardMap::new(
-            (0..4)
-                .map(|i| (i as u128 * quarter, format!("s{i}")))
-                .collect(),
-        )
-        .unwrap();
+        let (quarter, map) = four_shards();
         assert_eq!(map.shard_of(0), 0);
         assert_eq!(map.shard_of(quarter - 1), 0);
         assert_eq!(map.shard_of(quarter), 1);

@@ -111,6 +111,37 @@ impl DeadLetter {
         &self.path
     }
 
+    /// Writes one record durably, retrying with backoff until it is written
+    /// (a full disk, say, is logged and waited out): the caller may ack the
+    /// record once this returns, and never before.
+    pub async fn write_until_written(
+        self: &Arc<Self>,
+        flow: &str,
+        source: &Path,
+        r: &Record,
+        reason: &str,
+    ) {
+        let mut wait = backoff(Duration::from_secs(1), Duration::from_secs(30));
+        loop {
+            let (dl, f, src, rec, why) = (
+                self.clone(),
+                flow.to_string(),
+                source.to_path_buf(),
+                r.clone(),
+                reason.to_string(),
+            );
+            match tokio::task::spawn_blocking(move || dl.write(&f, &src, &rec, &why)).await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => {
+                    tracing::error!(path = %self.path.display(), error = %e, "cannot write the dead-letter file; retrying")
+                }
+                Err(e) => tracing::error!(error = %e, "dead-letter writer failed; retrying"),
+            }
+            tokio::time::sleep(wait.next().unwrap_or(Duration::from_secs(30))).await;
+        }
+        tracing::warn!(flow, path = %source.display(), offset = r.start, bytes = r.data.len(), reason, "record dead-lettered");
+    }
+
     /// Writes one entry and fsyncs it. Only after this returns `Ok` may the
     /// record be acked.
     pub fn write(
@@ -121,7 +152,7 @@ impl DeadLetter {
         reason: &str,
     ) -> std::io::Result<()> {
         let entry = serde_json::json!({
-            "time_unix_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            "time_unix_ms": crate::checkpoint::now_ms(),
             "flow": flow,
             "path": source.display().to_string(),
             "start_offset": r.start,
@@ -556,27 +587,10 @@ impl Lane {
     async fn dead_letter(&self, records: Vec<Record>, reason: &str) {
         for r in &records {
             let path = self.shared.checkpoints.path_of(r.file).unwrap_or_default();
-            let mut wait = backoff(Duration::from_secs(1), Duration::from_secs(30));
-            loop {
-                let dl = self.shared.dead_letter.clone();
-                let (flow, rec, why, src) = (
-                    self.flow.clone(),
-                    r.clone(),
-                    reason.to_string(),
-                    path.clone(),
-                );
-                let written =
-                    tokio::task::spawn_blocking(move || dl.write(&flow, &src, &rec, &why)).await;
-                match written {
-                    Ok(Ok(())) => break,
-                    Ok(Err(e)) => {
-                        tracing::error!(path = %self.shared.dead_letter.path().display(), error = %e, "cannot write the dead-letter file; retrying")
-                    }
-                    Err(e) => tracing::error!(error = %e, "dead-letter writer failed; retrying"),
-                }
-                tokio::time::sleep(wait.next().unwrap_or(Duration::from_secs(30))).await;
-            }
-            tracing::warn!(flow = %self.flow, path = %path.display(), offset = r.start, reason, "record dead-lettered");
+            self.shared
+                .dead_letter
+                .write_until_written(&self.flow, &path, r, reason)
+                .await;
         }
         Metrics::add(&self.shared.metrics.dead_lettered, records.len() as u64);
         self.release(&records);

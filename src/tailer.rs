@@ -104,9 +104,9 @@ pub struct FlowRuntime {
     pub hostname: String,
 }
 
-/// Reads the fingerprint of an open file: a hash of its first bytes.
-pub fn fingerprint(file: &File) -> std::io::Result<Fingerprint> {
-    let mut head = vec![0u8; Fingerprint::MAX_LEN as usize];
+/// The first `len` bytes of a file, or fewer if it is shorter.
+fn read_head(file: &File, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut head = vec![0u8; len];
     let mut n = 0;
     while n < head.len() {
         match file.read_at(&mut head[n..], n as u64)? {
@@ -115,20 +115,23 @@ pub fn fingerprint(file: &File) -> std::io::Result<Fingerprint> {
         }
     }
     head.truncate(n);
-    Ok(Fingerprint::of(&head))
+    Ok(head)
+}
+
+/// Reads the fingerprint of an open file: a hash of its first bytes.
+pub fn fingerprint(file: &File) -> std::io::Result<Fingerprint> {
+    Ok(Fingerprint::of(&read_head(
+        file,
+        Fingerprint::MAX_LEN as usize,
+    )?))
 }
 
 /// Whether the first `fp.len` bytes of `file` still hash to `fp`.
 pub fn head_matches(file: &File, fp: &Fingerprint) -> bool {
-    let mut head = vec![0u8; fp.len as usize];
-    let mut n = 0;
-    while n < head.len() {
-        match file.read_at(&mut head[n..], n as u64) {
-            Ok(0) | Err(_) => return false,
-            Ok(k) => n += k,
-        }
+    match read_head(file, fp.len as usize) {
+        Ok(head) => head.len() as u64 == fp.len && Fingerprint::of(&head) == *fp,
+        Err(_) => false,
     }
-    Fingerprint::of(&head) == *fp
 }
 
 /// The identity of an open file.
@@ -467,53 +470,25 @@ impl Tailer {
     /// acks their ranges.
     async fn dead_letter(&self, dead: Vec<(Line, &'static str)>) {
         let path = self.path();
-        let records: Vec<(Record, &'static str)> = dead
-            .into_iter()
-            .map(|(l, why)| {
-                (
-                    Record {
-                        data: l.data,
-                        key: String::new(),
-                        file: self.id,
-                        start: l.start,
-                        end: l.end,
-                        ehk: None,
-                        shard: NO_SHARD,
-                    },
-                    why,
-                )
-            })
-            .collect();
-        let mut wait = Duration::from_millis(100);
-        let records = Arc::new(records);
-        loop {
-            let (dl, recs, flow, p) = (
-                self.flow.dead_letter.clone(),
-                records.clone(),
-                self.flow.settings.name.clone(),
-                path.clone(),
-            );
-            let written = tokio::task::spawn_blocking(move || {
-                recs.iter()
-                    .try_for_each(|(r, why)| dl.write(&flow, &p, r, why))
-            })
-            .await;
-            match written {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => {
-                    tracing::error!(path = %self.flow.dead_letter.path().display(), error = %e, "cannot write the dead-letter file; retrying")
-                }
-                Err(e) => tracing::error!(error = %e, "dead-letter writer failed; retrying"),
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(30));
-        }
-        for (r, why) in records.iter() {
-            tracing::warn!(flow = %self.flow.settings.name, path = %path.display(), offset = r.start, bytes = r.data.len(), reason = why, "dead-lettered");
+        let mut records = Vec::with_capacity(dead.len());
+        for (l, why) in dead {
+            let r = Record {
+                data: l.data,
+                key: String::new(),
+                file: self.id,
+                start: l.start,
+                end: l.end,
+                ehk: None,
+                shard: NO_SHARD,
+            };
+            self.flow
+                .dead_letter
+                .write_until_written(&self.flow.settings.name, &path, &r, why)
+                .await;
+            records.push(r);
         }
         Metrics::add(&self.flow.metrics.dead_lettered, records.len() as u64);
-        let recs: Vec<Record> = records.iter().map(|(r, _)| r.clone()).collect();
-        self.flow.checkpoints.ack(&coalesce_acks(&recs));
+        self.flow.checkpoints.ack(&coalesce_acks(&records));
     }
 
     fn at_eof(&mut self, orphan_since: &mut Option<Instant>) -> EofAction {
