@@ -579,6 +579,11 @@ async fn save_periodically(
 fn watch(watched: Watched) -> Option<notify::RecommendedWatcher> {
     let handler = move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
+        // Opens, closes and reads (our own among them) say nothing new:
+        // waking a tailer for them would only cost a read and a stat.
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
         let flows = watched.lock().unwrap_or_else(|p| p.into_inner());
         let structural = matches!(
             event.kind,

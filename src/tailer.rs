@@ -45,14 +45,22 @@ use crate::sink::DeadLetter;
 /// with room for any key and for the truncation marker.
 const MAX_LINE_PIECE: usize = MAX_DATA_BYTES - TRUNCATION_MARKER.len();
 
-/// Bytes asked of the kernel per read.
+/// Bytes asked of the kernel per read, at most: a file being caught up on
+/// grows its buffer to this.
 pub const READ_CHUNK: usize = 64 * 1024;
+/// Bytes asked of the kernel per read after a wait: most quiet files get a
+/// few lines at a time, and a thousand of them should not hold a large
+/// buffer each.
+const READ_START: usize = 4 * 1024;
 /// Records are handed to a lane in groups of at most this many budget bytes.
 const HANDOFF_BYTES: usize = 512 * 1024;
 /// First and last wait between polls of a file at its end. notify events
 /// wake the tailer sooner; polling is the guarantee.
 const POLL_MIN: Duration = Duration::from_millis(50);
 const POLL_MAX: Duration = Duration::from_millis(1000);
+/// How often a file whose changes are announced by notifications is
+/// checked anyway, in case one was missed.
+const POLL_SAFETY: Duration = Duration::from_secs(5);
 /// A file whose path no longer names it is closed after this much quiet.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(5);
 
@@ -175,6 +183,9 @@ pub struct Tailer {
     last_line_at: Instant,
     /// Offset of the next byte to read.
     read_offset: u64,
+    /// Set once a file notification has woken this tailer: its changes are
+    /// announced, so polling is only a slow safety net (see `next_poll`).
+    notified: bool,
     shutdown: CancellationToken,
 }
 
@@ -206,6 +217,7 @@ impl Tailer {
             multiline,
             last_line_at: Instant::now(),
             read_offset: offset,
+            notified: false,
             shutdown,
         };
         // Reads continue from `offset`; seeking is what positions them.
@@ -216,6 +228,21 @@ impl Tailer {
             t.park();
         }
         t
+    }
+
+    /// The first poll interval after activity. A file whose changes wake
+    /// this tailer is read when they happen, and polled only as a safety
+    /// net for missed notifications; one without notifications (a network
+    /// filesystem, a renamed file draining) is polled fast after activity,
+    /// backing off while it stays quiet.
+    fn next_poll(&self) -> Duration {
+        if self.notified { POLL_SAFETY } else { POLL_MIN }
+    }
+
+    /// The poll interval after one that found nothing: doubled, up to the
+    /// longest for this file.
+    fn slower(&self, poll: Duration) -> Duration {
+        (poll * 2).min(if self.notified { POLL_SAFETY } else { POLL_MAX })
     }
 
     /// Closes the file and gives its slot to whoever waits for one.
@@ -229,8 +256,11 @@ impl Tailer {
     async fn unpark(&mut self, poll: &mut Duration, orphan_since: &mut Option<Instant>) -> bool {
         loop {
             tokio::select! {
-                _ = self.wake.notified() => *poll = POLL_MIN,
-                _ = tokio::time::sleep(*poll) => *poll = (*poll * 2).min(POLL_MAX),
+                _ = self.wake.notified() => {
+                    self.notified = true;
+                    *poll = self.next_poll();
+                }
+                _ = tokio::time::sleep(*poll) => *poll = self.slower(*poll),
                 _ = self.shutdown.cancelled() => return false,
             }
             let path = self.path();
@@ -290,7 +320,8 @@ impl Tailer {
     /// Reads until shutdown, or until the file is gone from its path and
     /// quiet.
     pub async fn run(mut self) {
-        let mut buf = vec![0u8; READ_CHUNK];
+        // Empty while waiting; see `READ_START`.
+        let mut buf: Vec<u8> = Vec::new();
         let mut framed: Vec<Line> = Vec::new();
         let mut lines: Vec<Line> = Vec::new();
         let mut poll = POLL_MIN;
@@ -306,8 +337,13 @@ impl Tailer {
                 }
                 break;
             };
+            if buf.is_empty() {
+                buf = vec![0u8; READ_START];
+            }
             match file.read(&mut buf) {
                 Ok(0) => {
+                    // Caught up: the buffer goes until there is more.
+                    buf = Vec::new();
                     // Others wait for a slot, or this file has been quiet
                     // for the idle timeout: close it until it changes. A
                     // pending multi-line event goes out first.
@@ -335,8 +371,11 @@ impl Tailer {
                         wait = wait.min(agg.timeout().saturating_sub(self.last_line_at.elapsed()));
                     }
                     tokio::select! {
-                        _ = self.wake.notified() => poll = POLL_MIN,
-                        _ = tokio::time::sleep(wait) => poll = (poll * 2).min(POLL_MAX),
+                        _ = self.wake.notified() => {
+                            self.notified = true;
+                            poll = self.next_poll();
+                        }
+                        _ = tokio::time::sleep(wait) => poll = self.slower(poll),
                         _ = self.shutdown.cancelled() => break,
                     }
                     let timed_out = self.multiline.as_ref().is_some_and(|a| {
@@ -360,13 +399,17 @@ impl Tailer {
                     }
                 }
                 Ok(n) => {
-                    poll = POLL_MIN;
+                    poll = self.next_poll();
                     orphan_since = None;
                     last_error = None;
                     self.last_data_at = Instant::now();
                     self.read_offset += n as u64;
                     Metrics::add(&self.flow.metrics.bytes_read, n as u64);
                     self.framer.feed(&buf[..n], &mut framed);
+                    if n == buf.len() && buf.len() < READ_CHUNK {
+                        // A full read: there is likely more; ask for more.
+                        buf = vec![0u8; (buf.len() * 2).min(READ_CHUNK)];
+                    }
                     if let Handoff::Shutdown = self.shape(&mut framed, &mut lines).await {
                         break;
                     }
@@ -492,7 +535,6 @@ impl Tailer {
     }
 
     fn at_eof(&mut self, orphan_since: &mut Option<Instant>) -> EofAction {
-        let path = self.path();
         let Some(file) = self.file.as_ref() else {
             return EofAction::Wait;
         };
@@ -506,10 +548,16 @@ impl Tailer {
         let rewritten = len > self.read_offset && !head_matches(file, &self.fingerprint);
         if len < self.read_offset || rewritten {
             Metrics::add(&self.flow.metrics.truncations, 1);
-            tracing::warn!(flow = %self.flow.settings.name, path = %path.display(), size = len, offset = self.read_offset, rewritten,
+            tracing::warn!(flow = %self.flow.settings.name, path = %self.path().display(), size = len, offset = self.read_offset, rewritten,
                 "file was truncated (shorter than what was read, or its first bytes changed); reading again from the start");
             return EofAction::Truncated { len };
         }
+        if len > self.read_offset {
+            // More to read: whether the path still leads here matters only
+            // once the file is drained.
+            return EofAction::Wait;
+        }
+        let path = self.path();
         let still_here = std::fs::metadata(&path)
             .map(|m| file_key(&m) == self.key)
             .unwrap_or(false);
