@@ -87,7 +87,19 @@ impl KeySpec {
 }
 
 fn hex64(v: u64) -> String {
-    format!("{v:016x}")
+    hex(&v.to_be_bytes())
+}
+
+/// Lower-case hex of `bytes`. A key is made per line, so this avoids the
+/// formatting machinery.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
 }
 
 fn nonempty(s: String) -> Option<String> {
@@ -97,10 +109,7 @@ fn nonempty(s: String) -> Option<String> {
 fn extract(src: &KeySource, data: &[u8], ctx: KeyContext<'_>, random: u64) -> Option<String> {
     match src {
         KeySource::Random => Some(hex64(random)),
-        KeySource::Deterministic => {
-            let digest = Md5::digest(data);
-            Some(digest.iter().map(|b| format!("{b:02x}")).collect())
-        }
+        KeySource::Deterministic => Some(hex(&Md5::digest(data))),
         KeySource::Static(v) => nonempty(v.clone()),
         KeySource::Regex { re, group } => {
             let caps = re.captures(data)?;

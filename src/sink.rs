@@ -309,17 +309,11 @@ impl Lane {
                             }
                         }
                         let (data, records) = agg.finish();
-                        if records.len() == 1 {
-                            // One record alone goes out plain: no overhead.
-                            Entry {
-                                records,
-                                aggregate: None,
-                            }
-                        } else {
-                            Entry {
-                                records,
-                                aggregate: Some(data),
-                            }
+                        // One record alone goes out plain: no overhead.
+                        let aggregate = (records.len() > 1).then_some(data);
+                        Entry {
+                            records: records.into(),
+                            aggregate,
                         }
                     }
                 }
@@ -349,30 +343,33 @@ impl Lane {
                         let mut confirmed = Vec::with_capacity(pending.len());
                         let mut failed = Vec::new();
                         let mut first_code = None;
-                        let mut codes_failed: Vec<String> = Vec::new();
-                        // The sequence number of the last confirmed record
-                        // of each file, for `kinetail status`.
-                        let mut last_seq: Vec<(FileId, String)> = Vec::new();
-                        for (r, answer) in pending.drain(..).zip(codes) {
+                        let mut codes_failed: Vec<&str> = Vec::new();
+                        // Where the answer for the last confirmed record of
+                        // each file is, for `kinetail status`.
+                        let mut last_seq: Vec<(FileId, usize)> = Vec::new();
+                        for (i, (r, answer)) in pending.drain(..).zip(&codes).enumerate() {
                             match answer {
-                                Ok(seq) => {
+                                Ok(_) => {
                                     for m in &r.records {
-                                        match last_seq.iter_mut().find(|(f, _)| *f == m.file) {
-                                            Some(entry) => entry.1 = seq.clone(),
-                                            None => last_seq.push((m.file, seq.clone())),
+                                        match last_seq.iter_mut().rev().find(|(f, _)| *f == m.file)
+                                        {
+                                            Some(entry) => entry.1 = i,
+                                            None => last_seq.push((m.file, i)),
                                         }
                                     }
                                     confirmed.push(r);
                                 }
                                 Err(c) => {
-                                    codes_failed.push(c.clone());
-                                    first_code.get_or_insert(c);
+                                    codes_failed.push(c);
+                                    first_code.get_or_insert(c.as_str());
                                     failed.push(r);
                                 }
                             }
                         }
-                        for (file, seq) in last_seq {
-                            self.shared.checkpoints.note_sequence(file, seq);
+                        for (file, i) in last_seq {
+                            if let Some(Ok(seq)) = codes.get(i) {
+                                self.shared.checkpoints.note_sequence(file, seq.clone());
+                            }
                         }
                         let confirmed_any = !confirmed.is_empty();
                         self.confirm(&confirmed);
@@ -384,8 +381,7 @@ impl Lane {
                             self.shared.metrics.retried(code, 1);
                         }
                         if self.pace.is_some()
-                            && first_code.as_deref()
-                                == Some("ProvisionedThroughputExceededException")
+                            && first_code == Some("ProvisionedThroughputExceededException")
                         {
                             // Throttled despite pacing: the shards may have
                             // changed (a split or merge).
@@ -526,7 +522,7 @@ impl Lane {
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match sent {
             Ok(out) => {
-                let entries = out.records();
+                let entries = out.records;
                 if entries.len() != records.len() {
                     return CallResult::Failed {
                         class: Failure::Retry,
@@ -540,10 +536,10 @@ impl Lane {
                 }
                 CallResult::Entries(
                     entries
-                        .iter()
-                        .map(|e| match (e.sequence_number(), e.error_code()) {
-                            (Some(seq), None) => Ok(seq.to_string()),
-                            (_, code) => Err(code.unwrap_or("NoSequenceNumber").to_string()),
+                        .into_iter()
+                        .map(|e| match (e.sequence_number, e.error_code) {
+                            (Some(seq), None) => Ok(seq),
+                            (_, code) => Err(code.unwrap_or_else(|| "NoSequenceNumber".into())),
                         })
                         .collect(),
                 )

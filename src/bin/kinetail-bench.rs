@@ -10,7 +10,7 @@
 //! hash each with SHA-256 as SigV4 does; no network. Timings are wall-clock
 //! and noisy on shared machines: compare ratios taken in the same run.
 //!
-//! Usage: kinetail-bench [--quick] [--lines N] [--json FILE]
+//! Usage: kinetail-bench [--quick] [--lines N] [--only a,b,c,d] [--json FILE]
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -70,15 +70,29 @@ fn json(status: u16, body: String) -> Response<Full<Bytes>> {
     r
 }
 
+/// The part of a PutRecords request the endpoint reads, borrowed from the
+/// body where it can be (strings with escapes are unescaped into a copy).
+#[derive(serde::Deserialize)]
+struct PutRecordsBody<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Vec<RequestEntry<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct RequestEntry<'a> {
+    #[serde(rename = "Data", borrow)]
+    data: std::borrow::Cow<'a, str>,
+    #[serde(rename = "PartitionKey", borrow)]
+    key: std::borrow::Cow<'a, str>,
+}
+
 /// One PutRecords request, checked and counted as Kinesis would.
 fn put_records(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+    let Ok(req) = serde_json::from_slice::<PutRecordsBody>(body) else {
         return json(400, r#"{"__type":"SerializationException"}"#.into());
     };
-    let Some(records) = v["Records"].as_array() else {
-        return json(400, r#"{"__type":"ValidationException"}"#.into());
-    };
+    let records = req.records;
     let mut total = 0usize;
     let mut lines = 0u64;
     if records.is_empty() || records.len() > 500 {
@@ -88,12 +102,14 @@ fn put_records(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
             r#"{"__type":"ValidationException","message":"1 to 500 records"}"#.into(),
         );
     }
-    for r in records {
-        let key = r["PartitionKey"].as_str().unwrap_or("");
-        let data = r["Data"]
-            .as_str()
-            .and_then(|d| b64.decode(d).ok())
-            .unwrap_or_default();
+    let mut data = Vec::new();
+    for r in &records {
+        let key = &r.key;
+        data.clear();
+        if b64.decode_vec(r.data.as_bytes(), &mut data).is_err() {
+            counts.rejected.fetch_add(1, Ordering::Relaxed);
+            return json(400, r#"{"__type":"SerializationException"}"#.into());
+        }
         let size = key.len() + data.len();
         let chars = key.chars().count();
         if !(1..=256).contains(&chars) || size > 1024 * 1024 {
@@ -224,8 +240,20 @@ fn generate(path: &Path, n: u64) -> std::io::Result<u64> {
     Ok(bytes)
 }
 
-/// user+system seconds and peak RSS (KiB) of a process.
-fn usage(pid: u32) -> (f64, u64) {
+/// What a process has used so far, from /proc.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    /// user + system seconds.
+    cpu: f64,
+    /// Peak resident set (KiB): anonymous memory and the pages of the
+    /// binary and libraries it touched.
+    hwm_kib: u64,
+    /// Resident anonymous memory now (KiB): the heap and stacks, what the
+    /// process itself costs beyond shared, reclaimable file pages.
+    anon_kib: u64,
+}
+
+fn usage(pid: u32) -> Usage {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which is in parentheses.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -239,12 +267,34 @@ fn usage(pid: u32) -> (f64, u64) {
     // utime and stime are fields 14 and 15; after ") " they are at 11, 12.
     let cpu = (ticks(11) + ticks(12)) / TICKS_PER_SEC;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    (cpu, rss)
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Usage {
+        cpu,
+        hwm_kib: kib("VmHWM:"),
+        anon_kib: kib("RssAnon:"),
+    }
+}
+
+/// The highest figures seen over repeated samples of a process.
+#[derive(Default)]
+struct Peak(Usage);
+
+impl Peak {
+    fn sample(&mut self, pid: u32) -> Usage {
+        let u = usage(pid);
+        if u.cpu > 0.0 {
+            self.0.cpu = u.cpu;
+        }
+        self.0.hwm_kib = self.0.hwm_kib.max(u.hwm_kib);
+        self.0.anon_kib = self.0.anon_kib.max(u.anon_kib);
+        u
+    }
 }
 
 struct Row {
@@ -253,6 +303,7 @@ struct Row {
     wall: f64,
     cpu: f64,
     rss_kib: u64,
+    anon_kib: u64,
     kinesis_records: u64,
     mb: f64,
 }
@@ -285,12 +336,14 @@ fn kinetail_bin() -> PathBuf {
     me.with_file_name("kinetail")
 }
 
-fn start_kinetail(dir: &Path, port: u16, flow_extra: &str) -> std::io::Result<Child> {
+/// Starts kinetail on `dir/logs/*.log`; `top` goes before the first table,
+/// `flow_extra` into the flow.
+fn start_kinetail(dir: &Path, port: u16, top: &str, flow_extra: &str) -> std::io::Result<Child> {
     let config = dir.join("kinetail.toml");
     std::fs::write(
         &config,
         format!(
-            "state_dir = \"{}/state\"\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\"\n\n\
+            "state_dir = \"{}/state\"\n{top}\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\"\n\n\
              [[flow]]\nname = \"bench\"\npaths = [\"{}/logs/*.log\"]\nstream = \"bench\"\n{flow_extra}\n",
             dir.display(),
             dir.display()
@@ -318,17 +371,16 @@ async fn backlog(name: &str, n: u64, flow_extra: &str) -> std::io::Result<Row> {
     let counts = Arc::new(Counts::default());
     let port = endpoint(counts.clone()).await?;
     let started = Instant::now();
-    let mut child = start_kinetail(dir.path(), port, flow_extra)?;
+    let mut child = start_kinetail(dir.path(), port, "", flow_extra)?;
     let pid = child.id();
-    let mut last = (0.0, 0);
+    let mut peak = Peak::default();
     let deadline = started + Duration::from_secs(600);
     while counts.lines.load(Ordering::Relaxed) < n && Instant::now() < deadline {
-        last = usage(pid);
+        peak.sample(pid);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let wall = started.elapsed().as_secs_f64();
-    let (cpu, rss) = usage(pid);
-    let cpu = if cpu > 0.0 { cpu } else { last.0 };
+    peak.sample(pid);
     let _ = child.kill();
     let _ = child.wait();
     if counts.lines.load(Ordering::Relaxed) < n {
@@ -341,8 +393,9 @@ async fn backlog(name: &str, n: u64, flow_extra: &str) -> std::io::Result<Row> {
         name: name.to_string(),
         lines: counts.lines.load(Ordering::Relaxed),
         wall,
-        cpu,
-        rss_kib: rss.max(last.1),
+        cpu: peak.0.cpu,
+        rss_kib: peak.0.hwm_kib,
+        anon_kib: peak.0.anon_kib,
         kinesis_records: counts.kinesis_records.load(Ordering::Relaxed),
         mb: bytes as f64 / 1e6,
     })
@@ -357,10 +410,11 @@ async fn steady(rate: u64, seconds: u64) -> std::io::Result<(Row, u64, u64)> {
     let counts = Arc::new(Counts::default());
     let port = endpoint(counts.clone()).await?;
     // The default linger (200 ms): the delay target is linger + 100 ms.
-    let mut child = start_kinetail(dir.path(), port, "pace = false\nlinger_ms = 200")?;
+    let mut child = start_kinetail(dir.path(), port, "", "pace = false\nlinger_ms = 200")?;
     let pid = child.id();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (cpu0, _) = usage(pid);
+    let mut peak = Peak::default();
+    let cpu0 = peak.sample(pid).cpu;
     let started = Instant::now();
     let tick = Duration::from_millis(10);
     let per_tick = (rate / 100).max(1);
@@ -376,6 +430,9 @@ async fn steady(rate: u64, seconds: u64) -> std::io::Result<(Row, u64, u64)> {
             written += 1;
         }
         f.write_all(buf.as_bytes())?;
+        if k % 10 == 0 {
+            peak.sample(pid);
+        }
         let next = started + tick * (k as u32 + 1);
         tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
     }
@@ -384,7 +441,7 @@ async fn steady(rate: u64, seconds: u64) -> std::io::Result<(Row, u64, u64)> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let wall = started.elapsed().as_secs_f64();
-    let (cpu1, rss) = usage(pid);
+    let cpu1 = peak.sample(pid).cpu;
     let _ = child.kill();
     let _ = child.wait();
     let mut delays =
@@ -401,7 +458,8 @@ async fn steady(rate: u64, seconds: u64) -> std::io::Result<(Row, u64, u64)> {
         lines: counts.lines.load(Ordering::Relaxed),
         wall,
         cpu: cpu1 - cpu0,
-        rss_kib: rss,
+        rss_kib: peak.0.hwm_kib,
+        anon_kib: peak.0.anon_kib,
         kinesis_records: counts.kinesis_records.load(Ordering::Relaxed),
         mb: written as f64 * 100.0 / 1e6,
     };
@@ -419,7 +477,14 @@ async fn quiet_files(files: u64, seconds: u64) -> std::io::Result<Row> {
     }
     let counts = Arc::new(Counts::default());
     let port = endpoint(counts.clone()).await?;
-    let mut child = start_kinetail(dir.path(), port, "pace = false\nlinger_ms = 20")?;
+    // Every file keeps its descriptor: above max_open_files (512 by
+    // default) quiet files would take turns, reopened when they change.
+    let mut child = start_kinetail(
+        dir.path(),
+        port,
+        &format!("max_open_files = {}", files + 64),
+        "pace = false\nlinger_ms = 20",
+    )?;
     let pid = child.id();
     // Let it open everything, then measure a quiet period with a line a
     // second per file.
@@ -427,7 +492,8 @@ async fn quiet_files(files: u64, seconds: u64) -> std::io::Result<Row> {
     while counts.lines.load(Ordering::Relaxed) < files && Instant::now() < settle {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (cpu0, _) = usage(pid);
+    let mut peak = Peak::default();
+    let cpu0 = peak.sample(pid).cpu;
     let started = Instant::now();
     for s in 0..seconds {
         for i in 0..files {
@@ -438,9 +504,10 @@ async fn quiet_files(files: u64, seconds: u64) -> std::io::Result<Row> {
         }
         let next = started + Duration::from_secs(s + 1);
         tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+        peak.sample(pid);
     }
     let wall = started.elapsed().as_secs_f64();
-    let (cpu1, rss) = usage(pid);
+    let cpu1 = peak.sample(pid).cpu;
     let _ = child.kill();
     let _ = child.wait();
     Ok(Row {
@@ -448,7 +515,8 @@ async fn quiet_files(files: u64, seconds: u64) -> std::io::Result<Row> {
         lines: counts.lines.load(Ordering::Relaxed),
         wall,
         cpu: cpu1 - cpu0,
-        rss_kib: rss,
+        rss_kib: peak.0.hwm_kib,
+        anon_kib: peak.0.anon_kib,
         kinesis_records: counts.kinesis_records.load(Ordering::Relaxed),
         mb: 0.0,
     })
@@ -461,7 +529,7 @@ fn floor(n: u64) -> std::io::Result<Row> {
     let path = dir.path().join("app.log");
     let bytes = generate(&path, n)?;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let (cpu0, _) = usage(std::process::id());
+    let cpu0 = usage(std::process::id()).cpu;
     let started = Instant::now();
     let data = std::fs::read(&path)?;
     let mut body = String::with_capacity(200_000);
@@ -495,14 +563,16 @@ fn floor(n: u64) -> std::io::Result<Row> {
         flush(&mut body, &mut in_batch);
     }
     let wall = started.elapsed().as_secs_f64();
-    let (cpu1, rss) = usage(std::process::id());
+    let end = usage(std::process::id());
+    let cpu1 = end.cpu;
     std::hint::black_box(digest_bytes);
     Ok(Row {
         name: "floor (1 thread, no network)".into(),
         lines: n,
         wall,
         cpu: cpu1 - cpu0,
-        rss_kib: rss,
+        rss_kib: end.hwm_kib,
+        anon_kib: end.anon_kib,
         kinesis_records: 0,
         mb: bytes as f64 / 1e6,
     })
@@ -510,7 +580,7 @@ fn floor(n: u64) -> std::io::Result<Row> {
 
 fn print(rows: &[Row], floor: &Row) {
     println!(
-        "{:<44} {:>10} {:>12} {:>8} {:>7} {:>14} {:>10} {:>9} {:>12}",
+        "{:<44} {:>10} {:>12} {:>8} {:>7} {:>14} {:>10} {:>9} {:>9} {:>12}",
         "scenario",
         "lines",
         "lines/s",
@@ -519,6 +589,7 @@ fn print(rows: &[Row], floor: &Row) {
         "CPU s/M lines",
         "vs floor",
         "peak RSS",
+        "anon RSS",
         "Kinesis recs"
     );
     for r in rows.iter().chain(std::iter::once(floor)) {
@@ -529,7 +600,7 @@ fn print(rows: &[Row], floor: &Row) {
         };
         let floor_per_m = floor.cpu / (floor.lines as f64 / 1e6);
         println!(
-            "{:<44} {:>10} {:>12.0} {:>8.1} {:>7.1} {:>14.3} {:>9.1}x {:>6} MiB {:>12}",
+            "{:<44} {:>10} {:>12.0} {:>8.1} {:>7.1} {:>14.3} {:>9.1}x {:>6} MiB {:>6} MiB {:>12}",
             r.name,
             r.lines,
             r.lines as f64 / r.wall.max(1e-9),
@@ -542,6 +613,7 @@ fn print(rows: &[Row], floor: &Row) {
                 0.0
             },
             r.rss_kib / 1024,
+            r.anon_kib / 1024,
             r.kinesis_records
         );
     }
@@ -556,7 +628,7 @@ fn to_json(rows: &[Row], floor: &Row) -> String {
                 "scenario": r.name, "lines": r.lines, "wall_seconds": r.wall, "cpu_seconds": r.cpu,
                 "lines_per_second": r.lines as f64 / r.wall.max(1e-9),
                 "cpu_seconds_per_million_lines": if r.lines > 0 { r.cpu / (r.lines as f64 / 1e6) } else { 0.0 },
-                "peak_rss_kib": r.rss_kib, "kinesis_records": r.kinesis_records, "megabytes": r.mb,
+                "peak_rss_kib": r.rss_kib, "peak_anon_rss_kib": r.anon_kib, "kinesis_records": r.kinesis_records, "megabytes": r.mb,
             })
         })
         .collect();
@@ -583,38 +655,53 @@ async fn main() -> std::io::Result<()> {
         );
         std::process::exit(2);
     }
+    // Scenarios to run: all unless `--only` lists some (letters a to d).
+    let only = value("--only").unwrap_or_else(|| "a,b,c,d".into());
+    let wants = |s: &str| only.split(',').any(|o| o.trim() == s);
     let mut rows = Vec::new();
-    rows.push(
-        backlog(
-            "(a) backlog, 100-byte lines",
-            n,
-            "pace = false\nmax_in_flight = 8\nlinger_ms = 20",
-        )
-        .await?,
-    );
-    rows.push(
-        backlog(
-            "(d) backlog, aggregated (4 shards)",
-            n,
-            "pace = false\nmax_in_flight = 8\nlinger_ms = 20\naggregate = true",
-        )
-        .await?,
-    );
-    let (steady_row, p50, p99) = if quick {
-        steady(5_000, 3).await?
-    } else {
-        steady(50_000, 30).await?
-    };
-    rows.push(steady_row);
-    let files = if quick { 100 } else { 1_000 };
-    rows.push(quiet_files(files, if quick { 3 } else { 30 }).await?);
+    if wants("a") {
+        rows.push(
+            backlog(
+                "(a) backlog, 100-byte lines",
+                n,
+                "pace = false\nmax_in_flight = 8\nlinger_ms = 20",
+            )
+            .await?,
+        );
+    }
+    if wants("d") {
+        rows.push(
+            backlog(
+                "(d) backlog, aggregated (4 shards)",
+                n,
+                "pace = false\nmax_in_flight = 8\nlinger_ms = 20\naggregate = true",
+            )
+            .await?,
+        );
+    }
+    let mut delay = None;
+    if wants("b") {
+        let (row, p50, p99) = if quick {
+            steady(5_000, 3).await?
+        } else {
+            steady(50_000, 30).await?
+        };
+        rows.push(row);
+        delay = Some((p50, p99));
+    }
+    if wants("c") {
+        let files = if quick { 100 } else { 1_000 };
+        rows.push(quiet_files(files, if quick { 3 } else { 30 }).await?);
+    }
     let fl = floor(n)?;
     print(&rows, &fl);
-    println!("(b) write-to-confirmation delay: p50 {p50} ms, p99 {p99} ms (linger 200 ms)");
+    if let Some((p50, p99)) = delay {
+        println!("(b) write-to-confirmation delay: p50 {p50} ms, p99 {p99} ms (linger 200 ms)");
+    }
     if let Some(path) = value("--json") {
         let mut v: serde_json::Value =
             serde_json::from_str(&to_json(&rows, &fl)).unwrap_or_default();
-        if let Some(a) = v.as_array_mut() {
+        if let (Some(a), Some((p50, p99))) = (v.as_array_mut(), delay) {
             a.push(serde_json::json!({"scenario": "(b) delay", "p50_ms": p50, "p99_ms": p99}));
         }
         std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap_or_default())?;
