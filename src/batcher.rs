@@ -20,9 +20,11 @@ pub const MAX_BYTES_PER_RECORD: usize = 1024 * 1024;
 pub const MAX_KEY_BYTES: usize = 256 * 4;
 /// The longest line data framing emits, so that any key still fits.
 pub const MAX_DATA_BYTES: usize = MAX_BYTES_PER_RECORD - MAX_KEY_BYTES;
-/// What a record costs in memory beyond its data and key (the structs and
-/// allocator overhead), for the in-flight byte budget.
-pub const RECORD_OVERHEAD: usize = 64;
+/// What a record costs in memory beyond its data and key, for the
+/// in-flight byte budget: the entry that holds it on its way (the largest
+/// form it takes), and the allocator rounding up its data and key. Without
+/// it, a budget of 100-byte lines would hold twice its size.
+pub const RECORD_OVERHEAD: usize = std::mem::size_of::<Entry>() + 32;
 
 /// One line on its way to Kinesis, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

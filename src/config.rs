@@ -261,7 +261,10 @@ pub const DEFAULT_MULTILINE_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 pub const DEFAULT_RESCAN_INTERVAL_MS: u64 = 5_000;
-pub const DEFAULT_MAX_BUFFER_BYTES: u64 = 16 * 1024 * 1024;
+/// Enough to keep every lane's call full while the tailers read ahead (the
+/// file is the buffer beyond it); each budget byte is about a byte of memory
+/// (see `RECORD_OVERHEAD`).
+pub const DEFAULT_MAX_BUFFER_BYTES: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_LINGER_MS: u64 = 200;
 pub const DEFAULT_MAX_IN_FLIGHT: u64 = 4;

@@ -11,6 +11,9 @@
 //! and noisy on shared machines: compare ratios taken in the same run.
 //!
 //! Usage: kinetail-bench [--quick] [--lines N] [--only a,b,c,d] [--json FILE]
+//!
+//! `KINETAIL_BENCH_TOP` (say `max_buffer_bytes = 4194304`) is added to the
+//! top of every configuration, to try other settings.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -340,6 +343,10 @@ fn kinetail_bin() -> PathBuf {
 /// `flow_extra` into the flow.
 fn start_kinetail(dir: &Path, port: u16, top: &str, flow_extra: &str) -> std::io::Result<Child> {
     let config = dir.join("kinetail.toml");
+    let top = format!(
+        "{top}\n{}",
+        std::env::var("KINETAIL_BENCH_TOP").unwrap_or_default()
+    );
     std::fs::write(
         &config,
         format!(
