@@ -8,7 +8,7 @@
 
 use smallvec::{SmallVec, smallvec};
 
-use crate::checkpoint::{Ack, FileId};
+use crate::checkpoint::{Ack, ChunkId, FileId, NO_CHUNK};
 
 /// At most this many records in one `PutRecords` call.
 pub const MAX_RECORDS_PER_CALL: usize = 500;
@@ -40,6 +40,9 @@ pub struct Record {
     /// The index of the shard it goes to in the flow's shard map, or
     /// [`NO_SHARD`] when no map is known.
     pub shard: u32,
+    /// The hand-off it belongs to, whose range is acked once all its
+    /// records are; [`NO_CHUNK`] to be acked by its own range.
+    pub chunk: ChunkId,
 }
 
 /// The shard of a record routed without a shard map.
@@ -181,16 +184,34 @@ impl Batch {
     }
 }
 
-/// The acks for `records`, with ranges of the same file that touch merged.
+/// The acks for `records`: consecutive records of one chunk counted in one
+/// ack, ranges of the same file that touch merged.
 pub fn coalesce_acks<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<Ack> {
     let mut acks: Vec<Ack> = Vec::new();
     for r in records {
-        match acks.last_mut() {
-            Some(last) if last.file == r.file && last.end == r.start => last.end = r.end,
-            _ => acks.push(Ack {
+        match (acks.last_mut(), r.chunk) {
+            (
+                Some(Ack::Chunk {
+                    file,
+                    chunk,
+                    records,
+                }),
+                c,
+            ) if c != NO_CHUNK && *file == r.file && *chunk == c => *records += 1,
+            (Some(Ack::Range { file, end, .. }), NO_CHUNK)
+                if *file == r.file && *end == r.start =>
+            {
+                *end = r.end
+            }
+            (_, NO_CHUNK) => acks.push(Ack::Range {
                 file: r.file,
                 start: r.start,
                 end: r.end,
+            }),
+            (_, chunk) => acks.push(Ack::Chunk {
+                file: r.file,
+                chunk,
+                records: 1,
             }),
         }
     }
@@ -211,6 +232,7 @@ mod tests {
             end: data_len as u64 + 1,
             ehk: None,
             shard: NO_SHARD,
+            chunk: NO_CHUNK,
         }
     }
 
@@ -262,6 +284,7 @@ mod tests {
                 end: 5,
                 ehk: None,
                 shard: NO_SHARD,
+                chunk: NO_CHUNK,
             },
             Record {
                 data: vec![],
@@ -271,6 +294,7 @@ mod tests {
                 end: 9,
                 ehk: None,
                 shard: NO_SHARD,
+                chunk: NO_CHUNK,
             },
             Record {
                 data: vec![],
@@ -280,6 +304,7 @@ mod tests {
                 end: 3,
                 ehk: None,
                 shard: NO_SHARD,
+                chunk: NO_CHUNK,
             },
             Record {
                 data: vec![],
@@ -289,27 +314,72 @@ mod tests {
                 end: 15,
                 ehk: None,
                 shard: NO_SHARD,
+                chunk: NO_CHUNK,
             },
         ];
         let acks = coalesce_acks(&rs);
         assert_eq!(
             acks,
             vec![
-                Ack {
+                Ack::Range {
                     file: 1,
                     start: 0,
                     end: 9
                 },
-                Ack {
+                Ack::Range {
                     file: 2,
                     start: 0,
                     end: 3
                 },
-                Ack {
+                Ack::Range {
                     file: 1,
                     start: 12,
                     end: 15
                 }
+            ]
+        );
+    }
+
+    #[test]
+    fn acks_count_consecutive_records_of_one_chunk() {
+        let r = |file, chunk, start, end| Record {
+            file,
+            chunk,
+            start,
+            end,
+            ..rec(1, "k")
+        };
+        let rs = [
+            r(1, 7, 0, 5),
+            r(1, 7, 5, 9),
+            r(1, NO_CHUNK, 9, 12),
+            r(1, 7, 12, 15),
+            r(2, 7, 0, 3),
+        ];
+        let acks = coalesce_acks(&rs);
+        assert_eq!(
+            acks,
+            vec![
+                Ack::Chunk {
+                    file: 1,
+                    chunk: 7,
+                    records: 2
+                },
+                Ack::Range {
+                    file: 1,
+                    start: 9,
+                    end: 12
+                },
+                Ack::Chunk {
+                    file: 1,
+                    chunk: 7,
+                    records: 1
+                },
+                Ack::Chunk {
+                    file: 2,
+                    chunk: 7,
+                    records: 1
+                },
             ]
         );
     }

@@ -62,12 +62,32 @@ impl Fingerprint {
 /// truncated file gets a new id, so late acks for its old content are ignored.
 pub type FileId = u64;
 
-/// One confirmed (or dead-lettered) byte range of a file.
+/// Identifies the records of one hand-off of one file (see
+/// [`Checkpoints::open_chunk`]); [`NO_CHUNK`] for records acked one by one.
+pub type ChunkId = u64;
+pub const NO_CHUNK: ChunkId = 0;
+
+/// One acknowledgement: records confirmed by Kinesis or durably
+/// dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ack {
-    pub file: FileId,
-    pub start: u64,
-    pub end: u64,
+pub enum Ack {
+    /// A byte range of a file.
+    Range { file: FileId, start: u64, end: u64 },
+    /// `records` of the records of a chunk; the chunk's whole range is
+    /// acked once all of them are.
+    Chunk {
+        file: FileId,
+        chunk: ChunkId,
+        records: usize,
+    },
+}
+
+/// A chunk's range and how many of its records are not yet acked.
+#[derive(Debug)]
+struct Chunk {
+    start: u64,
+    end: u64,
+    remaining: usize,
 }
 
 /// The end of the longest contiguous confirmed prefix.
@@ -152,6 +172,8 @@ struct Live {
     closed_at: Option<u64>,
     last_sequence: Option<String>,
     last_confirmed_unix_ms: Option<u64>,
+    /// Chunks handed off and not yet wholly acked.
+    chunks: HashMap<ChunkId, Chunk>,
 }
 
 impl Live {
@@ -174,6 +196,7 @@ struct State {
     live: HashMap<FileId, Live>,
     saved: HashMap<(String, FileKey), SavedFile>,
     next_id: FileId,
+    next_chunk: ChunkId,
     dirty: bool,
 }
 
@@ -287,22 +310,70 @@ impl Checkpoints {
                 closed_at: None,
                 last_sequence,
                 last_confirmed_unix_ms,
+                chunks: HashMap::new(),
             },
         );
         st.dirty = true;
         id
     }
 
-    /// Records confirmed ranges.
+    /// Opens a chunk: `records` records covering `[start, end)` of a file
+    /// (with any lines between them already acked, such as dead letters),
+    /// each to be acked with `Ack::Chunk`. The watermark then takes one
+    /// range per chunk instead of one per record: a file's records are
+    /// confirmed interleaved by several lanes, and keeping each out-of-order
+    /// range in the watermark cost more than anything else kinetail does
+    /// per record. [`NO_CHUNK`] when the file is no longer live.
+    pub fn open_chunk(&self, file: FileId, start: u64, end: u64, records: usize) -> ChunkId {
+        let mut st = self.lock();
+        // Ids start at 1: 0 is NO_CHUNK.
+        st.next_chunk += 1;
+        let chunk = st.next_chunk;
+        let Some(l) = st.live.get_mut(&file) else {
+            return NO_CHUNK;
+        };
+        l.chunks.insert(
+            chunk,
+            Chunk {
+                start,
+                end,
+                remaining: records,
+            },
+        );
+        chunk
+    }
+
+    /// Records acknowledgements; a file's saved offset moves to the end of
+    /// its longest acked prefix.
     pub fn ack(&self, acks: &[Ack]) {
         let mut st = self.lock();
         let mut moved = false;
         let mut finished = Vec::new();
         for a in acks {
-            if let Some(l) = st.live.get_mut(&a.file) {
-                moved |= l.watermark.ack(a.start, a.end);
+            let (file, range) = match *a {
+                Ack::Range { file, start, end } => (file, Some((start, end))),
+                Ack::Chunk {
+                    file,
+                    chunk,
+                    records,
+                } => {
+                    let done = st.live.get_mut(&file).and_then(|l| {
+                        let c = l.chunks.get_mut(&chunk)?;
+                        c.remaining = c.remaining.saturating_sub(records);
+                        if c.remaining > 0 {
+                            return None;
+                        }
+                        l.chunks.remove(&chunk).map(|c| (c.start, c.end))
+                    });
+                    (file, done)
+                }
+            };
+            if let Some((start, end)) = range
+                && let Some(l) = st.live.get_mut(&file)
+            {
+                moved |= l.watermark.ack(start, end);
                 if l.closed_at.is_some_and(|c| l.watermark.offset() >= c) {
-                    finished.push(a.file);
+                    finished.push(file);
                 }
             }
         }
@@ -468,6 +539,39 @@ mod tests {
         assert_eq!(w.gaps(), 0);
     }
 
+    #[test]
+    fn a_chunk_moves_the_offset_once_all_its_records_are_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoints::open(dir.path()).unwrap();
+        let key = FileKey { dev: 1, ino: 2 };
+        let id = cp.register("f", key, Fingerprint::of(b"h"), PathBuf::from("/x"), 0);
+        let offset = || cp.confirmed(id);
+        // Lines [0, 10) and [20, 30) handed off; [10, 20) was dead-lettered
+        // in between, and acked by its range.
+        let a = cp.open_chunk(id, 0, 30, 2);
+        let b = cp.open_chunk(id, 30, 50, 3);
+        assert!(a != NO_CHUNK && b != NO_CHUNK && a != b);
+        cp.ack(&[Ack::Range {
+            file: id,
+            start: 10,
+            end: 20,
+        }]);
+        let part = |chunk, records| Ack::Chunk {
+            file: id,
+            chunk,
+            records,
+        };
+        cp.ack(&[part(b, 3)]);
+        assert_eq!(offset(), Some(0), "chunk b is ahead of a gap");
+        cp.ack(&[part(a, 1)]);
+        assert_eq!(offset(), Some(0), "one record of a is still out");
+        cp.ack(&[part(a, 1)]);
+        assert_eq!(offset(), Some(50));
+        cp.ack(&[part(a, 1)]);
+        assert_eq!(offset(), Some(50), "a finished chunk ignores late acks");
+        assert_eq!(cp.open_chunk(id + 1, 0, 1, 1), NO_CHUNK, "unknown file");
+    }
+
     proptest! {
         /// Whatever order the acks of contiguous records arrive in, the
         /// watermark is the end of the longest confirmed prefix.
@@ -512,7 +616,7 @@ mod tests {
             PathBuf::from("/x.log"),
             0,
         );
-        cp.ack(&[Ack {
+        cp.ack(&[Ack::Range {
             file: id,
             start: 0,
             end: 7,
@@ -542,7 +646,7 @@ mod tests {
         let cp = Checkpoints::open(dir.path()).unwrap();
         let old = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0);
         let new = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0);
-        cp.ack(&[Ack {
+        cp.ack(&[Ack::Range {
             file: old,
             start: 0,
             end: 100,
@@ -559,7 +663,7 @@ mod tests {
         let id = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0);
         cp.close(id, 10);
         assert_eq!(cp.confirmed(id), Some(0), "still live until confirmed");
-        cp.ack(&[Ack {
+        cp.ack(&[Ack::Range {
             file: id,
             start: 0,
             end: 10,

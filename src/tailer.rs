@@ -32,6 +32,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{MAX_DATA_BYTES, NO_SHARD, Record, coalesce_acks};
+use crate::checkpoint::NO_CHUNK;
 use crate::checkpoint::{Checkpoints, FileId, FileKey, Fingerprint};
 use crate::config::{FlowSettings, Oversize, TRUNCATION_MARKER};
 use crate::framing::{Framer, Line, Piece};
@@ -523,6 +524,7 @@ impl Tailer {
                 end: l.end,
                 ehk: None,
                 shard: NO_SHARD,
+                chunk: NO_CHUNK,
             };
             self.flow
                 .dead_letter
@@ -595,6 +597,16 @@ impl Tailer {
         let map = self.flow.router.snapshot();
         let mut buckets: Vec<(Vec<Record>, usize)> =
             (0..n_lanes).map(|_| (Vec::new(), 0)).collect();
+        // One chunk for these lines: lines between them that are not here
+        // were dead-lettered, and acked, before.
+        let (first, last) = match (lines.first(), lines.last()) {
+            (Some(f), Some(l)) => (f.start, l.end),
+            _ => return Handoff::Done,
+        };
+        let chunk = self
+            .flow
+            .checkpoints
+            .open_chunk(self.id, first, last, lines.len());
         for line in lines.drain(..) {
             let key = self
                 .flow
@@ -617,6 +629,7 @@ impl Tailer {
                 end: line.end,
                 ehk,
                 shard,
+                chunk,
             };
             let (bucket, bytes) = &mut buckets[lane];
             *bytes += rec.budget_size();
