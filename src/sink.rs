@@ -27,15 +27,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_kinesis::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_kinesis::error::BoxError;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use aws_smithy_types::body::SdkBody;
 use backon::{BackoffBuilder, ExponentialBuilder};
-use base64::Engine;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::aggregate::Aggregator;
-use crate::batcher::{Batch, Entry, MAX_BYTES_PER_RECORD, NO_SHARD, Record, coalesce_acks};
+use crate::batcher::{
+    Batch, Entry, MAX_BYTES_PER_RECORD, NO_SHARD, Record, coalesce_acks, put_records_body,
+};
 use crate::checkpoint::{Checkpoints, FileId};
 use crate::config::StreamRef;
 use crate::metrics::Metrics;
@@ -159,10 +162,15 @@ impl DeadLetter {
             "end_offset": r.end,
             "reason": reason,
             "partition_key": r.key,
-            "data_base64": base64::engine::general_purpose::STANDARD.encode(&r.data),
         });
+        // The data (up to 1 MiB) is encoded straight into the line, the one
+        // large buffer this takes.
         let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
-        line.push(b'\n');
+        line.pop(); // the closing brace
+        line.reserve(base64_simd::STANDARD.encoded_length(r.data.len()) + 24);
+        line.extend_from_slice(b",\"data_base64\":\"");
+        base64_simd::STANDARD.encode_append(&r.data, &mut line);
+        line.extend_from_slice(b"\"}\n");
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
             *guard = Some(
@@ -240,6 +248,31 @@ enum CallResult {
         /// The service's error code, when it answered.
         code: Option<String>,
     },
+}
+
+/// A `PutRecords` body written by [`put_records_body`], put into the SDK's
+/// request before it is signed (each attempt starts from the SDK's own).
+#[derive(Debug)]
+struct PreparedBody(bytes::Bytes);
+
+impl Intercept for PreparedBody {
+    fn name(&self) -> &'static str {
+        "kinetail::sink::PreparedBody"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request_mut();
+        *request.body_mut() = SdkBody::from(self.0.clone());
+        request
+            .headers_mut()
+            .insert("content-length", self.0.len().to_string());
+        Ok(())
+    }
 }
 
 impl Lane {
@@ -480,32 +513,25 @@ impl Lane {
     }
 
     async fn put(&self, records: &[Entry]) -> CallResult {
-        let mut entries = Vec::with_capacity(records.len());
-        for r in records {
-            let entry = PutRecordsRequestEntry::builder()
-                .data(Blob::new(r.data().to_vec()))
-                .partition_key(r.key())
-                .set_explicit_hash_key(r.ehk().map(str::to_string))
-                .build();
-            match entry {
-                Ok(e) => entries.push(e),
-                // Both required fields are set above, so the builder cannot
-                // refuse; if it ever does, the call fails and is retried.
-                Err(e) => {
-                    return CallResult::Failed {
-                        class: Failure::Stuck,
-                        message: e.to_string(),
-                        code: None,
-                    };
-                }
-            }
-        }
+        let arn = match &self.stream {
+            StreamRef::Arn { arn, .. } => Some(arn.as_str()),
+            StreamRef::Name(_) => None,
+        };
+        let body = PreparedBody(bytes::Bytes::from(put_records_body(
+            records,
+            self.stream.name(),
+            arn,
+        )));
+        // The SDK still resolves the endpoint (from the name or ARN),
+        // signs, sends and parses the answer; its request carries no
+        // records, and the interceptor puts the prepared body in before
+        // signing.
         let mut req = self
             .client
             .put_records()
-            .set_records(Some(entries))
+            .set_records(Some(Vec::new()))
             .stream_name(self.stream.name());
-        if let StreamRef::Arn { arn, .. } = &self.stream {
+        if let Some(arn) = arn {
             // The API takes the name, the ARN, or both; both work with
             // servers that predate the ARN parameter.
             req = req.stream_arn(arn);
@@ -515,7 +541,7 @@ impl Lane {
             .metrics
             .in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sent = req.send().await;
+        let sent = req.customize().interceptor(body).send().await;
         self.shared
             .metrics
             .in_flight
