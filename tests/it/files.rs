@@ -766,6 +766,7 @@ async fn bad_paths_are_reported_once_and_the_others_keep_flowing() {
         Daemon {
             child,
             log: log_path.clone(),
+            log_from: 0,
         }
     } else {
         Daemon::start(&config, &log_path)

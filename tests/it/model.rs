@@ -156,9 +156,11 @@ impl World {
             }
             Op::Restart => {
                 self.catch_up().await;
+                let status = self.daemon.stop(Duration::from_secs(30));
                 assert!(
-                    self.daemon.stop(Duration::from_secs(30)).success(),
-                    "clean stop"
+                    status.success(),
+                    "clean stop: {status}; log:\n{}",
+                    self.daemon.log_tail(40)
                 );
                 // An application restarted with it opens its log anew.
                 self.writer = None;

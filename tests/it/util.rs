@@ -285,6 +285,9 @@ impl Scratch {
 pub struct Daemon {
     pub child: Child,
     pub log: PathBuf,
+    /// The log's length when this daemon started (the file may hold the
+    /// logs of earlier runs).
+    pub log_from: u64,
 }
 
 pub fn kinetail() -> Command {
@@ -308,6 +311,7 @@ impl Daemon {
             .append(true)
             .open(log)
             .expect("daemon log");
+        let log_from = out.metadata().map(|m| m.len()).unwrap_or(0);
         let child = kinetail()
             .envs(env.iter().copied())
             .arg("run")
@@ -321,6 +325,7 @@ impl Daemon {
         Daemon {
             child,
             log: log.to_path_buf(),
+            log_from,
         }
     }
 
@@ -334,9 +339,28 @@ impl Daemon {
     }
 
     /// SIGTERM, then the exit status (waits up to `timeout`).
+    /// A graceful stop: SIGTERM once the daemon is running (a signal that
+    /// comes before its handlers are installed ends it by the signal), then
+    /// waits for it to exit.
     pub fn stop(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        self.wait_running(timeout);
         self.signal("TERM");
         self.wait(timeout)
+    }
+
+    /// Waits until this daemon has logged that it runs, or has exited.
+    pub fn wait_running(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let text = std::fs::read(&self.log).unwrap_or_default();
+            let mine = text.get(self.log_from as usize..).unwrap_or_default();
+            if String::from_utf8_lossy(mine).contains("kinetail running")
+                || matches!(self.child.try_wait(), Ok(Some(_)))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
