@@ -53,6 +53,79 @@ pub struct FaultStats {
     pub entries_seen: AtomicU64,
     /// The access key id that signed the last PutRecords call.
     pub last_access_key: std::sync::Mutex<Option<String>>,
+    /// PutRecords calls signed with the harness's credentials whose SigV4
+    /// signature was checked here against the body received: right, wrong.
+    pub signatures_valid: AtomicU64,
+    pub signatures_invalid: AtomicU64,
+}
+
+/// The secret key `util::kinetail()` gives the daemon (with key id "test").
+const TEST_SECRET: &str = "test";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hmac_sha256(key: &[u8], msg: &str) -> Vec<u8> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(msg.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Whether a request carries a SigV4 signature (AWS4-HMAC-SHA256) that is
+/// right for `secret` over its method, path, the headers it names and the
+/// body as received: an independent check of what the SDK signed.
+fn signature_valid(parts: &hyper::http::request::Parts, body: &[u8], secret: &str) -> bool {
+    use sha2::Digest;
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let Some(rest) = header("authorization").strip_prefix("AWS4-HMAC-SHA256 ") else {
+        return false;
+    };
+    let fields: std::collections::HashMap<&str, &str> = rest
+        .split(',')
+        .filter_map(|p| p.trim().split_once('='))
+        .collect();
+    let (Some(cred), Some(signed), Some(signature)) = (
+        fields.get("Credential"),
+        fields.get("SignedHeaders"),
+        fields.get("Signature"),
+    ) else {
+        return false;
+    };
+    let scope: Vec<&str> = cred.split('/').collect();
+    if scope.len() != 5 {
+        return false;
+    }
+    let mut canonical_headers = String::new();
+    for name in signed.split(';') {
+        let value: Vec<&str> = header(name).split_whitespace().collect();
+        canonical_headers.push_str(&format!("{name}:{}\n", value.join(" ")));
+    }
+    let canonical_request = format!(
+        "{}\n{}\n{}\n{canonical_headers}\n{signed}\n{}",
+        parts.method,
+        parts.uri.path(),
+        parts.uri.query().unwrap_or(""),
+        hex(&sha2::Sha256::digest(body))
+    );
+    let string_to_sign = format!(
+        "AWS4-HMAC-SHA256\n{}\n{}\n{}",
+        header("x-amz-date"),
+        scope[1..].join("/"),
+        hex(&sha2::Sha256::digest(canonical_request.as_bytes()))
+    );
+    let mut key = hmac_sha256(format!("AWS4{secret}").as_bytes(), scope[1]);
+    for part in &scope[2..] {
+        key = hmac_sha256(&key, part);
+    }
+    hex(&hmac_sha256(&key, &string_to_sign)) == *signature
 }
 
 pub struct FaultProxy {
@@ -239,6 +312,14 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
         .and_then(|v| v.split("Credential=").nth(1))
         .and_then(|c| c.split('/').next())
         .map(str::to_string);
+    if akid.as_deref() == Some("test") {
+        let counter = if signature_valid(&parts, &body, TEST_SECRET) {
+            &stats.signatures_valid
+        } else {
+            &stats.signatures_invalid
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
     *stats.last_access_key.lock().expect("lock") = akid;
     let f = &ctx.faults;
     if rand::random::<f64>() < f.call_500 {

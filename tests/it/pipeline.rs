@@ -345,6 +345,19 @@ async fn failed_entries_are_retried_and_checkpoints_never_pass_unconfirmed_recor
         failed > (total as u64) / 5,
         "the proxy failed many entries ({failed})"
     );
+    // Every call, retries included, was signed over the body that arrived.
+    let valid = proxy
+        .stats
+        .signatures_valid
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let invalid = proxy
+        .stats
+        .signatures_invalid
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        valid > 10 && invalid == 0,
+        "SigV4: {valid} right, {invalid} wrong"
+    );
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
 
