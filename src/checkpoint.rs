@@ -17,7 +17,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -87,8 +87,13 @@ pub enum Ack {
 struct Chunk {
     start: u64,
     end: u64,
+    records: usize,
     remaining: usize,
 }
+
+/// How long the reading of a truncated file is kept for a copy of it to
+/// take over (see [`Checkpoints::take_over`]).
+pub const COPY_WINDOW: Duration = Duration::from_secs(5);
 
 /// The end of the longest contiguous confirmed prefix.
 #[derive(Debug, Clone, Default)]
@@ -174,6 +179,17 @@ struct Live {
     last_confirmed_unix_ms: Option<u64>,
     /// Chunks handed off and not yet wholly acked.
     chunks: HashMap<ChunkId, Chunk>,
+    /// The end of the furthest record put into a `PutRecords` call.
+    sent_hi: u64,
+    /// Set when the flow stops: records past it are withdrawn, not sent.
+    cut: Option<u64>,
+    /// Set when the file was truncated and its reading started again under
+    /// a new id: this reading only settles its in-flight records, and may
+    /// be taken over by a copy of the file until [`COPY_WINDOW`] passes.
+    detached_at: Option<Instant>,
+    /// Records of finished chunks confirmed past the watermark, by the
+    /// chunk's start: what a restart would send again.
+    ahead: BTreeMap<u64, usize>,
 }
 
 impl Live {
@@ -279,9 +295,31 @@ impl Checkpoints {
         self.lock().saved.get(&(flow.to_string(), key)).cloned()
     }
 
-    /// Starts tracking a file read from `offset`. Any other live reading of
-    /// the same file in the same flow (a truncated file restarting) is
-    /// superseded: its late acks are ignored.
+    /// Where a new reading of a file should resume: a reading of it still
+    /// in memory (its tailer stopped with records in flight) knows more
+    /// than the store, so its confirmed offset wins over the saved one.
+    pub fn resume_point(&self, flow: &str, key: FileKey) -> Option<SavedFile> {
+        let st = self.lock();
+        let now = now_ms();
+        st.live
+            .values()
+            .find(|l| l.detached_at.is_none() && l.flow == flow && l.key == key)
+            .map(|l| l.to_saved(now))
+            .or_else(|| st.saved.get(&(flow.to_string(), key)).cloned())
+    }
+
+    /// Whether a tailer follows this file now (a reading that is neither
+    /// closed nor detached).
+    pub fn is_followed(&self, flow: &str, key: FileKey) -> bool {
+        self.lock().live.values().any(|l| {
+            l.detached_at.is_none() && l.closed_at.is_none() && l.flow == flow && l.key == key
+        })
+    }
+
+    /// Starts tracking a file read from `offset`. A stopped reading of the
+    /// same file in the same flow still in memory is superseded: its late
+    /// acks are ignored (see [`Checkpoints::resume_point`] for where the
+    /// new one should start).
     pub fn register(
         &self,
         flow: &str,
@@ -291,16 +329,15 @@ impl Checkpoints {
         offset: u64,
     ) -> FileId {
         let mut st = self.lock();
-        st.live.retain(|_, l| !(l.flow == flow && l.key == key));
+        st.live
+            .retain(|_, l| l.detached_at.is_some() || !(l.flow == flow && l.key == key));
         let (last_sequence, last_confirmed_unix_ms) = st
             .saved
             .get(&(flow.to_string(), key))
             .map(|s| (s.last_sequence.clone(), s.last_confirmed_unix_ms))
             .unwrap_or_default();
-        let id = st.next_id;
-        st.next_id += 1;
-        st.live.insert(
-            id,
+        insert_live(
+            &mut st,
             Live {
                 flow: flow.to_string(),
                 key,
@@ -311,10 +348,100 @@ impl Checkpoints {
                 last_sequence,
                 last_confirmed_unix_ms,
                 chunks: HashMap::new(),
+                sent_hi: offset,
+                cut: None,
+                detached_at: None,
+                ahead: BTreeMap::new(),
             },
-        );
+        )
+    }
+
+    /// The file of reading `id` was truncated: the tailer reads it again
+    /// from 0 under the id returned. The old reading stopped at `read_to`;
+    /// it settles what it has in flight, and for [`COPY_WINDOW`] a copy of
+    /// the old content may take it over.
+    pub fn restart(&self, id: FileId, fingerprint: Fingerprint, read_to: u64) -> Option<FileId> {
+        let mut st = self.lock();
+        let old = st.live.get_mut(&id)?;
+        old.detached_at = Some(Instant::now());
+        old.closed_at = Some(old.cut.map_or(read_to, |c| c.min(read_to)));
+        let fresh = Live {
+            flow: old.flow.clone(),
+            key: old.key,
+            fingerprint,
+            path: old.path.clone(),
+            watermark: Watermark::new(0),
+            closed_at: None,
+            last_sequence: old.last_sequence.clone(),
+            last_confirmed_unix_ms: old.last_confirmed_unix_ms,
+            chunks: HashMap::new(),
+            sent_hi: 0,
+            cut: None,
+            detached_at: None,
+            ahead: BTreeMap::new(),
+        };
+        Some(insert_live(&mut st, fresh))
+    }
+
+    /// Readings of `flow` a new file could be a copy of: files followed now
+    /// and files truncated within [`COPY_WINDOW`], with their fingerprints
+    /// and whether they were truncated. Empty heads are left out: they
+    /// match anything.
+    pub fn copy_candidates(&self, flow: &str, except: FileKey) -> Vec<(FileId, Fingerprint, bool)> {
+        let st = self.lock();
+        st.live
+            .iter()
+            .filter(|(_, l)| l.flow == flow && l.key != except && l.fingerprint.len > 0)
+            .filter(|(_, l)| l.detached_at.is_none_or(|t| t.elapsed() < COPY_WINDOW))
+            .map(|(id, l)| (*id, l.fingerprint.clone(), l.detached_at.is_some()))
+            .collect()
+    }
+
+    /// Whether reading `id` was detached by a truncation (within the copy
+    /// window, while it is kept).
+    pub fn is_detached(&self, id: FileId) -> bool {
+        self.lock()
+            .live
+            .get(&id)
+            .is_some_and(|l| l.detached_at.is_some_and(|t| t.elapsed() < COPY_WINDOW))
+    }
+
+    /// A copy of a truncated file (copytruncate) takes over the old
+    /// content's reading: its watermark and what it has in flight, under the
+    /// copy's identity. Returns the offset the copy is read on from (the
+    /// end of the last complete line read before the truncation); `None`
+    /// when the copy (of `copy_len` bytes) ends before it: everything in
+    /// it was read.
+    pub fn take_over(
+        &self,
+        id: FileId,
+        key: FileKey,
+        fingerprint: Fingerprint,
+        path: PathBuf,
+        copy_len: u64,
+    ) -> Option<u64> {
+        let mut st = self.lock();
+        let old = st.live.get(&id)?;
+        if old.closed_at.unwrap_or(old.watermark.offset()) > copy_len {
+            return None;
+        }
+        let flow = old.flow.clone();
+        st.live.retain(|other, l| {
+            *other == id || l.detached_at.is_some() || !(l.flow == flow && l.key == key)
+        });
+        let l = st
+            .live
+            .get_mut(&id)
+            .filter(|l| l.detached_at.is_some_and(|t| t.elapsed() < COPY_WINDOW))?;
+        let from = l.closed_at.unwrap_or(l.watermark.offset());
+        l.key = key;
+        l.fingerprint = fingerprint;
+        l.path = path;
+        l.detached_at = None;
+        l.closed_at = None;
+        l.cut = None;
         st.dirty = true;
-        id
+        Some(from)
     }
 
     /// Opens a chunk: `records` records covering `[start, end)` of a file
@@ -332,15 +459,90 @@ impl Checkpoints {
         let Some(l) = st.live.get_mut(&file) else {
             return NO_CHUNK;
         };
+        let end = l.cut.map_or(end, |c| c.min(end));
         l.chunks.insert(
             chunk,
             Chunk {
                 start,
                 end,
+                records,
                 remaining: records,
             },
         );
         chunk
+    }
+
+    /// A lane is about to put records into a call. `spans` holds, per file,
+    /// the end of its furthest record in the call; each is replaced by how
+    /// far that file's records may go: no limit while the flow runs (the
+    /// span is booked as sent), the file's cut once it stops. Under one
+    /// lock, so a cut never passes a record that was sent.
+    pub fn start_call(&self, spans: &mut [(FileId, u64)]) {
+        let mut st = self.lock();
+        for (file, end) in spans.iter_mut() {
+            *end = match st.live.get_mut(file) {
+                Some(l) => match l.cut {
+                    Some(c) => c,
+                    None => {
+                        l.sent_hi = l.sent_hi.max(*end);
+                        u64::MAX
+                    }
+                },
+                // A reading superseded after a restart: its acks are
+                // ignored whatever happens, so nothing is held back.
+                None => u64::MAX,
+            };
+        }
+    }
+
+    /// Stops the readings of `flow`: each file's cut is the furthest of what
+    /// is confirmed and what is in a call already started. Records below
+    /// the cut are still sent (they fill the holes); records past it are
+    /// withdrawn ([`Checkpoints::withdraw`]) and read again next time, so a
+    /// graceful stop sends nothing twice. Chunks end at the cut.
+    pub fn freeze(&self, flow: &str) {
+        let mut st = self.lock();
+        for l in st.live.values_mut().filter(|l| l.flow == flow) {
+            let cut = l.cut.unwrap_or(l.sent_hi.max(l.watermark.offset()));
+            l.cut = Some(cut);
+            for c in l.chunks.values_mut() {
+                c.end = c.end.min(cut);
+            }
+            if let Some(r) = l.closed_at.as_mut() {
+                *r = (*r).min(cut);
+            }
+        }
+    }
+
+    /// The cut of a stopped reading (see [`Checkpoints::freeze`]).
+    pub fn cut(&self, id: FileId) -> Option<u64> {
+        self.lock().live.get(&id).and_then(|l| l.cut)
+    }
+
+    /// Records taken back unsent at a stop: they count as done for their
+    /// chunks (which end at the cut), but move no range.
+    pub fn withdraw(&self, acks: &[Ack]) {
+        let chunks: Vec<Ack> = acks
+            .iter()
+            .filter(|a| matches!(a, Ack::Chunk { .. }))
+            .copied()
+            .collect();
+        self.ack(&chunks);
+    }
+
+    /// Confirmed records of stopped readings that are past their saved
+    /// offset (behind a hole): what the next start sends again.
+    pub fn confirmed_past_offset(&self) -> usize {
+        let st = self.lock();
+        st.live
+            .values()
+            .flat_map(|l| l.chunks.values())
+            .map(|c| c.records - c.remaining)
+            .sum::<usize>()
+            + st.live
+                .values()
+                .flat_map(|l| l.ahead.values())
+                .sum::<usize>()
     }
 
     /// Records acknowledgements; a file's saved offset moves to the end of
@@ -351,7 +553,7 @@ impl Checkpoints {
         let mut finished = Vec::new();
         for a in acks {
             let (file, range) = match *a {
-                Ack::Range { file, start, end } => (file, Some((start, end))),
+                Ack::Range { file, start, end } => (file, Some((start, end, 0))),
                 Ack::Chunk {
                     file,
                     chunk,
@@ -363,15 +565,16 @@ impl Checkpoints {
                         if c.remaining > 0 {
                             return None;
                         }
-                        l.chunks.remove(&chunk).map(|c| (c.start, c.end))
+                        l.chunks.remove(&chunk).map(|c| (c.start, c.end, c.records))
                     });
                     (file, done)
                 }
             };
-            if let Some((start, end)) = range
+            if let Some((start, end, records)) = range
                 && let Some(l) = st.live.get_mut(&file)
             {
                 moved |= l.watermark.ack(start, end);
+                note_ahead(l, start, end, records);
                 if l.closed_at.is_some_and(|c| l.watermark.offset() >= c) {
                     finished.push(file);
                 }
@@ -401,12 +604,18 @@ impl Checkpoints {
         }
     }
 
-    pub fn set_path(&self, id: FileId, path: PathBuf) {
+    /// A followed file was renamed: its readings, the store, `status`,
+    /// `/metrics` and dead letters show the new path from now on.
+    pub fn set_path(&self, flow: &str, key: FileKey, path: PathBuf) {
         let mut st = self.lock();
-        if let Some(l) = st.live.get_mut(&id) {
-            l.path = path;
-            st.dirty = true;
+        for l in st
+            .live
+            .values_mut()
+            .filter(|l| l.flow == flow && l.key == key && l.detached_at.is_none())
+        {
+            l.path = path.clone();
         }
+        st.dirty = true;
     }
 
     pub fn path_of(&self, id: FileId) -> Option<PathBuf> {
@@ -418,8 +627,11 @@ impl Checkpoints {
     pub fn close(&self, id: FileId, read_to: u64) {
         let mut st = self.lock();
         if let Some(l) = st.live.get_mut(&id) {
-            l.closed_at = Some(read_to);
-            if l.watermark.offset() >= read_to {
+            // A stopped reading ends at its cut: what is past it was
+            // withdrawn, and is read again next time.
+            let end = l.cut.map_or(read_to, |c| c.min(read_to));
+            l.closed_at = Some(end);
+            if l.watermark.offset() >= end {
                 retire(&mut st, id);
             }
         }
@@ -429,7 +641,12 @@ impl Checkpoints {
     pub fn live_files(&self) -> Vec<SavedFile> {
         let st = self.lock();
         let now = now_ms();
-        let mut v: Vec<SavedFile> = st.live.values().map(|l| l.to_saved(now)).collect();
+        let mut v: Vec<SavedFile> = st
+            .live
+            .values()
+            .filter(|l| l.detached_at.is_none())
+            .map(|l| l.to_saved(now))
+            .collect();
         v.sort_by(|a, b| (&a.flow, &a.path).cmp(&(&b.flow, &b.path)));
         v
     }
@@ -463,7 +680,41 @@ impl Checkpoints {
     }
 }
 
+/// Keeps count of confirmed records past the watermark.
+fn note_ahead(l: &mut Live, start: u64, end: u64, records: usize) {
+    let offset = l.watermark.offset();
+    while let Some((&s, _)) = l.ahead.first_key_value() {
+        if s >= offset {
+            break;
+        }
+        l.ahead.pop_first();
+    }
+    if records > 0 && start > offset && end > start {
+        *l.ahead.entry(start).or_insert(0) += records;
+    }
+}
+
+/// Adds a reading under a new id.
+fn insert_live(st: &mut State, live: Live) -> FileId {
+    let id = st.next_id;
+    st.next_id += 1;
+    st.live.insert(id, live);
+    st.dirty = true;
+    id
+}
+
+/// A settled reading becomes a saved entry. A detached one (truncated) has
+/// nothing to save: it stays until its copy window is over. A stopped one
+/// stays too, so that its cut still holds back the records past it that
+/// lanes have not withdrawn yet (the store takes it from the live table).
 fn retire(st: &mut State, id: FileId) {
+    if st
+        .live
+        .get(&id)
+        .is_some_and(|l| l.detached_at.is_some() || l.cut.is_some())
+    {
+        return;
+    }
     if let Some(l) = st.live.remove(&id) {
         st.saved
             .insert((l.flow.clone(), l.key), l.to_saved(now_ms()));
@@ -476,8 +727,12 @@ fn snapshot(st: &mut State) -> Vec<SavedFile> {
     let expire = EXPIRE_AFTER.as_millis() as u64;
     st.saved
         .retain(|_, s| now.saturating_sub(s.updated_unix_ms) < expire);
+    // Truncated readings past their copy window are dropped: their late
+    // acks, if any, are of content that is gone.
+    st.live
+        .retain(|_, l| l.detached_at.is_none_or(|t| t.elapsed() < COPY_WINDOW));
     let mut out: HashMap<(String, FileKey), SavedFile> = st.saved.clone();
-    for l in st.live.values() {
+    for l in st.live.values().filter(|l| l.detached_at.is_none()) {
         out.insert((l.flow.clone(), l.key), l.to_saved(now));
     }
     let mut files: Vec<SavedFile> = out.into_values().collect();
@@ -653,6 +908,125 @@ mod tests {
         }]);
         assert_eq!(cp.confirmed(new), Some(0));
         assert_eq!(cp.confirmed(old), None);
+    }
+
+    #[test]
+    fn a_stop_cuts_at_what_was_sent_and_withdrawn_records_let_the_chunk_end_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoints::open(dir.path()).unwrap();
+        let key = FileKey { dev: 1, ino: 5 };
+        let id = cp.register("f", key, Fingerprint::of(b"h"), PathBuf::from("/x"), 0);
+        // Nine records in one chunk, spread over two lanes.
+        let chunk = cp.open_chunk(id, 0, 100, 9);
+        // Lane A starts a call with records ending at 10, 30, 50, 70.
+        let mut spans = vec![(id, 70)];
+        cp.start_call(&mut spans);
+        assert_eq!(spans, vec![(id, u64::MAX)], "no limit while running");
+        cp.freeze("f");
+        assert_eq!(cp.cut(id), Some(70));
+        // Lane B's records end at 20, 40, 60, 80, 100: after the stop it
+        // may send those up to the cut only.
+        let mut spans = vec![(id, 100)];
+        cp.start_call(&mut spans);
+        assert_eq!(spans, vec![(id, 70)]);
+        let part = |records| Ack::Chunk {
+            file: id,
+            chunk,
+            records,
+        };
+        cp.ack(&[part(4)]); // A's call confirmed
+        cp.ack(&[part(3)]); // B's 20, 40, 60 confirmed
+        assert_eq!(cp.confirmed(id), Some(0), "80 and 100 are still counted");
+        cp.withdraw(&[part(2)]);
+        assert_eq!(cp.confirmed(id), Some(70), "the chunk ends at the cut");
+        cp.close(id, 100);
+        assert_eq!(cp.resume_point("f", key).map(|s| s.offset), Some(70));
+        // A lane that comes to its records past the cut only now still
+        // withdraws them, though everything below the cut is confirmed.
+        let mut spans = vec![(id, 100)];
+        cp.start_call(&mut spans);
+        assert_eq!(spans, vec![(id, 70)]);
+        cp.save().unwrap();
+        assert_eq!(read_store(dir.path()).unwrap()[0].offset, 70);
+    }
+
+    #[test]
+    fn a_new_reading_resumes_from_a_stopped_reading_in_memory_not_the_older_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoints::open(dir.path()).unwrap();
+        let key = FileKey { dev: 1, ino: 6 };
+        let id = cp.register("f", key, Fingerprint::of(b"h"), PathBuf::from("/x"), 0);
+        cp.ack(&[Ack::Range {
+            file: id,
+            start: 0,
+            end: 10,
+        }]);
+        cp.save().unwrap();
+        cp.ack(&[Ack::Range {
+            file: id,
+            start: 10,
+            end: 50,
+        }]);
+        // The tailer stopped with records past 50 still in flight.
+        cp.close(id, 80);
+        assert!(!cp.is_followed("f", key));
+        let resume = cp.resume_point("f", key).map(|s| s.offset);
+        assert_eq!(resume, Some(50), "the live progress, not the saved 10");
+        let again = cp.register("f", key, Fingerprint::of(b"h"), PathBuf::from("/x"), 50);
+        assert!(cp.is_followed("f", key));
+        cp.save().unwrap();
+        let saved = read_store(dir.path()).unwrap();
+        assert_eq!(saved.len(), 1);
+        assert_eq!(saved[0].offset, 50);
+        assert_eq!(cp.confirmed(again), Some(50));
+    }
+
+    #[test]
+    fn a_copy_takes_over_a_truncated_reading_with_its_acks() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoints::open(dir.path()).unwrap();
+        let orig = FileKey { dev: 1, ino: 7 };
+        let copy = FileKey { dev: 1, ino: 8 };
+        let id = cp.register("f", orig, Fingerprint::of(b"head"), PathBuf::from("/a"), 0);
+        let chunk = cp.open_chunk(id, 0, 40, 2);
+        // Truncated after reading 45 bytes, the last complete line ending at 40.
+        let fresh = cp.restart(id, Fingerprint::of(b""), 40).unwrap();
+        assert_ne!(fresh, id);
+        let cands = cp.copy_candidates("f", copy);
+        assert_eq!(cands, vec![(id, Fingerprint::of(b"head"), true)]);
+        assert_eq!(
+            cp.take_over(
+                id,
+                copy,
+                Fingerprint::of(b"head"),
+                PathBuf::from("/a.1"),
+                30
+            ),
+            None,
+            "a copy shorter than what was read adds nothing"
+        );
+        let from = cp.take_over(
+            id,
+            copy,
+            Fingerprint::of(b"head"),
+            PathBuf::from("/a.1"),
+            60,
+        );
+        assert_eq!(from, Some(40));
+        // The acks of what was in flight move the copy's reading.
+        cp.ack(&[Ack::Chunk {
+            file: id,
+            chunk,
+            records: 2,
+        }]);
+        assert_eq!(cp.confirmed(id), Some(40));
+        cp.save().unwrap();
+        let mut saved = read_store(dir.path()).unwrap();
+        saved.sort_by_key(|s| s.key.ino);
+        assert_eq!(saved.len(), 2);
+        assert_eq!((saved[0].key, saved[0].offset), (orig, 0));
+        assert_eq!((saved[1].key, saved[1].offset), (copy, 40));
+        assert_eq!(saved[1].path, PathBuf::from("/a.1"));
     }
 
     #[test]

@@ -19,11 +19,12 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::Region;
 use aws_sdk_kinesis::config::SharedCredentialsProvider;
 use notify::{EventKind, RecursiveMode, Watcher};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiState;
+use crate::budget::Budget;
 use crate::checkpoint::{Checkpoints, StoreError};
 use crate::config::{AwsSettings, FlowSettings, Settings, glob_base};
 use crate::discovery::{self, WakeRegistry};
@@ -115,13 +116,23 @@ struct RunningFlow {
     stop: CancellationToken,
     discovery: JoinHandle<()>,
     lanes: Vec<JoinHandle<()>>,
+    checkpoints: Arc<Checkpoints>,
 }
 
 impl RunningFlow {
-    /// Stops reading and waits until every record read was sent (and
+    /// Stops reading: each file's cut is set (what is confirmed or in a
+    /// call already started), records past it are withdrawn, and the
+    /// tailers end at once. Idempotent.
+    fn stop(&self) {
+        // The cut first: a lane that starts a call after this sees it.
+        self.checkpoints.freeze(&self.settings.name);
+        self.stop.cancel();
+    }
+
+    /// Stops, and waits until every record below the cuts was sent (and
     /// confirmed or dead-lettered), or `deadline`.
     async fn drain(self, deadline: tokio::time::Instant) -> bool {
-        self.stop.cancel();
+        self.stop();
         tokio::time::timeout_at(deadline, async {
             let _ = self.discovery.await;
             for l in self.lanes {
@@ -191,6 +202,7 @@ async fn start_flow(env: &Env, flow: &FlowSettings, watched: &Watched) -> Runnin
             router: router.clone(),
             rx,
             shared: env.shared.clone(),
+            stop: stop.clone(),
         };
         lanes.push(tokio::spawn(lane.run()));
     }
@@ -226,6 +238,7 @@ async fn start_flow(env: &Env, flow: &FlowSettings, watched: &Watched) -> Runnin
         stop,
         discovery,
         lanes,
+        checkpoints: env.checkpoints.clone(),
     }
 }
 
@@ -241,7 +254,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let shared = Arc::new(SinkShared {
         checkpoints: checkpoints.clone(),
-        budget: Arc::new(Semaphore::new(settings.max_buffer_bytes)),
+        budget: Arc::new(Budget::new(settings.max_buffer_bytes)),
         dead_letter: Arc::new(DeadLetter::new(&settings.state_dir)),
         metrics: metrics.clone(),
     });
@@ -337,7 +350,7 @@ pub async fn run(
     );
     let deadline = tokio::time::Instant::now() + current.shutdown_grace;
     for f in &flows {
-        f.stop.cancel();
+        f.stop();
     }
     let mut drained = true;
     for f in flows {
@@ -345,7 +358,8 @@ pub async fn run(
     }
     if !drained {
         tracing::warn!(
-            "grace period over with records still unconfirmed; they will be read again at the next start"
+            confirmed_past_saved_offset = checkpoints.confirmed_past_offset(),
+            "grace period over with records below the cut still unconfirmed; they are read again at the next start, and the confirmed records past them are sent again"
         );
     }
     drop(watcher);

@@ -11,6 +11,13 @@
 //! otherwise at the start, or at the end for `start_at = "end"` during the
 //! first scan only (files that appear later are always read from the start).
 //!
+//! A copy made by logrotate's `copytruncate` is recognised: a new file whose
+//! head matches a file the flow follows is held for up to [`COPY_WINDOW`];
+//! if that file is truncated meanwhile (or was, within the window), the copy
+//! takes over its reading and is read on from the last complete line read
+//! before the truncation, so nothing read is sent again and lines not read
+//! before the truncation come from the copy. Otherwise it is a new file.
+//!
 //! Bad paths (unreadable, not a regular file, vanished between listing and
 //! opening) are reported once per path and skipped; the others go on.
 
@@ -18,12 +25,13 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::FileKey;
+use crate::checkpoint::{COPY_WINDOW, FileKey, Fingerprint};
 use crate::config::{FlowSettings, StartAt};
 use crate::tailer::{FlowRuntime, TailStart, Tailer, file_key, fingerprint, head_matches};
 
@@ -34,6 +42,17 @@ struct Active {
     path: Arc<Mutex<PathBuf>>,
     wake: Arc<Notify>,
     join: JoinHandle<()>,
+}
+
+/// How often discovery looks again while it holds a possible copy.
+const HOLD_RESCAN: Duration = Duration::from_millis(100);
+
+/// What discovery keeps between scans.
+#[derive(Default)]
+struct Known {
+    active: HashMap<FileKey, Active>,
+    /// Possible copies of followed files, by identity, since when.
+    held: HashMap<FileKey, Instant>,
 }
 
 /// Expands the flow's globs into the regular files they name, without the
@@ -88,11 +107,11 @@ pub async fn run(
     wakes: WakeRegistry,
     shutdown: CancellationToken,
 ) {
-    let mut active: HashMap<FileKey, Active> = HashMap::new();
+    let mut known = Known::default();
     let mut reported: HashSet<(PathBuf, String)> = HashSet::new();
     let mut first = true;
-    loop {
-        active.retain(|_, a| !a.join.is_finished());
+    while !shutdown.is_cancelled() {
+        known.active.retain(|_, a| !a.join.is_finished());
         let settings = flow.settings.clone();
         let scan = tokio::task::spawn_blocking(move || expand(&settings)).await;
         let (paths, problems) = scan.unwrap_or_default();
@@ -101,47 +120,98 @@ pub async fn run(
                 tracing::warn!(flow = %flow.settings.name, path = %problem.0.display(), error = %problem.1, "cannot tail path");
             }
         }
+        let mut held = HashMap::new();
         for path in paths {
-            if let Err(e) = consider(&flow, &path, first, &mut active, &wakes, &shutdown)
-                && reported.insert((path.clone(), e.clone()))
+            // Nothing starts once a stop has begun.
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if let Err(e) = consider(
+                &flow, &path, first, &mut known, &mut held, &wakes, &shutdown,
+            ) && reported.insert((path.clone(), e.clone()))
             {
                 tracing::warn!(flow = %flow.settings.name, path = %path.display(), error = %e, "cannot tail file");
             }
         }
+        // Copies no longer seen are forgotten.
+        known.held = held;
         {
             let mut w = wakes.lock().unwrap_or_else(|p| p.into_inner());
-            w.retain(|_, n| active.values().any(|a| Arc::ptr_eq(&a.wake, n)));
+            w.retain(|_, n| known.active.values().any(|a| Arc::ptr_eq(&a.wake, n)));
         }
         first = false;
+        let wait = if known.held.is_empty() {
+            rescan
+        } else {
+            rescan.min(HOLD_RESCAN)
+        };
         tokio::select! {
-            _ = tokio::time::sleep(rescan) => {}
+            // A stop wins over a pending hint: no scan starts after it.
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
             _ = hint.notified() => {
                 // Let a burst of events settle into one scan.
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            _ = shutdown.cancelled() => break,
         }
     }
-    for (_, a) in active {
+    for (_, a) in known.active {
         let _ = a.join.await;
     }
 }
 
+/// What a new file is with respect to the files the flow follows.
+enum Copy {
+    /// Not a copy of any of them.
+    No,
+    /// A copy of a followed file not (yet) truncated: wait and see.
+    Hold,
+    /// A copy of a file truncated within the window: it takes over that
+    /// reading.
+    TakeOver(crate::checkpoint::FileId),
+}
+
+/// Whether `file` (a new identity) is a copytruncate copy of a file the
+/// flow follows: its head matches that file's fingerprint.
+fn copy_of(flow: &FlowRuntime, file: &File, key: FileKey, since: Option<Instant>) -> Copy {
+    let candidates = flow.checkpoints.copy_candidates(&flow.settings.name, key);
+    let mut hold = false;
+    for (id, fp, truncated) in candidates {
+        if !head_matches(file, &fp) {
+            continue;
+        }
+        if truncated {
+            return Copy::TakeOver(id);
+        }
+        hold = true;
+    }
+    if hold && since.is_none_or(|t| t.elapsed() < COPY_WINDOW) {
+        Copy::Hold
+    } else {
+        Copy::No
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn consider(
     flow: &Arc<FlowRuntime>,
     path: &Path,
     first_scan: bool,
-    active: &mut HashMap<FileKey, Active>,
+    known: &mut Known,
+    held: &mut HashMap<FileKey, Instant>,
     wakes: &WakeRegistry,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
+    let name = &flow.settings.name;
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     let key = file_key(&meta);
-    if let Some(a) = active.get(&key) {
+    if let Some(a) = known.active.get(&key) {
         let mut p = a.path.lock().unwrap_or_else(|e| e.into_inner());
         if p.as_path() != path {
-            tracing::info!(flow = %flow.settings.name, from = %p.display(), to = %path.display(), "file renamed; following it");
+            tracing::info!(flow = %name, from = %p.display(), to = %path.display(), "file renamed; following it");
             *p = path.to_path_buf();
+            flow.checkpoints.set_path(name, key, path.to_path_buf());
             wakes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -167,36 +237,104 @@ fn consider(
         return Err("not a regular file; skipped".into());
     }
     let key = file_key(&meta);
-    if active.contains_key(&key) {
+    if known.active.contains_key(&key) || flow.checkpoints.is_followed(name, key) {
         return Ok(());
     }
     let fp = fingerprint(&file).map_err(|e| e.to_string())?;
-    let name = &flow.settings.name;
-    let offset = match flow.checkpoints.lookup(name, key) {
-        Some(saved)
-            if saved.fingerprint.len <= fp.len && head_matches(&file, &saved.fingerprint) =>
-        {
-            if meta.len() < saved.offset {
+    let resume = flow
+        .checkpoints
+        .resume_point(name, key)
+        .filter(|saved| saved.fingerprint.len <= fp.len && head_matches(&file, &saved.fingerprint));
+    let mut taken_over = None;
+    if resume.is_none() {
+        match copy_of(flow, &file, key, known.held.get(&key).copied()) {
+            Copy::No => {}
+            Copy::Hold => {
+                held.insert(
+                    key,
+                    known.held.get(&key).copied().unwrap_or_else(Instant::now),
+                );
+                return Ok(());
+            }
+            Copy::TakeOver(id) => taken_over = Some(id),
+        }
+    }
+    let (id, offset) = match (taken_over, resume) {
+        (Some(original), _) => match flow.checkpoints.take_over(
+            original,
+            key,
+            fp.clone(),
+            path.to_path_buf(),
+            meta.len(),
+        ) {
+            Some(offset) => {
+                tracing::info!(flow = %name, path = %path.display(), offset, "copy of a truncated file (copytruncate): reading on from where the original was read");
+                (original, offset)
+            }
+            // The original settled in the meantime, or the copy holds
+            // nothing that was not read: read it on from its end.
+            None => {
+                let offset = meta.len();
+                (
+                    flow.checkpoints
+                        .register(name, key, fp.clone(), path.to_path_buf(), offset),
+                    offset,
+                )
+            }
+        },
+        (None, Some(saved)) => {
+            let offset = if meta.len() < saved.offset {
                 tracing::warn!(flow = %name, path = %path.display(), size = meta.len(), offset = saved.offset,
                     "file is shorter than its checkpoint: truncated while stopped; reading from the start");
                 0
             } else {
                 saved.offset
-            }
+            };
+            (
+                flow.checkpoints
+                    .register(name, key, fp.clone(), path.to_path_buf(), offset),
+                offset,
+            )
         }
-        _ if first_scan && flow.settings.start_at == StartAt::End => meta.len(),
-        _ => 0,
+        (None, None) => {
+            let offset = if first_scan && flow.settings.start_at == StartAt::End {
+                meta.len()
+            } else {
+                0
+            };
+            (
+                flow.checkpoints
+                    .register(name, key, fp.clone(), path.to_path_buf(), offset),
+                offset,
+            )
+        }
     };
-    let id = flow
-        .checkpoints
-        .register(name, key, fp.clone(), path.to_path_buf(), offset);
+    start_tailer(
+        flow, path, file, key, fp, id, offset, known, wakes, shutdown,
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_tailer(
+    flow: &Arc<FlowRuntime>,
+    path: &Path,
+    file: File,
+    key: FileKey,
+    fp: Fingerprint,
+    id: crate::checkpoint::FileId,
+    offset: u64,
+    known: &mut Known,
+    wakes: &WakeRegistry,
+    shutdown: &CancellationToken,
+) {
     let shared_path = Arc::new(Mutex::new(path.to_path_buf()));
     let wake = Arc::new(Notify::new());
     wakes
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(path.to_path_buf(), wake.clone());
-    tracing::info!(flow = %name, path = %path.display(), offset, "tailing file");
+    tracing::info!(flow = %flow.settings.name, path = %path.display(), offset, "tailing file");
     let start = TailStart {
         id,
         file,
@@ -208,7 +346,7 @@ fn consider(
     };
     let tailer = Tailer::new(flow.clone(), start, shutdown.clone());
     let join = tokio::spawn(tailer.run());
-    active.insert(
+    known.active.insert(
         key,
         Active {
             path: shared_path,
@@ -216,5 +354,4 @@ fn consider(
             join,
         },
     );
-    Ok(())
 }

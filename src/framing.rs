@@ -67,6 +67,21 @@ impl Framer {
         self.pending_start
     }
 
+    /// The unfinished line's bytes, with their range, if there are any:
+    /// what is left when the file they came from is abandoned.
+    pub fn into_pending(self) -> Option<Line> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let end = self.pending_start + self.pending.len() as u64;
+        Some(Line {
+            data: self.pending,
+            piece: if self.split { Piece::Tail } else { Piece::Head },
+            start: self.pending_start,
+            end,
+        })
+    }
+
     /// Bytes held for the unfinished line.
     pub fn pending_len(&self) -> usize {
         self.pending.len()

@@ -9,6 +9,7 @@
 pub mod aggregate;
 pub mod api;
 pub mod batcher;
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod daemon;

@@ -33,12 +33,14 @@ use aws_sdk_kinesis::error::BoxError;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_types::body::SdkBody;
 use backon::{BackoffBuilder, ExponentialBuilder};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::Aggregator;
 use crate::batcher::{
     Batch, Entry, MAX_BYTES_PER_RECORD, NO_SHARD, Record, coalesce_acks, put_records_body,
 };
+use crate::budget::Budget;
 use crate::checkpoint::{Checkpoints, FileId};
 use crate::config::StreamRef;
 use crate::metrics::Metrics;
@@ -190,12 +192,23 @@ impl DeadLetter {
     }
 }
 
+/// The entry of what an aggregator holds: one record alone goes out plain,
+/// without the aggregate's overhead.
+fn aggregate_entry(agg: Aggregator) -> Entry {
+    let (data, records) = agg.finish();
+    let aggregate = (records.len() > 1).then_some(data);
+    Entry {
+        records: records.into(),
+        aggregate,
+    }
+}
+
 /// What every lane of every flow shares.
 #[derive(Debug)]
 pub struct SinkShared {
     pub checkpoints: Arc<Checkpoints>,
     /// Bytes of records read and not yet acked; tailers take, lanes give back.
-    pub budget: Arc<Semaphore>,
+    pub budget: Arc<Budget>,
     pub dead_letter: Arc<DeadLetter>,
     pub metrics: Arc<Metrics>,
 }
@@ -216,6 +229,9 @@ pub struct Lane {
     pub router: Arc<Router>,
     pub rx: mpsc::Receiver<Vec<Record>>,
     pub shared: Arc<SinkShared>,
+    /// The flow's stop: from then on the lane sends only what fills the
+    /// holes below each file's cut (see `Checkpoints::freeze`).
+    pub stop: CancellationToken,
 }
 
 /// Paced lanes aim this far under a shard's limits: calls reach the service
@@ -341,13 +357,7 @@ impl Lane {
                                 break;
                             }
                         }
-                        let (data, records) = agg.finish();
-                        // One record alone goes out plain: no overhead.
-                        let aggregate = (records.len() > 1).then_some(data);
-                        Entry {
-                            records: records.into(),
-                            aggregate,
-                        }
+                        aggregate_entry(agg)
                     }
                 }
             } else {
@@ -370,7 +380,18 @@ impl Lane {
             let mut quick = backoff(QUICK_MIN, QUICK_MAX);
             let mut slow = backoff(Duration::from_secs(1), Duration::from_secs(30));
             loop {
-                self.pace(&pending, windows).await;
+                if self.stop.is_cancelled() {
+                    // Withdraw what is past the cut before pacing for it.
+                    self.admit(&mut pending);
+                }
+                if !self.pace(&pending, windows).await {
+                    // The stop came during the wait: admit again.
+                    continue;
+                }
+                self.admit(&mut pending);
+                if pending.is_empty() {
+                    break;
+                }
                 let delay = match self.put(&pending).await {
                     CallResult::Entries(codes) => {
                         let mut confirmed = Vec::with_capacity(pending.len());
@@ -478,10 +499,13 @@ impl Lane {
     }
 
     /// Waits until every shard in `records` can take its share of them
-    /// within its limits, then books them.
-    async fn pace(&self, records: &[Entry], windows: &mut HashMap<u32, RateWindow>) {
+    /// within its limits, then books them. `false` when the flow's stop
+    /// came during the wait (nothing is booked then): the records may be
+    /// past their cut. A wait that starts after the stop is not cut short,
+    /// so the records that fill holes are paced too.
+    async fn pace(&self, records: &[Entry], windows: &mut HashMap<u32, RateWindow>) -> bool {
         let Some(limits) = self.pace.map(paced) else {
-            return;
+            return true;
         };
         let mut per_shard: HashMap<u32, (u64, u64)> = HashMap::new();
         for r in records.iter().filter(|r| r.shard() != NO_SHARD) {
@@ -501,7 +525,14 @@ impl Lane {
             .max()
             .unwrap_or_default();
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            if self.stop.is_cancelled() {
+                tokio::time::sleep(wait).await;
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.stop.cancelled() => return false,
+                }
+            }
         }
         let now = std::time::Instant::now();
         for (s, (n, b)) in per_shard {
@@ -510,6 +541,72 @@ impl Lane {
                 .or_insert_with(|| RateWindow::new(limits))
                 .record(now, n, b);
         }
+        true
+    }
+
+    /// Books `pending` as sent, or, once the flow stops, withdraws the
+    /// records past their file's cut: they are still in the file and are
+    /// read again at the next start, and sending them now would confirm
+    /// records above a hole, which the next start would send again.
+    fn admit(&self, pending: &mut Vec<Entry>) {
+        // The furthest end per file; a call holds few files.
+        let mut spans: Vec<(FileId, u64)> = Vec::new();
+        for r in pending.iter().flat_map(|e| &e.records) {
+            match spans.iter_mut().find(|(f, _)| *f == r.file) {
+                Some(s) => s.1 = s.1.max(r.end),
+                None => spans.push((r.file, r.end)),
+            }
+        }
+        self.shared.checkpoints.start_call(&mut spans);
+        let limit = |r: &Record| {
+            spans
+                .iter()
+                .find(|(f, _)| *f == r.file)
+                .map_or(u64::MAX, |s| s.1)
+        };
+        if pending
+            .iter()
+            .flat_map(|e| &e.records)
+            .all(|r| r.end <= limit(r))
+        {
+            return;
+        }
+        let mut withdrawn = Vec::new();
+        let mut kept = Vec::with_capacity(pending.len());
+        for e in pending.drain(..) {
+            if e.records.iter().all(|r| r.end <= limit(r)) {
+                kept.push(e);
+                continue;
+            }
+            let (keep, away): (Vec<Record>, Vec<Record>) =
+                e.records.into_iter().partition(|r| r.end <= limit(r));
+            withdrawn.extend(away);
+            kept.extend(self.repack(keep));
+        }
+        *pending = kept;
+        tracing::debug!(flow = %self.flow, lane = self.index, records = withdrawn.len(),
+            first = withdrawn.iter().map(|r| r.start).min(), cut = ?spans, "stopping: records past the cut withdrawn");
+        self.release(&withdrawn);
+        self.shared.checkpoints.withdraw(&coalesce_acks(&withdrawn));
+    }
+
+    /// Entries for what is left of an entry after a withdrawal: an
+    /// aggregate packed again from the records that stay.
+    fn repack(&self, records: Vec<Record>) -> Vec<Entry> {
+        if records.len() < 2 || self.aggregate_bytes == 0 {
+            return records.into_iter().map(Entry::single).collect();
+        }
+        let mut out = Vec::new();
+        let mut agg = Aggregator::new(self.aggregate_bytes);
+        for r in records {
+            if let Err(r) = agg.try_add(r) {
+                out.push(Entry::single(r));
+            }
+        }
+        if !agg.is_empty() {
+            out.push(aggregate_entry(agg));
+        }
+        out
     }
 
     async fn put(&self, records: &[Entry]) -> CallResult {
@@ -595,13 +692,13 @@ impl Lane {
         );
         Metrics::add(&self.shared.metrics.bytes_sent, bytes as u64);
         let budget: usize = records.iter().map(|r| r.budget_size()).sum();
-        self.shared.budget.add_permits(budget);
+        self.shared.budget.give_back(budget);
         self.shared.checkpoints.ack(&coalesce_acks(records));
     }
 
     fn release(&self, records: &[Record]) {
         let budget: usize = records.iter().map(Record::budget_size).sum();
-        self.shared.budget.add_permits(budget);
+        self.shared.budget.give_back(budget);
     }
 
     /// Writes records to the dead-letter file, then acks them. If the file

@@ -32,6 +32,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{MAX_DATA_BYTES, NO_SHARD, Record, coalesce_acks};
+use crate::budget::Budget;
 use crate::checkpoint::NO_CHUNK;
 use crate::checkpoint::{Checkpoints, FileId, FileKey, Fingerprint};
 use crate::config::{FlowSettings, Oversize, TRUNCATION_MARKER};
@@ -104,7 +105,7 @@ impl Slots {
 pub struct FlowRuntime {
     pub settings: FlowSettings,
     pub lanes: Vec<mpsc::Sender<Vec<Record>>>,
-    pub budget: Arc<tokio::sync::Semaphore>,
+    pub budget: Arc<Budget>,
     pub checkpoints: Arc<Checkpoints>,
     pub metrics: Arc<Metrics>,
     pub dead_letter: Arc<DeadLetter>,
@@ -184,15 +185,30 @@ pub struct Tailer {
     last_line_at: Instant,
     /// Offset of the next byte to read.
     read_offset: u64,
+    /// The byte just before `read_offset`, as it was read: a file whose
+    /// byte there changed is not the content being read any more.
+    last_byte: Option<u8>,
+    /// Where the content was last checked (see `content_changed`), and
+    /// whether the tailer waited since (for budget, a slot, a poll).
+    checked_at: u64,
+    waited: bool,
     /// Set once a file notification has woken this tailer: its changes are
     /// announced, so polling is only a slow safety net (see `next_poll`).
     notified: bool,
     shutdown: CancellationToken,
 }
 
-enum Handoff {
-    Done,
-    Shutdown,
+/// How far a tailer reads between two checks that the file is still the
+/// content it reads, when it does not wait: one check per full read.
+const CHECK_EVERY: u64 = READ_CHUNK as u64;
+
+/// The byte of `file` at `offset`, if there is one.
+fn byte_at(file: &File, offset: u64) -> Option<u8> {
+    let mut b = [0u8; 1];
+    match file.read_at(&mut b, offset) {
+        Ok(1) => Some(b[0]),
+        _ => None,
+    }
 }
 
 impl Tailer {
@@ -200,6 +216,7 @@ impl Tailer {
         let offset = start.offset;
         // Without a free slot the tailer starts parked and waits its turn.
         let slot = flow.slots.sem.clone().try_acquire_owned().ok();
+        let last_byte = offset.checked_sub(1).and_then(|o| byte_at(&start.file, o));
         let file = slot.as_ref().map(|_| start.file);
         let strip_cr = flow.settings.strip_cr;
         let multiline = flow.settings.multiline.clone().map(Aggregator::new);
@@ -218,6 +235,9 @@ impl Tailer {
             multiline,
             last_line_at: Instant::now(),
             read_offset: offset,
+            last_byte,
+            checked_at: offset,
+            waited: false,
             notified: false,
             shutdown,
         };
@@ -254,15 +274,18 @@ impl Tailer {
 
     /// While parked: waits until the file changes, takes a slot and opens
     /// it again. `false` when the file is gone from its path (or shutdown).
+    /// A file truncated or refilled meanwhile is opened too: the check
+    /// before the next read restarts it at 0.
     async fn unpark(&mut self, poll: &mut Duration, orphan_since: &mut Option<Instant>) -> bool {
         loop {
             tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return false,
                 _ = self.wake.notified() => {
                     self.notified = true;
                     *poll = self.next_poll();
                 }
                 _ = tokio::time::sleep(*poll) => *poll = self.slower(*poll),
-                _ = self.shutdown.cancelled() => return false,
             }
             let path = self.path();
             match std::fs::metadata(&path) {
@@ -286,13 +309,13 @@ impl Tailer {
                 }
             }
             let slot = tokio::select! {
-                s = self.flow.slots.acquire() => s,
+                biased;
                 _ = self.shutdown.cancelled() => return false,
+                s = self.flow.slots.acquire() => s,
             };
             let Some(slot) = slot else { return false };
             let reopened = File::open(&path).and_then(|mut f| {
-                let m = f.metadata()?;
-                if file_key(&m) != self.key || !head_matches(&f, &self.fingerprint) {
+                if file_key(&f.metadata()?) != self.key {
                     return Err(std::io::Error::other("another file is at the path now"));
                 }
                 f.seek(SeekFrom::Start(self.read_offset))?;
@@ -304,6 +327,7 @@ impl Tailer {
                     self.slot = Some(slot);
                     self.held_since = Instant::now();
                     self.last_data_at = Instant::now();
+                    self.waited = true;
                     return true;
                 }
                 Err(e) => {
@@ -318,6 +342,28 @@ impl Tailer {
         self.path.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether the open file is no longer the content being read: shorter
+    /// than what was read, a different head, or a different byte just
+    /// before the read offset (a refill past the offset with the same
+    /// head). `Some(size)` when it changed. A file of the same size as what
+    /// was read is taken as unchanged, which keeps quiet files cheap.
+    fn content_changed(&mut self) -> Option<u64> {
+        self.checked_at = self.read_offset;
+        self.waited = false;
+        let file = self.file.as_ref()?;
+        let len = file.metadata().ok()?.len();
+        if len < self.read_offset {
+            return Some(len);
+        }
+        if len == self.read_offset {
+            return None;
+        }
+        let moved = self.read_offset > 0
+            && self.last_byte.is_some()
+            && byte_at(file, self.read_offset - 1) != self.last_byte;
+        (moved || !head_matches(file, &self.fingerprint)).then_some(len)
+    }
+
     /// Reads until shutdown, or until the file is gone from its path and
     /// quiet.
     pub async fn run(mut self) {
@@ -328,74 +374,34 @@ impl Tailer {
         let mut poll = POLL_MIN;
         let mut orphan_since: Option<Instant> = None;
         let mut last_error: Option<String> = None;
-        loop {
-            if self.shutdown.is_cancelled() {
-                break;
-            }
-            let Some(file) = self.file.as_mut() else {
+        while !self.shutdown.is_cancelled() {
+            if self.file.is_none() {
                 if self.unpark(&mut poll, &mut orphan_since).await {
                     continue;
                 }
                 break;
-            };
+            }
+            // After any wait, and once per full read, check that the file
+            // is still the content being read before reading on.
+            if (self.waited || self.read_offset - self.checked_at >= CHECK_EVERY)
+                && let Some(len) = self.content_changed()
+            {
+                self.truncated(len, &mut lines).await;
+                continue;
+            }
             if buf.is_empty() {
                 buf = vec![0u8; READ_START];
             }
+            let Some(file) = self.file.as_mut() else {
+                continue;
+            };
             match file.read(&mut buf) {
                 Ok(0) => {
                     // Caught up: the buffer goes until there is more.
                     buf = Vec::new();
-                    // Others wait for a slot, or this file has been quiet
-                    // for the idle timeout: close it until it changes. A
-                    // pending multi-line event goes out first.
-                    let contended = self.flow.slots.contended();
-                    if contended || self.last_data_at.elapsed() >= self.flow.settings.idle_timeout {
-                        if let Some(agg) = self.multiline.as_mut() {
-                            agg.flush(&mut lines);
-                        }
-                        if let Handoff::Shutdown = self.hand_off(&mut lines).await {
-                            break;
-                        }
-                        if let Some(f) = self.file.as_ref()
-                            && f.metadata().is_ok_and(|m| m.len() > self.read_offset)
-                        {
-                            // It grew meanwhile: read on.
-                            continue;
-                        }
-                        self.park();
-                        continue;
-                    }
-                    // A pending multi-line event is sent once it has waited
-                    // its timeout for another line.
-                    let mut wait = poll;
-                    if let Some(agg) = self.multiline.as_ref().filter(|a| a.has_pending()) {
-                        wait = wait.min(agg.timeout().saturating_sub(self.last_line_at.elapsed()));
-                    }
-                    tokio::select! {
-                        _ = self.wake.notified() => {
-                            self.notified = true;
-                            poll = self.next_poll();
-                        }
-                        _ = tokio::time::sleep(wait) => poll = self.slower(poll),
-                        _ = self.shutdown.cancelled() => break,
-                    }
-                    let timed_out = self.multiline.as_ref().is_some_and(|a| {
-                        a.has_pending() && self.last_line_at.elapsed() >= a.timeout()
-                    });
-                    // A file about to restart at 0 sends its pending event
-                    // first: it was read and belongs to the old content.
-                    let action = self.at_eof(&mut orphan_since);
-                    if timed_out || action != EofAction::Wait {
-                        if let Some(agg) = self.multiline.as_mut() {
-                            agg.flush(&mut lines);
-                        }
-                        if let Handoff::Shutdown = self.hand_off(&mut lines).await {
-                            break;
-                        }
-                    }
-                    match action {
+                    match self.at_end(&mut lines, &mut poll, &mut orphan_since).await {
                         EofAction::Wait => {}
-                        EofAction::Truncated { .. } => self.restart_at_zero(),
+                        EofAction::Truncated { len } => self.truncated(len, &mut lines).await,
                         EofAction::Close => break,
                     }
                 }
@@ -405,29 +411,21 @@ impl Tailer {
                     last_error = None;
                     self.last_data_at = Instant::now();
                     self.read_offset += n as u64;
+                    self.last_byte = Some(buf[n - 1]);
                     Metrics::add(&self.flow.metrics.bytes_read, n as u64);
                     self.framer.feed(&buf[..n], &mut framed);
                     if n == buf.len() && buf.len() < READ_CHUNK {
                         // A full read: there is likely more; ask for more.
                         buf = vec![0u8; (buf.len() * 2).min(READ_CHUNK)];
                     }
-                    if let Handoff::Shutdown = self.shape(&mut framed, &mut lines).await {
-                        break;
-                    }
-                    if self.fingerprint.len < Fingerprint::MAX_LEN
-                        && self.read_offset > self.fingerprint.len
-                        && let Some(Ok(fp)) = self.file.as_ref().map(fingerprint)
-                    {
-                        self.fingerprint = fp.clone();
-                        self.flow.checkpoints.set_fingerprint(self.id, fp);
-                    }
-                    if let Handoff::Shutdown = self.hand_off(&mut lines).await {
-                        break;
-                    }
+                    self.shape(&mut framed, &mut lines).await;
+                    self.grow_fingerprint();
+                    self.hand_off(&mut lines).await;
                     // A busy file gives its slot up after its fair share
                     // when others wait; it queues again at once.
                     if self.flow.slots.contended() && self.held_since.elapsed() >= FAIR_SHARE {
                         self.park();
+                        self.waited = true;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -437,9 +435,11 @@ impl Tailer {
                         tracing::warn!(flow = %self.flow.settings.name, path = %self.path().display(), error = %msg, "cannot read file; will retry");
                         last_error = Some(msg);
                     }
+                    self.waited = true;
                     tokio::select! {
-                        _ = tokio::time::sleep(POLL_MAX) => {}
+                        biased;
                         _ = self.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(POLL_MAX) => {}
                     }
                 }
             }
@@ -450,22 +450,112 @@ impl Tailer {
         tracing::debug!(flow = %self.flow.settings.name, path = %self.path().display(), offset = self.framer.consumed(), "tailer stopped");
     }
 
-    /// Starts reading the file again from its first byte, under a new
-    /// checkpoint id.
-    fn restart_at_zero(&mut self) {
-        let path = self.path();
+    /// At the end of the file: parks it when others wait for a slot or it
+    /// was idle too long; otherwise waits for a change, sends a multi-line
+    /// event whose timeout passed, and says what the file looks like now.
+    async fn at_end(
+        &mut self,
+        lines: &mut Vec<Line>,
+        poll: &mut Duration,
+        orphan_since: &mut Option<Instant>,
+    ) -> EofAction {
+        let contended = self.flow.slots.contended();
+        if contended || self.last_data_at.elapsed() >= self.flow.settings.idle_timeout {
+            // A pending multi-line event goes out first.
+            if let Some(agg) = self.multiline.as_mut() {
+                agg.flush(lines);
+            }
+            self.hand_off(lines).await;
+            let grew = self
+                .file
+                .as_ref()
+                .is_some_and(|f| f.metadata().is_ok_and(|m| m.len() > self.read_offset));
+            // It grew meanwhile: read on; else close it until it changes.
+            if !grew {
+                self.park();
+            }
+            return EofAction::Wait;
+        }
+        // A pending multi-line event is sent once it has waited its
+        // timeout for another line.
+        let mut wait = *poll;
+        if let Some(agg) = self.multiline.as_ref().filter(|a| a.has_pending()) {
+            wait = wait.min(agg.timeout().saturating_sub(self.last_line_at.elapsed()));
+        }
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return EofAction::Wait,
+            _ = self.wake.notified() => {
+                self.notified = true;
+                *poll = self.next_poll();
+            }
+            _ = tokio::time::sleep(wait) => *poll = self.slower(*poll),
+        }
+        let timed_out = self
+            .multiline
+            .as_ref()
+            .is_some_and(|a| a.has_pending() && self.last_line_at.elapsed() >= a.timeout());
+        if timed_out && let Some(agg) = self.multiline.as_mut() {
+            agg.flush(lines);
+            self.hand_off(lines).await;
+        }
+        self.at_eof(orphan_since)
+    }
+
+    /// Grows the fingerprint of a short file's head as the file grows.
+    fn grow_fingerprint(&mut self) {
+        if self.fingerprint.len < Fingerprint::MAX_LEN
+            && self.read_offset > self.fingerprint.len
+            && let Some(Ok(fp)) = self.file.as_ref().map(fingerprint)
+        {
+            self.fingerprint = fp.clone();
+            self.flow.checkpoints.set_fingerprint(self.id, fp);
+        }
+    }
+
+    /// The file is not the content being read any more (truncated, or
+    /// truncated and refilled): what was read of the old content is sent
+    /// (a pending multi-line event included), a partial last line is
+    /// dead-lettered (it is never joined with the new content's bytes), and
+    /// reading starts again at 0 under a new checkpoint id, so late acks of
+    /// the old content cannot move the new watermark.
+    async fn truncated(&mut self, len: u64, lines: &mut Vec<Line>) {
+        Metrics::add(&self.flow.metrics.truncations, 1);
+        tracing::warn!(flow = %self.flow.settings.name, path = %self.path().display(), size = len, offset = self.read_offset,
+            "file was truncated (shorter than what was read, or its content changed); reading again from the start");
+        if let Some(agg) = self.multiline.as_mut() {
+            agg.flush(lines);
+        }
+        self.hand_off(lines).await;
+        let read_to = self.framer.consumed();
+        let strip_cr = self.flow.settings.strip_cr;
+        let old = std::mem::replace(&mut self.framer, Framer::new(0, MAX_LINE_PIECE, strip_cr));
+        if let Some(partial) = old.into_pending() {
+            self.dead_letter(vec![(
+                partial,
+                "partial line: the file was truncated before its newline",
+            )])
+            .await;
+        }
         let fp = self
             .file
             .as_ref()
             .and_then(|f| fingerprint(f).ok())
             .unwrap_or_else(|| Fingerprint::of(b""));
-        self.id =
-            self.flow
-                .checkpoints
-                .register(&self.flow.settings.name, self.key, fp.clone(), path, 0);
+        self.id = match self.flow.checkpoints.restart(self.id, fp.clone(), read_to) {
+            Some(id) => id,
+            None => self.flow.checkpoints.register(
+                &self.flow.settings.name,
+                self.key,
+                fp.clone(),
+                self.path(),
+                0,
+            ),
+        };
         self.fingerprint = fp;
-        self.framer = Framer::new(0, MAX_LINE_PIECE, self.flow.settings.strip_cr);
         self.read_offset = 0;
+        self.checked_at = 0;
+        self.last_byte = None;
         if let Some(Err(e)) = self.file.as_mut().map(|f| f.seek(SeekFrom::Start(0))) {
             tracing::warn!(path = %self.path().display(), error = %e, "cannot seek to the start of the file");
         }
@@ -474,7 +564,7 @@ impl Tailer {
     /// Applies the oversize policy and multi-line grouping to framed lines:
     /// what is to be sent goes to `ready`, what is not goes to the
     /// dead-letter file (and is acked once written there).
-    async fn shape(&mut self, framed: &mut Vec<Line>, ready: &mut Vec<Line>) -> Handoff {
+    async fn shape(&mut self, framed: &mut Vec<Line>, ready: &mut Vec<Line>) {
         let mut dead: Vec<(Line, &'static str)> = Vec::new();
         let policy = self.flow.settings.oversize;
         for mut line in framed.drain(..) {
@@ -507,7 +597,6 @@ impl Tailer {
         if !dead.is_empty() {
             self.dead_letter(dead).await;
         }
-        Handoff::Done
     }
 
     /// Writes lines to the dead-letter file, retrying until it works, then
@@ -536,25 +625,22 @@ impl Tailer {
         self.flow.checkpoints.ack(&coalesce_acks(&records));
     }
 
+    /// After a wait at the end of the file: whether it was truncated, is
+    /// to be closed (its path names another file or nothing, and it has
+    /// been drained and quiet for the grace), or is to be waited on.
     fn at_eof(&mut self, orphan_since: &mut Option<Instant>) -> EofAction {
-        let Some(file) = self.file.as_ref() else {
+        if self.file.is_none() {
             return EofAction::Wait;
-        };
-        let len = match file.metadata() {
-            Ok(m) => m.len(),
-            Err(_) => return EofAction::Wait,
-        };
-        // After a copytruncate the writer may have refilled the file past
-        // our offset before we look; its head then no longer matches. Only
-        // a file with new bytes can be that, so a quiet file costs no read.
-        let rewritten = len > self.read_offset && !head_matches(file, &self.fingerprint);
-        if len < self.read_offset || rewritten {
-            Metrics::add(&self.flow.metrics.truncations, 1);
-            tracing::warn!(flow = %self.flow.settings.name, path = %self.path().display(), size = len, offset = self.read_offset, rewritten,
-                "file was truncated (shorter than what was read, or its first bytes changed); reading again from the start");
+        }
+        if let Some(len) = self.content_changed() {
             return EofAction::Truncated { len };
         }
-        if len > self.read_offset {
+        if self
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .is_none_or(|m| m.len() > self.read_offset)
+        {
             // More to read: whether the path still leads here matters only
             // once the file is drained.
             return EofAction::Wait;
@@ -582,17 +668,13 @@ impl Tailer {
 
     /// Keys the framed lines and hands them to their lanes, waiting for
     /// budget first.
-    async fn hand_off(&mut self, lines: &mut Vec<Line>) -> Handoff {
+    async fn hand_off(&mut self, lines: &mut Vec<Line>) {
         if lines.is_empty() {
-            return Handoff::Done;
+            return;
         }
         Metrics::add(&self.flow.metrics.lines_read, lines.len() as u64);
         let path = self.path();
         let path_str = path.to_string_lossy();
-        let ctx = KeyContext {
-            path: &path_str,
-            hostname: &self.flow.hostname,
-        };
         let n_lanes = self.flow.lanes.len().max(1);
         let map = self.flow.router.snapshot();
         let mut buckets: Vec<(Vec<Record>, usize)> =
@@ -601,13 +683,17 @@ impl Tailer {
         // were dead-lettered, and acked, before.
         let (first, last) = match (lines.first(), lines.last()) {
             (Some(f), Some(l)) => (f.start, l.end),
-            _ => return Handoff::Done,
+            _ => return,
         };
         let chunk = self
             .flow
             .checkpoints
             .open_chunk(self.id, first, last, lines.len());
         for line in lines.drain(..) {
+            let ctx = KeyContext {
+                path: &path_str,
+                hostname: &self.flow.hostname,
+            };
             let key = self
                 .flow
                 .settings
@@ -637,42 +723,54 @@ impl Tailer {
             if *bytes >= HANDOFF_BYTES {
                 let full = std::mem::take(bucket);
                 *bytes = 0;
-                if let Handoff::Shutdown = self.send(lane, full).await {
-                    return Handoff::Shutdown;
-                }
+                self.send(lane, full).await;
             }
         }
         for (lane, (bucket, _)) in buckets.into_iter().enumerate() {
-            if !bucket.is_empty()
-                && let Handoff::Shutdown = self.send(lane, bucket).await
-            {
-                return Handoff::Shutdown;
+            if !bucket.is_empty() {
+                self.send(lane, bucket).await;
             }
         }
-        Handoff::Done
     }
 
-    async fn send(&self, lane: usize, records: Vec<Record>) -> Handoff {
+    /// Hands records to a lane once the budget has room for them. Once the
+    /// flow stops (even while waiting for the budget) only the records
+    /// below the file's cut go, at once: they fill holes under records
+    /// already sent. The others are withdrawn; the file still has them.
+    async fn send(&mut self, lane: usize, records: Vec<Record>) {
         let bytes: usize = records.iter().map(Record::budget_size).sum();
-        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
-        // Not interrupted by shutdown: records already framed are handed
-        // over whole, so that a file's confirmed ranges have no hole in the
-        // middle (a hole would make the next start send the records after it
-        // again). The daemon's grace deadline bounds this wait.
-        match self.flow.budget.acquire_many(permits).await {
-            // The lanes give the permits back when the records are acked.
-            Ok(p) => p.forget(),
-            Err(_) => return Handoff::Shutdown,
-        }
-        let Some(tx) = self.flow.lanes.get(lane) else {
-            return Handoff::Shutdown;
-        };
-        match tx.send(records).await {
-            Ok(()) => Handoff::Done,
-            Err(_) => {
-                self.flow.budget.add_permits(bytes);
-                Handoff::Shutdown
+        if !self.shutdown.is_cancelled() {
+            if self.flow.budget.try_take(bytes) {
+                return self.push(lane, records, bytes).await;
             }
+            self.waited = true;
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {}
+                _ = self.flow.budget.take(bytes) => return self.push(lane, records, bytes).await,
+            }
+        }
+        let cut = self.flow.checkpoints.cut(self.id).unwrap_or(u64::MAX);
+        let (keep, away): (Vec<Record>, Vec<Record>) =
+            records.into_iter().partition(|r| r.end <= cut);
+        self.flow.checkpoints.withdraw(&coalesce_acks(&away));
+        if !keep.is_empty() {
+            let bytes = keep.iter().map(Record::budget_size).sum();
+            self.flow.budget.force(bytes);
+            self.push(lane, keep, bytes).await;
+        }
+    }
+
+    /// Puts records (whose budget is taken) into a lane's queue.
+    async fn push(&self, lane: usize, records: Vec<Record>, bytes: usize) {
+        let Some(tx) = self.flow.lanes.get(lane) else {
+            self.flow.budget.give_back(bytes);
+            return;
+        };
+        if tx.send(records).await.is_err() {
+            // The lanes are gone (the flow is being torn down): the records
+            // are not acked, so they are read again next time.
+            self.flow.budget.give_back(bytes);
         }
     }
 }

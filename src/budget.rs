@@ -1,0 +1,95 @@
+//! The in-flight byte budget (`max_buffer_bytes`): bytes of records read and
+//! not yet acked. Tailers take from it before handing records over and wait
+//! while it is spent; lanes give back what they ack or withdraw.
+//!
+//! At a stop, a tailer may hold records that must still be sent (they fill
+//! holes below the stop's cut) while the budget is spent. They are already in
+//! memory, so waiting would only hold the stop up: [`Budget::force`] takes
+//! what is free and books the rest as a debt that the next give-backs pay
+//! first, so the budget never grows past its size.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Semaphore;
+
+#[derive(Debug)]
+pub struct Budget {
+    sem: Semaphore,
+    debt: AtomicUsize,
+}
+
+impl Budget {
+    pub fn new(bytes: usize) -> Budget {
+        Budget {
+            sem: Semaphore::new(bytes.min(Semaphore::MAX_PERMITS)),
+            debt: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes `bytes` without waiting, if they are free.
+    pub fn try_take(&self, bytes: usize) -> bool {
+        match self.sem.try_acquire_many(permits(bytes)) {
+            Ok(p) => {
+                p.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Waits until `bytes` are free and takes them.
+    pub async fn take(&self, bytes: usize) {
+        // The semaphore is never closed, so acquiring only ends by success.
+        if let Ok(p) = self.sem.acquire_many(permits(bytes)).await {
+            p.forget();
+        }
+    }
+
+    /// Takes `bytes` at once: what is free now, the rest as a debt.
+    pub fn force(&self, bytes: usize) {
+        let got = self.sem.forget_permits(bytes);
+        self.debt.fetch_add(bytes - got, Ordering::SeqCst);
+    }
+
+    /// Gives `bytes` back; a debt is paid first.
+    pub fn give_back(&self, bytes: usize) {
+        let mut paid = 0;
+        let _ = self
+            .debt
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| {
+                paid = d.min(bytes);
+                Some(d - paid)
+            });
+        if bytes > paid {
+            self.sem.add_permits(bytes - paid);
+        }
+    }
+
+    /// Bytes free now.
+    pub fn available(&self) -> usize {
+        self.sem.available_permits()
+    }
+}
+
+/// A request larger than the semaphore can count waits for all of it.
+fn permits(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forced_take_is_paid_back_before_the_budget_grows() {
+        let b = Budget::new(100);
+        assert!(b.try_take(80));
+        b.force(50); // 20 free, 30 owed
+        assert_eq!(b.available(), 0);
+        b.give_back(80);
+        assert_eq!(b.available(), 50, "30 of the 80 paid the debt");
+        b.give_back(50);
+        assert_eq!(b.available(), 100, "the budget is whole, never more");
+        assert!(!b.try_take(101));
+    }
+}
