@@ -495,11 +495,16 @@ impl Tailer {
             .multiline
             .as_ref()
             .is_some_and(|a| a.has_pending() && self.last_line_at.elapsed() >= a.timeout());
-        if timed_out && let Some(agg) = self.multiline.as_mut() {
+        let action = self.at_eof(orphan_since);
+        // A file about to be closed sends its pending event first (one
+        // about to restart at 0 does so in `truncated`).
+        if (timed_out || action == EofAction::Close)
+            && let Some(agg) = self.multiline.as_mut()
+        {
             agg.flush(lines);
             self.hand_off(lines).await;
         }
-        self.at_eof(orphan_since)
+        action
     }
 
     /// Grows the fingerprint of a short file's head as the file grows.

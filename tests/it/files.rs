@@ -104,17 +104,26 @@ fn rotate_until(
     })
 }
 
-async fn rotation_run(mode: &str, stream: &str) -> (Vec<Vec<u8>>, Vec<Got>, usize) {
+/// Writes 100,000 lines at about 5,000 a second while the real logrotate
+/// rotates the file in `mode` every `every`; `glob` is the flow's path
+/// pattern (whether rotated names match it). Eight shards: paced (the
+/// default), they take about 7,200 records a second, more than written.
+async fn rotation_run(
+    mode: &str,
+    stream: &str,
+    glob: &str,
+    every: Duration,
+) -> (Vec<Vec<u8>>, Vec<Got>, usize, String) {
     let server = Kinesalite::start();
     let client = server.client();
-    create_stream(&client, stream, 2).await;
+    create_stream(&client, stream, 8).await;
     let s = Scratch::new();
     let log = s.logs().join("app.log");
     std::fs::write(&log, b"").expect("create log");
     let config = s.config(
         &server.endpoint(),
         "rescan_interval_ms = 500",
-        &format!("[[flow]]\nname = \"app\"\npaths = [\"{{logs}}/app.log\"]\nstream = \"{stream}\"\nlinger_ms = 20\n"),
+        &format!("[[flow]]\nname = \"app\"\npaths = [\"{{logs}}/{glob}\"]\nstream = \"{stream}\"\nlinger_ms = 20\n"),
     );
     let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -122,13 +131,7 @@ async fn rotation_run(mode: &str, stream: &str) -> (Vec<Vec<u8>>, Vec<Got>, usiz
     let n = 100_000;
     let stop = Arc::new(AtomicBool::new(false));
     let rotated = Arc::new(AtomicUsize::new(0));
-    let rotator = rotate_until(
-        s.dir.path(),
-        mode,
-        Duration::from_millis(150),
-        stop.clone(),
-        rotated.clone(),
-    );
+    let rotator = rotate_until(s.dir.path(), mode, every, stop.clone(), rotated.clone());
     let writer_path = log.clone();
     let reopen = (mode == "create").then_some(rotated);
     // About 5,000 lines a second: below what the local server takes, so
@@ -172,68 +175,70 @@ async fn rotation_run(mode: &str, stream: &str) -> (Vec<Vec<u8>>, Vec<Got>, usiz
             .arg(&keep)
             .status();
     }
-    (expected_lines(n), got, rotations)
+    (expected_lines(n), got, rotations, daemon.log_tail(40))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logrotate_create_every_line_arrives_exactly_once() {
-    let (expected, got, rotations) = rotation_run("create", "rot-create").await;
+    let (expected, got, rotations, log) = rotation_run(
+        "create",
+        "rot-create",
+        "app.log",
+        Duration::from_millis(150),
+    )
+    .await;
     assert!(
         rotations >= 5,
         "logrotate rotated the file several times ({rotations})"
     );
-    let got = multiset(got.into_iter().map(|g| g.data));
-    let want = multiset(expected);
-    let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
-    let dups: usize = got.values().filter(|c| **c > 1).map(|c| c - 1).sum();
-    eprintln!(
-        "logrotate create: {rotations} rotations, {missing} lines missing, {dups} duplicates"
+    let d = Delivery::of(got.into_iter().map(|g| g.data), expected);
+    eprintln!("logrotate create: {rotations} rotations: {d}");
+    assert!(
+        d.exactly_once(),
+        "every line once across {rotations} rotations: {d}; log:\n{log}"
     );
-    let mut lost: Vec<String> = want
-        .keys()
-        .filter(|k| !got.contains_key(*k))
-        .map(|k| String::from_utf8_lossy(&k[..8]).into_owned())
-        .collect();
-    lost.sort();
-    assert_eq!(
-        missing,
-        0,
-        "no line lost across {rotations} rotations; first lost: {:?}",
-        &lost[..lost.len().min(5)]
-    );
-    assert_eq!(dups, 0, "no line twice");
-    assert_eq!(got, want);
 }
 
+/// copytruncate with the rotated copies inside the globs (`app.log*`): each
+/// copy is recognised as the copy of the truncated file, and read on only
+/// from where the original was read to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logrotate_copytruncate_reports_its_window() {
-    let (expected, got, rotations) = rotation_run("copytruncate", "rot-copy").await;
+async fn logrotate_copytruncate_with_copies_in_the_globs_sends_the_copies_once() {
+    let (expected, got, rotations, log) = rotation_run(
+        "copytruncate",
+        "rot-copy",
+        "app.log*",
+        Duration::from_millis(250),
+    )
+    .await;
     assert!(
         rotations >= 5,
         "logrotate rotated the file several times ({rotations})"
     );
-    let got = multiset(got.into_iter().map(|g| g.data));
-    let missing = expected.iter().filter(|k| !got.contains_key(*k)).count();
-    let dups: usize = got.values().filter(|c| **c > 1).map(|c| c - 1).sum();
-    eprintln!(
-        "logrotate copytruncate: {rotations} rotations, {missing} of {} lines lost, {dups} duplicated \
-         (lines written between the copy and the truncation are the documented window)",
-        expected.len()
-    );
-    let written: std::collections::HashSet<&Vec<u8>> = expected.iter().collect();
-    assert!(
-        got.keys().all(|k| written.contains(k)),
-        "nothing arrives that was not written"
-    );
-    // The window is the time between logrotate's copy and its truncation:
-    // a few bursts per rotation at most, never a large share.
-    assert!(
-        missing < expected.len() / 10,
-        "losses stay inside the copytruncate window: {missing}"
-    );
+    let n = expected.len();
+    let last = expected.last().cloned().expect("lines");
+    let got: Vec<Vec<u8>> = got.into_iter().map(|g| g.data).collect();
     // The tail of the file after the last rotation always arrives.
-    let last = expected.last().expect("lines");
-    assert!(got.contains_key(last), "the last line arrives");
+    assert!(got.contains(&last), "the last line arrives");
+    let d = Delivery::of(got, expected);
+    eprintln!(
+        "logrotate copytruncate, copies in the globs: {rotations} rotations, {:.2}% lost, {:.2}% twice: {d}",
+        d.missing as f64 * 100.0 / n as f64,
+        d.duplicates as f64 * 100.0 / n as f64
+    );
+    assert_eq!(d.foreign, 0, "every record is a line that was written: {d}");
+    assert!(
+        d.duplicates * 100 <= n,
+        "at most 1% of lines twice: {d}; log:\n{log}"
+    );
+    // What is lost is the window between logrotate's copy and its
+    // truncation, when kinetail had not read those lines yet (they are in
+    // neither file); lines not read before the truncation but in the copy
+    // come from the copy.
+    assert!(
+        d.missing * 100 <= n,
+        "at most 1% lost (the copy-to-truncation window): {d}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,30 +390,6 @@ async fn multiline_events_group_stack_traces_in_loghub_lines() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(daemon.stop(Duration::from_secs(30)).success());
-}
-
-/// The dead-letter entries of one file: (start, end, reason, bytes).
-fn dead_letters(state: &Path, file: &Path) -> Vec<(u64, u64, String, Vec<u8>)> {
-    use base64::Engine;
-    let text = std::fs::read_to_string(state.join("dead-letter.jsonl")).unwrap_or_default();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("dead-letter lines are JSON");
-        if v["path"] != file.display().to_string() {
-            continue;
-        }
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(v["data_base64"].as_str().expect("data"))
-            .expect("base64");
-        out.push((
-            v["start_offset"].as_u64().expect("start"),
-            v["end_offset"].as_u64().expect("end"),
-            v["reason"].as_str().expect("reason").to_string(),
-            data,
-        ));
-    }
-    out.sort_by_key(|e| e.0);
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,22 +119,6 @@ fn no_ready_when_checkpoints_cannot_be_loaded() {
     );
 }
 
-fn status_json(config: &std::path::Path) -> serde_json::Value {
-    let out = kinetail()
-        .arg("status")
-        .arg("--json")
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("run status");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_lag_of_a_file_written_after_a_pause() {
     let mut server = Kinesalite::start();
@@ -205,43 +189,6 @@ async fn status_reports_lag_of_a_file_written_after_a_pause() {
     daemon.kill9();
 }
 
-/// GETs `path` from the API with a plain HTTP/1.0 request.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the API");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("response");
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// Prometheus text: (name with labels) -> value.
-fn parse_prometheus(text: &str) -> std::collections::HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (name, value) = l
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("a sample line: {l:?}"));
-            (
-                name.to_string(),
-                value
-                    .parse::<f64>()
-                    .unwrap_or_else(|_| panic!("a number: {l:?}")),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_what_was_written_and_what_the_server_holds() {
     let server = Kinesalite::start();
@@ -251,11 +198,7 @@ async fn metrics_match_what_was_written_and_what_the_server_holds() {
     let file = s.logs().join("app.log");
     let content: String = (0..3_000).map(|i| format!("metric line {i}\n")).collect();
     std::fs::write(&file, &content).expect("write");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("free port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let config = s.config(
         &server.endpoint(),
         &format!("[api]\nlisten = \"127.0.0.1:{port}\"\n"),
@@ -421,7 +364,6 @@ async fn sighup_reloads_flows_and_rejects_an_invalid_config() {
         format!(
             "{head}{}",
             v2.replace("{logs}", &s.logs().display().to_string())
-                .replace("[[flow]]\n", "[[flow]]\npace = false\n")
         ),
     )
     .expect("v2");

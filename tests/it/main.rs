@@ -2,6 +2,7 @@
 
 mod check;
 mod delivery;
+mod edges;
 mod fault;
 mod files;
 mod lifecycle;

@@ -3,7 +3,7 @@
 //! operator runs it, and a reader of what the stream holds.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -225,24 +225,6 @@ pub fn loghub_dir() -> Option<PathBuf> {
     }
 }
 
-/// Flows without a `pace` key are sent unpaced: the local server takes far
-/// more than a real shard, and most tests are about other things. Tests of
-/// the default say `pace = true`.
-fn unpaced(flows: &str) -> String {
-    flows
-        .split("[[flow]]")
-        .enumerate()
-        .map(|(i, part)| {
-            if i == 0 || part.contains("pace =") {
-                part.to_string()
-            } else {
-                format!("\npace = false{part}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("[[flow]]")
-}
-
 /// A scratch directory with logs/, state/ and a config for one daemon.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
@@ -268,12 +250,15 @@ impl Scratch {
     }
 
     /// Writes a config with the given `[[flow]]` sections (use `{logs}` for
-    /// the log directory) and extra top-level keys.
+    /// the log directory) and extra top-level keys. Nothing else is set
+    /// beyond the state directory, a 200 ms checkpoint interval (so tests
+    /// see saves sooner) and the endpoint: flows run kinetail's defaults,
+    /// pacing included, unless a test sets (and says why) otherwise.
     pub fn config(&self, endpoint: &str, top: &str, flows: &str) -> PathBuf {
         let text = format!(
             "state_dir = {state:?}\ncheckpoint_interval_ms = 200\n{top}\n[aws]\nregion = \"{REGION}\"\nendpoint_url = \"{endpoint}\"\n\n{flows}\n",
             state = self.state().display().to_string(),
-            flows = unpaced(flows).replace("{logs}", &self.logs().display().to_string()),
+            flows = flows.replace("{logs}", &self.logs().display().to_string()),
         );
         let path = self.path("kinetail.toml");
         std::fs::write(&path, text).expect("write config");
@@ -416,4 +401,178 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// How what arrived compares with what was written, line by line.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Lines written that never arrived.
+    pub missing: usize,
+    /// Extra copies of lines that arrived more than once.
+    pub duplicates: usize,
+    /// Records that are not a line that was written (pieces, garbage).
+    pub foreign: usize,
+    /// A few examples of each, for failure messages.
+    pub examples: Vec<String>,
+}
+
+impl Delivery {
+    pub fn of(
+        got: impl IntoIterator<Item = Vec<u8>>,
+        want: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Delivery {
+        let got = multiset(got);
+        let want = multiset(want);
+        let mut d = Delivery::default();
+        let example = |what: &str, k: &[u8], examples: &mut Vec<String>| {
+            if examples.len() < 9 {
+                let text = String::from_utf8_lossy(&k[..k.len().min(60)]).into_owned();
+                examples.push(format!("{what}: {text:?}"));
+            }
+        };
+        for (k, n) in &want {
+            let g = got.get(k).copied().unwrap_or(0);
+            if g < *n {
+                d.missing += n - g;
+                example("missing", k, &mut d.examples);
+            } else if g > *n {
+                d.duplicates += g - n;
+                example("twice", k, &mut d.examples);
+            }
+        }
+        for (k, n) in &got {
+            if !want.contains_key(k) {
+                d.foreign += n;
+                example("not written", k, &mut d.examples);
+            }
+        }
+        d
+    }
+
+    pub fn exactly_once(&self) -> bool {
+        self.missing == 0 && self.duplicates == 0 && self.foreign == 0
+    }
+}
+
+impl std::fmt::Display for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} missing, {} duplicates, {} not written; {:?}",
+            self.missing, self.duplicates, self.foreign, self.examples
+        )
+    }
+}
+
+/// GETs `path` from the API with a plain HTTP/1.0 request.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    try_http_get(port, path).expect("the API answers")
+}
+
+/// The same, `None` while nothing listens (a daemon still starting).
+pub fn try_http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Prometheus text: (name with labels) -> value.
+pub fn parse_prometheus(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (name, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("a sample line: {l:?}"));
+            (
+                name.to_string(),
+                value
+                    .parse::<f64>()
+                    .unwrap_or_else(|_| panic!("a number: {l:?}")),
+            )
+        })
+        .collect()
+}
+
+/// A loopback port free now (for the API of a daemon about to start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Numbered lines of about 100 bytes: `TAG line 00000012 xxx...`.
+pub fn numbered_lines(tag: &str, from: usize, to: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in from..to {
+        writeln!(out, "{tag} line {i:08} {}", "x".repeat(70)).expect("write to vec");
+    }
+    out
+}
+
+pub fn append(path: &std::path::Path, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open for append");
+    f.write_all(bytes).expect("append");
+}
+
+pub fn data_of(got: &[Got]) -> Vec<Vec<u8>> {
+    got.iter().map(|g| g.data.clone()).collect()
+}
+
+/// `kinetail status --json` for a configuration.
+pub fn status_json(config: &std::path::Path) -> serde_json::Value {
+    let out = kinetail()
+        .arg("status")
+        .arg("--json")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+}
+
+/// The dead-letter entries of one file: (start, end, reason, bytes).
+pub fn dead_letters(state: &Path, file: &Path) -> Vec<(u64, u64, String, Vec<u8>)> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(state.join("dead-letter.jsonl")).unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("dead-letter lines are JSON");
+        if v["path"] != file.display().to_string() {
+            continue;
+        }
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(v["data_base64"].as_str().expect("data"))
+            .expect("base64");
+        out.push((
+            v["start_offset"].as_u64().expect("start"),
+            v["end_offset"].as_u64().expect("end"),
+            v["reason"].as_str().expect("reason").to_string(),
+            data,
+        ));
+    }
+    out.sort_by_key(|e| e.0);
+    out
 }
