@@ -22,8 +22,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Checkpoints;
+use crate::identity::file_key;
 use crate::metrics::Metrics;
-use crate::tailer::file_key;
 
 /// What the API shows.
 #[derive(Debug)]

@@ -13,50 +13,15 @@
 //! after exactly those two events.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+pub use crate::identity::{FileKey, Fingerprint};
+pub use crate::store::{SavedFile, StoreError};
 
-/// Name of the store inside `state_dir`.
-pub const STORE_FILE: &str = "checkpoints.json";
-/// The store format this build writes and reads.
-pub const STORE_VERSION: u32 = 1;
 /// Entries for files not seen for this long are dropped from the store.
 pub const EXPIRE_AFTER: Duration = Duration::from_secs(14 * 24 * 3600);
-
-/// A file as the kernel knows it. Stable across renames; reused after a
-/// delete, which is why a [`Fingerprint`] goes with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct FileKey {
-    pub dev: u64,
-    pub ino: u64,
-}
-
-/// A hash of the first `len` bytes of a file (at most
-/// [`Fingerprint::MAX_LEN`]), so that a new file on a reused inode is not
-/// taken for the old one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fingerprint {
-    pub len: u64,
-    pub md5: String,
-}
-
-impl Fingerprint {
-    pub const MAX_LEN: u64 = 256;
-
-    pub fn of(head: &[u8]) -> Fingerprint {
-        use md5::{Digest, Md5};
-        let digest = Md5::digest(head);
-        Fingerprint {
-            len: head.len() as u64,
-            md5: digest.iter().map(|b| format!("{b:02x}")).collect(),
-        }
-    }
-}
 
 /// Identifies one reading of one file for the lifetime of the process. A
 /// truncated file gets a new id, so late acks for its old content are ignored.
@@ -143,29 +108,6 @@ impl Watermark {
     }
 }
 
-/// One entry of the store file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedFile {
-    pub flow: String,
-    #[serde(flatten)]
-    pub key: FileKey,
-    pub fingerprint: Fingerprint,
-    pub path: PathBuf,
-    pub offset: u64,
-    pub updated_unix_ms: u64,
-    /// The sequence number Kinesis gave the last confirmed record, and when.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sequence: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_confirmed_unix_ms: Option<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct StoreFile {
-    version: u32,
-    files: Vec<SavedFile>,
-}
-
 #[derive(Debug)]
 struct Live {
     flow: String,
@@ -216,14 +158,6 @@ struct State {
     dirty: bool,
 }
 
-/// Error of the checkpoint store, with the path it concerns.
-#[derive(Debug, thiserror::Error)]
-#[error("checkpoint store {path}: {message}")]
-pub struct StoreError {
-    pub path: PathBuf,
-    pub message: String,
-}
-
 /// The checkpoints of every file of every flow.
 #[derive(Debug)]
 pub struct Checkpoints {
@@ -240,42 +174,13 @@ pub fn now_ms() -> u64 {
 }
 
 impl Checkpoints {
-    /// Loads the store in `dir` (creating `dir` if needed). A store that
-    /// cannot be parsed is moved aside and reported; it is never silently
-    /// replaced.
+    /// Loads the store in `dir` (creating `dir`, 0700, if needed); see
+    /// `store::load` for what happens to a store that cannot be read.
     pub fn open(dir: &Path) -> Result<Checkpoints, StoreError> {
-        let err = |p: &Path, m: String| StoreError {
-            path: p.to_path_buf(),
-            message: m,
-        };
-        fs::create_dir_all(dir)
-            .map_err(|e| err(dir, format!("cannot create state directory: {e}")))?;
-        let path = dir.join(STORE_FILE);
+        crate::store::create_dir(dir)?;
         let mut state = State::default();
-        match fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<StoreFile>(&bytes) {
-                Ok(store) if store.version == STORE_VERSION => {
-                    for f in store.files {
-                        state.saved.insert((f.flow.clone(), f.key), f);
-                    }
-                }
-                parsed => {
-                    let why = match parsed {
-                        Ok(store) => format!("unsupported store version {}", store.version),
-                        Err(e) => format!("cannot parse: {e}"),
-                    };
-                    let aside = dir.join(format!("{STORE_FILE}.corrupt-{}", now_ms()));
-                    fs::rename(&path, &aside)
-                        .map_err(|e| err(&path, format!("{why}; and cannot move it aside: {e}")))?;
-                    tracing::error!(
-                        path = %path.display(),
-                        moved_to = %aside.display(),
-                        "checkpoint store unreadable ({why}); moved aside, files start again from their start_at position"
-                    );
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err(&path, format!("cannot read: {e}"))),
+        for f in crate::store::load(dir)? {
+            state.saved.insert((f.flow.clone(), f.key), f);
         }
         Ok(Checkpoints {
             dir: dir.to_path_buf(),
@@ -666,13 +571,7 @@ impl Checkpoints {
             st.dirty = false;
             snapshot(&mut st)
         };
-        let result = write_atomically(
-            &self.dir,
-            &StoreFile {
-                version: STORE_VERSION,
-                files,
-            },
-        );
+        let result = crate::store::write(&self.dir, files);
         if result.is_err() {
             self.lock().dirty = true;
         }
@@ -738,44 +637,6 @@ fn snapshot(st: &mut State) -> Vec<SavedFile> {
     let mut files: Vec<SavedFile> = out.into_values().collect();
     files.sort_by(|a, b| (&a.flow, &a.path).cmp(&(&b.flow, &b.path)));
     files
-}
-
-fn write_atomically(dir: &Path, store: &StoreFile) -> Result<(), StoreError> {
-    let path = dir.join(STORE_FILE);
-    let tmp = dir.join(format!("{STORE_FILE}.tmp"));
-    let err = |p: &Path, what: &str, e: std::io::Error| StoreError {
-        path: p.to_path_buf(),
-        message: format!("{what}: {e}"),
-    };
-    let body = serde_json::to_vec_pretty(store).map_err(|e| StoreError {
-        path: path.clone(),
-        message: format!("cannot encode: {e}"),
-    })?;
-    let mut f = fs::File::create(&tmp).map_err(|e| err(&tmp, "cannot create", e))?;
-    f.write_all(&body)
-        .map_err(|e| err(&tmp, "cannot write", e))?;
-    f.sync_all().map_err(|e| err(&tmp, "cannot fsync", e))?;
-    drop(f);
-    fs::rename(&tmp, &path).map_err(|e| err(&path, "cannot rename into place", e))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| err(dir, "cannot fsync directory", e))?;
-    Ok(())
-}
-
-/// Reads the store in `dir` without changing anything (for tests and
-/// `status`).
-pub fn read_store(dir: &Path) -> Result<Vec<SavedFile>, StoreError> {
-    let path = dir.join(STORE_FILE);
-    let bytes = fs::read(&path).map_err(|e| StoreError {
-        path: path.clone(),
-        message: format!("cannot read: {e}"),
-    })?;
-    let store: StoreFile = serde_json::from_slice(&bytes).map_err(|e| StoreError {
-        path: path.clone(),
-        message: format!("cannot parse: {e}"),
-    })?;
-    Ok(store.files)
 }
 
 #[cfg(test)]
@@ -860,7 +721,7 @@ mod tests {
     }
 
     #[test]
-    fn store_round_trips_and_corrupt_store_is_moved_aside() {
+    fn store_round_trips_and_an_unreadable_store_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let key = FileKey { dev: 1, ino: 2 };
         let cp = Checkpoints::open(dir.path()).unwrap();
@@ -884,14 +745,10 @@ mod tests {
         assert_eq!(saved.fingerprint, Fingerprint::of(b"head"));
         assert!(cp2.lookup("other", key).is_none());
 
-        fs::write(dir.path().join(STORE_FILE), b"{not json").unwrap();
-        let cp3 = Checkpoints::open(dir.path()).unwrap();
-        assert!(cp3.lookup("f", key).is_none());
-        let aside = fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
-        assert!(aside, "the corrupt store is kept beside the new one");
+        // One save so far: no previous generation to fall back to.
+        std::fs::write(dir.path().join(crate::store::STORE_FILE), b"{not json").unwrap();
+        let e = Checkpoints::open(dir.path()).unwrap_err();
+        assert!(e.needs_operator(), "{e}");
     }
 
     #[test]
@@ -947,7 +804,7 @@ mod tests {
         cp.start_call(&mut spans);
         assert_eq!(spans, vec![(id, 70)]);
         cp.save().unwrap();
-        assert_eq!(read_store(dir.path()).unwrap()[0].offset, 70);
+        assert_eq!(crate::store::load(dir.path()).unwrap()[0].offset, 70);
     }
 
     #[test]
@@ -975,7 +832,7 @@ mod tests {
         let again = cp.register("f", key, Fingerprint::of(b"h"), PathBuf::from("/x"), 50);
         assert!(cp.is_followed("f", key));
         cp.save().unwrap();
-        let saved = read_store(dir.path()).unwrap();
+        let saved = crate::store::load(dir.path()).unwrap();
         assert_eq!(saved.len(), 1);
         assert_eq!(saved[0].offset, 50);
         assert_eq!(cp.confirmed(again), Some(50));
@@ -1021,7 +878,7 @@ mod tests {
         }]);
         assert_eq!(cp.confirmed(id), Some(40));
         cp.save().unwrap();
-        let mut saved = read_store(dir.path()).unwrap();
+        let mut saved = crate::store::load(dir.path()).unwrap();
         saved.sort_by_key(|s| s.key.ino);
         assert_eq!(saved.len(), 2);
         assert_eq!((saved[0].key, saved[0].offset), (orig, 0));

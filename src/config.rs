@@ -370,6 +370,28 @@ pub fn expand_env(input: &str, lookup: impl Fn(&str) -> Option<String>) -> Resul
     Ok(out)
 }
 
+/// A file of kinetail's own in `state_dir` that the glob `pattern` (less
+/// `exclude`) would match, if any.
+fn reaches_state_dir(
+    pattern: &str,
+    exclude: &[glob::Pattern],
+    state_dir: &std::path::Path,
+) -> Option<PathBuf> {
+    let pattern = glob::Pattern::new(pattern).ok()?;
+    let opts = crate::discovery::MATCH_OPTIONS;
+    [
+        crate::store::STORE_FILE,
+        crate::store::PREVIOUS_FILE,
+        crate::sink::DEAD_LETTER_FILE,
+    ]
+    .iter()
+    .map(|name| state_dir.join(name))
+    .find(|own| {
+        pattern.matches_path_with(own, opts)
+            && !exclude.iter().any(|x| x.matches_path_with(own, opts))
+    })
+}
+
 fn is_glob_meta(c: char) -> bool {
     matches!(c, '*' | '?' | '[' | ']')
 }
@@ -576,6 +598,19 @@ impl Settings {
                     )
                 })?);
             }
+            // A glob that reaches kinetail's own files would ship its
+            // checkpoints and its dead letters, and dead-letter those again.
+            for (p, s) in f.paths.get_ref().iter().zip(&paths) {
+                if let Some(own) = reaches_state_dir(s, &exclude, &state_dir) {
+                    return Err(loc.at(
+                        p.span(),
+                        format!(
+                            "flow.paths entry {s:?} matches {}, kinetail's own state: narrow the glob, add the state directory to flow.exclude, or move state_dir",
+                            own.display()
+                        ),
+                    ));
+                }
+            }
             let stream_s = loc.string(&f.stream, "flow.stream")?;
             let stream = parse_stream(&stream_s)
                 .map_err(|m| loc.at(f.stream.span(), format!("flow.stream: {m}")))?;
@@ -771,7 +806,8 @@ impl Settings {
             None => "(SDK default chain)".to_string(),
         };
         s.push_str(&format!("region = {}\n", opt(&self.aws.region)));
-        s.push_str(&format!("endpoint_url = {}\n", opt(&self.aws.endpoint_url)));
+        let endpoint = self.aws.endpoint_url.as_deref().map(crate::redact::url);
+        s.push_str(&format!("endpoint_url = {}\n", opt(&endpoint)));
         s.push_str(&format!("profile = {}\n", opt(&self.aws.profile)));
         s.push_str(&format!(
             "request_timeout_ms = {}\n",

@@ -301,7 +301,7 @@ pub async fn run(
         settings.checkpoint_interval,
         stop_saving.clone(),
     ));
-    tracing::info!(flows = settings.flows.len(), state_dir = %settings.state_dir.display(), "kinetail running");
+    tracing::info!(flows = settings.flows.len(), state_dir = %crate::redact::path(&settings.state_dir), "kinetail running");
     // Configuration is valid, checkpoints are loaded and every flow is
     // started: only now is the service ready.
     notify_systemd(&[
@@ -647,7 +647,7 @@ fn add_watches(watcher: Option<&mut notify::RecommendedWatcher>, flows: &[FlowSe
                 continue;
             }
             if let Err(e) = watcher.watch(&base, mode) {
-                tracing::warn!(flow = %flow.name, path = %base.display(), error = %e, "cannot watch directory; relying on rescans");
+                tracing::warn!(flow = %flow.name, path = %crate::redact::path(&base), error = %e, "cannot watch directory; relying on rescans");
             }
         }
     }

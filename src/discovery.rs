@@ -31,9 +31,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{COPY_WINDOW, FileKey, Fingerprint};
+use crate::checkpoint::COPY_WINDOW;
 use crate::config::{FlowSettings, StartAt};
-use crate::tailer::{FlowRuntime, TailStart, Tailer, file_key, fingerprint, head_matches};
+use crate::identity::{FileKey, Fingerprint, file_key, fingerprint, head_matches};
+use crate::tailer::{FlowRuntime, TailStart, Tailer};
 
 /// Wakers of a flow's open tailers by path, for notify events.
 pub type WakeRegistry = Arc<Mutex<HashMap<PathBuf, Arc<Notify>>>>;
@@ -55,17 +56,21 @@ struct Known {
     held: HashMap<FileKey, Instant>,
 }
 
+/// How globs match paths: `*` and `?` stay within a directory, `**`
+/// crosses them; names starting with a dot are matched like others.
+pub const MATCH_OPTIONS: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
+
 /// Expands the flow's globs into the regular files they name, without the
 /// excluded ones. Problems are returned beside the paths, one per path.
 pub fn expand(flow: &FlowSettings) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
     let mut seen = HashSet::new();
     let mut files = Vec::new();
     let mut problems = Vec::new();
-    let opts = glob::MatchOptions {
-        case_sensitive: true,
-        require_literal_separator: true,
-        require_literal_leading_dot: false,
-    };
+    let opts = MATCH_OPTIONS;
     for pattern in &flow.paths {
         let entries = match glob::glob_with(pattern, opts) {
             Ok(e) => e,
@@ -117,7 +122,7 @@ pub async fn run(
         let (paths, problems) = scan.unwrap_or_default();
         for problem in problems {
             if reported.insert(problem.clone()) {
-                tracing::warn!(flow = %flow.settings.name, path = %problem.0.display(), error = %problem.1, "cannot tail path");
+                tracing::warn!(flow = %flow.settings.name, path = %crate::redact::path(&problem.0), error = %problem.1, "cannot tail path");
             }
         }
         let mut held = HashMap::new();
@@ -130,7 +135,7 @@ pub async fn run(
                 &flow, &path, first, &mut known, &mut held, &wakes, &shutdown,
             ) && reported.insert((path.clone(), e.clone()))
             {
-                tracing::warn!(flow = %flow.settings.name, path = %path.display(), error = %e, "cannot tail file");
+                tracing::warn!(flow = %flow.settings.name, path = %crate::redact::path(&path), error = %e, "cannot tail file");
             }
         }
         // Copies no longer seen are forgotten.
@@ -209,7 +214,7 @@ fn consider(
     if let Some(a) = known.active.get(&key) {
         let mut p = a.path.lock().unwrap_or_else(|e| e.into_inner());
         if p.as_path() != path {
-            tracing::info!(flow = %name, from = %p.display(), to = %path.display(), "file renamed; following it");
+            tracing::info!(flow = %name, from = %crate::redact::path(&p), to = %crate::redact::path(path), "file renamed; following it");
             *p = path.to_path_buf();
             flow.checkpoints.set_path(name, key, path.to_path_buf());
             wakes
@@ -268,7 +273,7 @@ fn consider(
             meta.len(),
         ) {
             Some(offset) => {
-                tracing::info!(flow = %name, path = %path.display(), offset, "copy of a truncated file (copytruncate): reading on from where the original was read");
+                tracing::info!(flow = %name, path = %crate::redact::path(path), offset, "copy of a truncated file (copytruncate): reading on from where the original was read");
                 (original, offset)
             }
             // The original settled in the meantime, or the copy holds
@@ -284,7 +289,7 @@ fn consider(
         },
         (None, Some(saved)) => {
             let offset = if meta.len() < saved.offset {
-                tracing::warn!(flow = %name, path = %path.display(), size = meta.len(), offset = saved.offset,
+                tracing::warn!(flow = %name, path = %crate::redact::path(path), size = meta.len(), offset = saved.offset,
                     "file is shorter than its checkpoint: truncated while stopped; reading from the start");
                 0
             } else {
@@ -334,7 +339,7 @@ fn start_tailer(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(path.to_path_buf(), wake.clone());
-    tracing::info!(flow = %flow.settings.name, path = %path.display(), offset, "tailing file");
+    tracing::info!(flow = %flow.settings.name, path = %crate::redact::path(path), offset, "tailing file");
     let start = TailStart {
         id,
         file,

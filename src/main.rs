@@ -3,6 +3,7 @@
 
 #![deny(unsafe_code)]
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -82,14 +83,59 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Move the checkpoint store aside (never deleted), so that the next
+    /// start reads every file from its `start_at` position. For a store
+    /// that cannot be read, or one written by a newer kinetail.
+    ResetState {
+        /// The configuration file (for the state directory).
+        #[arg(long, short, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+}
+
+/// The exit code when the checkpoint store cannot be used and restarting
+/// cannot help (the unit lists it in `RestartPreventExitStatus=`).
+const EXIT_STORE: u8 = 3;
+
+/// Standard error for logs, where a failed write (a closed pipe, a full
+/// disk) drops the line instead of failing: losing stderr must never stop
+/// the daemon, nor make the log library panic in its fallback.
+struct QuietStderr;
+
+impl Write for QuietStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Writes a message to standard error, if it can.
+fn say(message: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "{message}");
+}
+
+/// Writes command output to standard output. A closed pipe (`| head`) ends
+/// the output quietly, never with a panic.
+fn out(text: &str) {
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    let _ = std::io::stdout().flush();
 }
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal, and not when NO_COLOR says
+    // so (no-color.org): a pipe, a file or `docker logs` gets plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(|| QuietStderr);
     // Under systemd, stderr goes to the journal, which stamps every line
     // itself: a second timestamp would only be noise.
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
@@ -107,26 +153,33 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match Settings::load(&config) {
             Ok(settings) => {
-                print!("{}", settings.describe());
+                out(&settings.describe());
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{e}");
+                say(e);
                 ExitCode::from(2)
             }
         },
         Command::Status { config, json } => status(&config, json),
+        Command::ResetState { config } => reset_state(&config),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "kinetail", &mut std::io::stdout());
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "kinetail", &mut text);
+            out(&String::from_utf8_lossy(&text));
             ExitCode::SUCCESS
         }
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
-            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
+            let mut text = Vec::new();
+            match clap_mangen::Man::new(cmd).render(&mut text) {
+                Ok(()) => {
+                    out(&String::from_utf8_lossy(&text));
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
-                    eprintln!("kinetail: cannot write the manual page: {e}");
+                    say(format_args!("kinetail: cannot write the manual page: {e}"));
                     ExitCode::FAILURE
                 }
             }
@@ -136,7 +189,7 @@ fn main() -> ExitCode {
             let settings = match Settings::load(&config) {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("{e}");
+                    say(e);
                     return ExitCode::from(2);
                 }
             };
@@ -145,44 +198,91 @@ fn main() -> ExitCode {
     }
 }
 
+fn reset_state(config: &std::path::Path) -> ExitCode {
+    let settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            say(e);
+            return ExitCode::from(2);
+        }
+    };
+    match kinetail::store::reset(&settings.state_dir) {
+        Ok(moved) if moved.is_empty() => {
+            out("no checkpoint store to move aside\n");
+            ExitCode::SUCCESS
+        }
+        Ok(moved) => {
+            for (from, to) in moved {
+                out(&format!(
+                    "moved {} to {}\n",
+                    kinetail::redact::path(&from),
+                    kinetail::redact::path(&to)
+                ));
+            }
+            out("the next start reads every file from its start_at position\n");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say(format_args!("kinetail: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the soft limit of open files to the hard one: the API's
+/// connections and the tailed files share it, and a low soft limit (1024
+/// on most systems) is the first thing a flood of connections exhausts.
+fn raise_open_file_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+    }
+}
+
 fn status(config: &std::path::Path, json: bool) -> ExitCode {
     let settings = match Settings::load(config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{e}");
+            say(e);
             return ExitCode::from(2);
         }
     };
     let files = match kinetail::status::collect(&settings.state_dir) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("kinetail: {e}");
-            return ExitCode::FAILURE;
+            say(format_args!("kinetail: {e}"));
+            return if e.needs_operator() {
+                ExitCode::from(EXIT_STORE)
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
     if json {
         match serde_json::to_string_pretty(&files) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => out(&format!("{text}\n")),
             Err(e) => {
-                eprintln!("kinetail: cannot encode status: {e}");
+                say(format_args!("kinetail: cannot encode status: {e}"));
                 return ExitCode::FAILURE;
             }
         }
     } else {
         let now = kinetail::checkpoint::now_ms();
-        print!("{}", kinetail::status::render(&files, now));
+        out(&kinetail::status::render(&files, now));
     }
     ExitCode::SUCCESS
 }
 
 fn run(settings: Settings) -> ExitCode {
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("kinetail: cannot start the async runtime: {e}");
+            say(format_args!(
+                "kinetail: cannot start the async runtime: {e}"
+            ));
             return ExitCode::FAILURE;
         }
     };
@@ -191,7 +291,9 @@ fn run(settings: Settings) -> ExitCode {
     let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("kinetail: cannot install signal handlers: {e}");
+            say(format_args!(
+                "kinetail: cannot install signal handlers: {e}"
+            ));
             return ExitCode::FAILURE;
         }
     };
@@ -211,7 +313,7 @@ fn run(settings: Settings) -> ExitCode {
                     None => {
                         // The second signal: leave now. The checkpoint store
                         // on disk only ever holds confirmed offsets.
-                        eprintln!("kinetail: second stop signal, exiting at once");
+                        say("kinetail: second stop signal, exiting at once");
                         std::process::exit(130);
                     }
                 },
@@ -229,8 +331,12 @@ fn run(settings: Settings) -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(kinetail::daemon::DaemonError::Store(e)) if e.needs_operator() => {
+            say(format_args!("kinetail: {e}"));
+            ExitCode::from(EXIT_STORE)
+        }
         Err(e) => {
-            eprintln!("kinetail: {e}");
+            say(format_args!("kinetail: {e}"));
             ExitCode::FAILURE
         }
     }

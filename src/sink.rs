@@ -22,6 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -138,13 +139,13 @@ impl DeadLetter {
             match tokio::task::spawn_blocking(move || dl.write(&f, &src, &rec, &why)).await {
                 Ok(Ok(())) => break,
                 Ok(Err(e)) => {
-                    tracing::error!(path = %self.path.display(), error = %e, "cannot write the dead-letter file; retrying")
+                    tracing::error!(path = %crate::redact::path(&self.path), error = %e, "cannot write the dead-letter file; retrying")
                 }
                 Err(e) => tracing::error!(error = %e, "dead-letter writer failed; retrying"),
             }
             tokio::time::sleep(wait.next().unwrap_or(Duration::from_secs(30))).await;
         }
-        tracing::warn!(flow, path = %source.display(), offset = r.start, bytes = r.data.len(), reason, "record dead-lettered");
+        tracing::warn!(flow, path = %crate::redact::path(source), offset = r.start, bytes = r.data.len(), reason, "record dead-lettered");
     }
 
     /// Writes one entry and fsyncs it. Only after this returns `Ok` may the
@@ -175,10 +176,14 @@ impl DeadLetter {
         line.extend_from_slice(b"\"}\n");
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
+            // Raw log data: readable by kinetail's user only, and never
+            // written through a link planted at its name.
             *guard = Some(
                 OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
                     .open(&self.path)?,
             );
         }
@@ -672,7 +677,7 @@ impl Lane {
                 let class = classify(e.code(), status);
                 CallResult::Failed {
                     class,
-                    message: DisplayErrorContext(&e).to_string(),
+                    message: crate::redact::urls_in(&DisplayErrorContext(&e).to_string()),
                     code: e.code().map(str::to_string),
                 }
             }

@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::checkpoint::{StoreError, read_store};
-use crate::tailer::file_key;
+use crate::identity::file_key;
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FileStatus {
     pub flow: String,
+    #[serde(serialize_with = "crate::store::serialize_path")]
     pub path: PathBuf,
     pub dev: u64,
     pub ino: u64,
@@ -34,14 +35,7 @@ pub struct FileStatus {
 
 /// The status of every file in the store of `state_dir`.
 pub fn collect(state_dir: &Path) -> Result<Vec<FileStatus>, StoreError> {
-    let files = match read_store(state_dir) {
-        Ok(f) => f,
-        Err(e) if !state_dir.join(crate::checkpoint::STORE_FILE).exists() => {
-            tracing::debug!(error = %e, "no checkpoint store yet");
-            Vec::new()
-        }
-        Err(e) => return Err(e),
-    };
+    let files = crate::store::load(state_dir)?;
     Ok(files
         .into_iter()
         .map(|f| {
@@ -80,7 +74,7 @@ pub fn render(files: &[FileStatus], now_ms: u64) -> String {
         out.push_str(&format!(
             "{}\t{}\t{}:{}\t{}\t{}\t{}\t{}\t{}{}\n",
             f.flow,
-            f.path.display(),
+            crate::redact::path(&f.path),
             f.dev,
             f.ino,
             opt(f.size),

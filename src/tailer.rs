@@ -21,7 +21,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,9 +34,10 @@ use tokio_util::sync::CancellationToken;
 use crate::batcher::{MAX_DATA_BYTES, NO_SHARD, Record, coalesce_acks};
 use crate::budget::Budget;
 use crate::checkpoint::NO_CHUNK;
-use crate::checkpoint::{Checkpoints, FileId, FileKey, Fingerprint};
+use crate::checkpoint::{Checkpoints, FileId};
 use crate::config::{FlowSettings, Oversize, TRUNCATION_MARKER};
 use crate::framing::{Framer, Line, Piece};
+use crate::identity::{FileKey, Fingerprint, file_key, fingerprint, head_matches};
 use crate::keying::KeyContext;
 use crate::metrics::Metrics;
 use crate::multiline::Aggregator;
@@ -112,44 +113,6 @@ pub struct FlowRuntime {
     pub slots: Arc<Slots>,
     pub router: Arc<Router>,
     pub hostname: String,
-}
-
-/// The first `len` bytes of a file, or fewer if it is shorter.
-fn read_head(file: &File, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut head = vec![0u8; len];
-    let mut n = 0;
-    while n < head.len() {
-        match file.read_at(&mut head[n..], n as u64)? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    head.truncate(n);
-    Ok(head)
-}
-
-/// Reads the fingerprint of an open file: a hash of its first bytes.
-pub fn fingerprint(file: &File) -> std::io::Result<Fingerprint> {
-    Ok(Fingerprint::of(&read_head(
-        file,
-        Fingerprint::MAX_LEN as usize,
-    )?))
-}
-
-/// Whether the first `fp.len` bytes of `file` still hash to `fp`.
-pub fn head_matches(file: &File, fp: &Fingerprint) -> bool {
-    match read_head(file, fp.len as usize) {
-        Ok(head) => head.len() as u64 == fp.len && Fingerprint::of(&head) == *fp,
-        Err(_) => false,
-    }
-}
-
-/// The identity of an open file.
-pub fn file_key(meta: &std::fs::Metadata) -> FileKey {
-    FileKey {
-        dev: meta.dev(),
-        ino: meta.ino(),
-    }
 }
 
 /// Everything a tailer starts with.
@@ -245,7 +208,7 @@ impl Tailer {
         if let Some(f) = t.file.as_mut()
             && let Err(e) = f.seek(SeekFrom::Start(offset))
         {
-            tracing::warn!(path = %t.path().display(), error = %e, "cannot seek to the checkpoint; closing the file");
+            tracing::warn!(path = %crate::redact::path(&t.path()), error = %e, "cannot seek to the checkpoint; closing the file");
             t.park();
         }
         t
@@ -301,7 +264,7 @@ impl Tailer {
                     // before parking cannot be read now.
                     let since = *orphan_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= ORPHAN_GRACE {
-                        tracing::warn!(flow = %self.flow.settings.name, path = %path.display(),
+                        tracing::warn!(flow = %self.flow.settings.name, path = %crate::redact::path(&path),
                             "file left its path while closed for max_open_files or idleness; it is no longer read");
                         return false;
                     }
@@ -331,7 +294,7 @@ impl Tailer {
                     return true;
                 }
                 Err(e) => {
-                    tracing::debug!(path = %path.display(), error = %e, "cannot reopen; waiting");
+                    tracing::debug!(path = %crate::redact::path(&path), error = %e, "cannot reopen; waiting");
                     drop(slot);
                 }
             }
@@ -432,7 +395,7 @@ impl Tailer {
                 Err(e) => {
                     let msg = e.to_string();
                     if last_error.as_deref() != Some(&msg) {
-                        tracing::warn!(flow = %self.flow.settings.name, path = %self.path().display(), error = %msg, "cannot read file; will retry");
+                        tracing::warn!(flow = %self.flow.settings.name, path = %crate::redact::path(&self.path()), error = %msg, "cannot read file; will retry");
                         last_error = Some(msg);
                     }
                     self.waited = true;
@@ -447,7 +410,7 @@ impl Tailer {
         // What was read but not framed into a full line stays in the file:
         // the checkpoint never passes it, so it is read again next time.
         self.flow.checkpoints.close(self.id, self.framer.consumed());
-        tracing::debug!(flow = %self.flow.settings.name, path = %self.path().display(), offset = self.framer.consumed(), "tailer stopped");
+        tracing::debug!(flow = %self.flow.settings.name, path = %crate::redact::path(&self.path()), offset = self.framer.consumed(), "tailer stopped");
     }
 
     /// At the end of the file: parks it when others wait for a slot or it
@@ -526,7 +489,7 @@ impl Tailer {
     /// the old content cannot move the new watermark.
     async fn truncated(&mut self, len: u64, lines: &mut Vec<Line>) {
         Metrics::add(&self.flow.metrics.truncations, 1);
-        tracing::warn!(flow = %self.flow.settings.name, path = %self.path().display(), size = len, offset = self.read_offset,
+        tracing::warn!(flow = %self.flow.settings.name, path = %crate::redact::path(&self.path()), size = len, offset = self.read_offset,
             "file was truncated (shorter than what was read, or its content changed); reading again from the start");
         if let Some(agg) = self.multiline.as_mut() {
             agg.flush(lines);
@@ -562,7 +525,7 @@ impl Tailer {
         self.checked_at = 0;
         self.last_byte = None;
         if let Some(Err(e)) = self.file.as_mut().map(|f| f.seek(SeekFrom::Start(0))) {
-            tracing::warn!(path = %self.path().display(), error = %e, "cannot seek to the start of the file");
+            tracing::warn!(path = %crate::redact::path(&self.path()), error = %e, "cannot seek to the start of the file");
         }
     }
 
@@ -664,7 +627,7 @@ impl Tailer {
                 EofAction::Wait
             }
             Some(t) if t.elapsed() >= ORPHAN_GRACE => {
-                tracing::info!(flow = %self.flow.settings.name, path = %path.display(), "file rotated or deleted and drained; closing it");
+                tracing::info!(flow = %self.flow.settings.name, path = %crate::redact::path(&path), "file rotated or deleted and drained; closing it");
                 EofAction::Close
             }
             Some(_) => EofAction::Wait,
