@@ -9,15 +9,26 @@
 //!
 //! It only reads shared state; nothing here can slow the pipeline down
 //! beyond a lock held for a snapshot.
+//!
+//! It is reachable by every local user (and, with `allow_remote`, by the
+//! network), so it defends its file descriptors, which it shares with the
+//! tailed files and the connections to Kinesis: one request per
+//! connection, headers within [`HEADER_TIMEOUT`], a connection closed after
+//! [`CONNECTION_TIMEOUT`] whatever it does, at most [`MAX_CONNECTIONS`] at
+//! once (a new one closes the oldest, so a probe still gets in while idle
+//! connections pile up), and a pause after a failed `accept` (out of file
+//! descriptors) instead of a spin. Methods other than GET and HEAD get 405.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -33,24 +44,60 @@ pub struct ApiState {
     pub ready: AtomicBool,
 }
 
+/// The most connections served at once; past it the oldest is closed.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client has this long to send its request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed after this long, answered or not.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause after `accept` fails (out of file descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Serves the API on `listener` until `stop`.
 pub async fn serve(listener: TcpListener, state: Arc<ApiState>, stop: CancellationToken) {
+    // Oldest first.
+    let mut open: VecDeque<tokio::task::JoinHandle<()>> = VecDeque::new();
+    let mut last_error: Option<String> = None;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                let msg = e.to_string();
+                if last_error.as_deref() != Some(&msg) {
+                    tracing::warn!(error = %msg, "API cannot accept a connection; pausing");
+                    last_error = Some(msg);
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        last_error = None;
+        open.retain(|h| !h.is_finished());
+        while open.len() >= MAX_CONNECTIONS {
+            if let Some(oldest) = open.pop_front() {
+                oldest.abort();
+            }
+        }
         let state = state.clone();
-        tokio::spawn(async move {
+        open.push_back(tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&state, req.uri().path())) }
+                async move { Ok::<_, std::convert::Infallible>(answer(&state, &req)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+        }));
+    }
+    for h in open {
+        h.abort();
     }
 }
 
@@ -63,8 +110,20 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<B
     r
 }
 
-fn answer(state: &ApiState, path: &str) -> Response<Full<Bytes>> {
-    match path {
+fn answer<B>(state: &ApiState, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET and HEAD\n".into(),
+        );
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET, HEAD"),
+        );
+        return r;
+    }
+    match req.uri().path() {
         "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", render(state)),
         "/health" => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/ready" if state.ready.load(Ordering::SeqCst) => {

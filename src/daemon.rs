@@ -148,31 +148,66 @@ impl RunningFlow {
 /// watcher's callback and replaced on reload.
 type Watched = Arc<Mutex<Vec<(Arc<Notify>, WakeRegistry)>>>;
 
-async fn start_flow(env: &Env, flow: &FlowSettings, watched: &Watched) -> RunningFlow {
-    let stop = CancellationToken::new();
-    // Paced flows send one lane per shard (up to MAX_SHARD_LANES), so a hot
-    // shard holds back only its own lane. Aggregation needs the map too: it
-    // packs records of one shard. Without the map (stream missing, no
-    // permission for ListShards) lanes are keyed by hash until a refresh
-    // finds it.
-    let wants_map = flow.pace.is_some() || flow.aggregate_bytes > 0;
-    let map = if wants_map {
-        match tokio::time::timeout(LIST_SHARDS_TIMEOUT, list_shards(&env.client, &flow.stream))
-            .await
-        {
-            Ok(Ok(map)) => Some(map),
-            Ok(Err(e)) => {
-                tracing::warn!(flow = %flow.name, stream = %flow.stream, error = %e, "cannot list shards; sending by key hash until it works");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(flow = %flow.name, stream = %flow.stream, "listing shards timed out; sending by key hash until it works");
-                None
-            }
+/// Whether a flow needs its stream's shard map. Paced flows send one lane
+/// per shard (up to MAX_SHARD_LANES), so a hot shard holds back only its
+/// own lane. Aggregation needs the map too: it packs records of one shard.
+fn wants_map(flow: &FlowSettings) -> bool {
+    flow.pace.is_some() || flow.aggregate_bytes > 0
+}
+
+/// The shard map a flow starts with, if it wants one: at most
+/// [`LIST_SHARDS_TIMEOUT`] of waiting. Without the map (stream missing, no
+/// permission for ListShards, no answer) lanes are keyed by hash until a
+/// refresh finds it.
+async fn first_map(client: Client, flow: FlowSettings) -> Option<crate::shards::ShardMap> {
+    if !wants_map(&flow) {
+        return None;
+    }
+    match tokio::time::timeout(LIST_SHARDS_TIMEOUT, list_shards(&client, &flow.stream)).await {
+        Ok(Ok(map)) => Some(map),
+        Ok(Err(e)) => {
+            tracing::warn!(flow = %flow.name, stream = %flow.stream, error = %e, "cannot list shards; sending by key hash until it works");
+            None
         }
-    } else {
-        None
-    };
+        Err(_) => {
+            tracing::warn!(flow = %flow.name, stream = %flow.stream, "listing shards timed out; sending by key hash until it works");
+            None
+        }
+    }
+}
+
+/// The shard maps of `flows`, asked for all at once (start-up waits for the
+/// slowest, not for their sum).
+async fn first_maps(
+    client: &Client,
+    flows: &[FlowSettings],
+) -> Vec<Option<crate::shards::ShardMap>> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, f) in flows.iter().enumerate() {
+        let (client, f) = (client.clone(), f.clone());
+        set.spawn(async move { (i, first_map(client, f).await) });
+    }
+    let mut maps: Vec<Option<crate::shards::ShardMap>> = vec![None; flows.len()];
+    while let Some(done) = set.join_next().await {
+        if let Ok((i, map)) = done
+            && let Some(slot) = maps.get_mut(i)
+        {
+            *slot = map;
+        }
+    }
+    maps
+}
+
+/// Starts a flow with its first shard map: lanes, shard refresher and
+/// discovery (which starts the tailers).
+fn start_flow(
+    env: &Env,
+    flow: &FlowSettings,
+    map: Option<crate::shards::ShardMap>,
+    watched: &Watched,
+) -> RunningFlow {
+    let stop = CancellationToken::new();
+    let wants_map = wants_map(flow);
     let n_lanes = match (&map, flow.pace) {
         (Some(m), Some(_)) => m.len().clamp(1, MAX_SHARD_LANES),
         _ => flow.max_in_flight,
@@ -250,32 +285,11 @@ pub async fn run(
     mut reloads: mpsc::UnboundedReceiver<()>,
 ) -> Result<(), DaemonError> {
     let checkpoints = Arc::new(Checkpoints::open(&settings.state_dir)?);
-    let client = kinesis_client(&settings.aws).await?;
     let metrics = Arc::new(Metrics::default());
-    let shared = Arc::new(SinkShared {
-        checkpoints: checkpoints.clone(),
-        budget: Arc::new(Budget::new(settings.max_buffer_bytes)),
-        dead_letter: Arc::new(DeadLetter::new(&settings.state_dir)),
-        metrics: metrics.clone(),
-    });
-    let env = Env {
-        client,
-        shared,
-        checkpoints: checkpoints.clone(),
-        metrics: metrics.clone(),
-        slots: Arc::new(Slots::new(settings.max_open_files)),
-        hostname: gethostname::gethostname().to_string_lossy().into_owned(),
-        rescan_interval: settings.rescan_interval,
-    };
+    tokio::pin!(shutdown);
 
-    let watched: Watched = Arc::default();
-    let mut flows: Vec<RunningFlow> = Vec::new();
-    for flow in &settings.flows {
-        flows.push(start_flow(&env, flow, &watched).await);
-    }
-    let mut watcher = watch(watched.clone());
-    add_watches(watcher.as_mut(), &settings.flows);
-
+    // The API first, so that probes see the start-up (`/ready` is 503
+    // until every flow has started).
     let stop_api = CancellationToken::new();
     let api_state = Arc::new(ApiState {
         metrics: metrics.clone(),
@@ -293,6 +307,49 @@ pub async fn run(
             stop_api.clone(),
         ));
     }
+
+    // Start-up waits on the network (credentials, ListShards); a stop is
+    // honoured at any moment of it. Nothing has been read yet, so there is
+    // nothing to flush.
+    let started = async {
+        let client = kinesis_client(&settings.aws).await?;
+        let maps = first_maps(&client, &settings.flows).await;
+        Ok::<_, DaemonError>((client, maps))
+    };
+    let (client, maps) = tokio::select! {
+        biased;
+        _ = &mut shutdown => {
+            stop_api.cancel();
+            tracing::info!("stopped during start-up; nothing was read");
+            return Ok(());
+        }
+        r = started => r?,
+    };
+    let shared = Arc::new(SinkShared {
+        checkpoints: checkpoints.clone(),
+        budget: Arc::new(Budget::new(settings.max_buffer_bytes)),
+        dead_letter: Arc::new(DeadLetter::new(&settings.state_dir)),
+        metrics: metrics.clone(),
+    });
+    let env = Env {
+        client,
+        shared,
+        checkpoints: checkpoints.clone(),
+        metrics: metrics.clone(),
+        slots: Arc::new(Slots::new(settings.max_open_files)),
+        hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+        rescan_interval: settings.rescan_interval,
+    };
+
+    let watched: Watched = Arc::default();
+    let mut flows: Vec<RunningFlow> = settings
+        .flows
+        .iter()
+        .zip(maps)
+        .map(|(flow, map)| start_flow(&env, flow, map, &watched))
+        .collect();
+    let mut watcher = watch(watched.clone());
+    add_watches(watcher.as_mut(), &settings.flows);
 
     let stop_saving = CancellationToken::new();
     let saver = tokio::spawn(save_periodically(
@@ -321,7 +378,6 @@ pub async fn run(
         .store(true, std::sync::atomic::Ordering::SeqCst);
 
     let mut current = settings;
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -462,7 +518,8 @@ async fn reload(
             if !current.flows.iter().any(|c| c.name == f.name) {
                 added += 1;
             }
-            kept.push(start_flow(env, f, watched).await);
+            let map = first_map(env.client.clone(), f.clone()).await;
+            kept.push(start_flow(env, f, map, watched));
         }
     }
     add_watches(watcher, &new.flows);

@@ -64,6 +64,42 @@ pub const MATCH_OPTIONS: glob::MatchOptions = glob::MatchOptions {
     require_literal_leading_dot: false,
 };
 
+/// Files whose names are not UTF-8 that `pattern` names: the glob crate
+/// matches only UTF-8 names, so the directories its parent part matches are
+/// listed, and a name that is not UTF-8 is matched against the last
+/// component with its invalid bytes replaced by U+FFFD (so `*.log` takes
+/// `caf\xe9.log`). Directories with such names are not descended into.
+fn names_not_utf8(pattern: &str) -> Vec<PathBuf> {
+    let Some((parent, last)) = pattern.rsplit_once('/') else {
+        return Vec::new();
+    };
+    let Ok(last) = glob::Pattern::new(last) else {
+        return Vec::new();
+    };
+    let dirs: Vec<PathBuf> = if parent.is_empty() {
+        vec![PathBuf::from("/")]
+    } else {
+        match glob::glob_with(parent, MATCH_OPTIONS) {
+            Ok(d) => d.filter_map(Result::ok).collect(),
+            Err(_) => return Vec::new(),
+        }
+    };
+    let mut out = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name();
+            if name.to_str().is_none() && last.matches_with(&name.to_string_lossy(), MATCH_OPTIONS)
+            {
+                out.push(dir.join(name));
+            }
+        }
+    }
+    out
+}
+
 /// Expands the flow's globs into the regular files they name, without the
 /// excluded ones. Problems are returned beside the paths, one per path.
 pub fn expand(flow: &FlowSettings) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
@@ -79,7 +115,8 @@ pub fn expand(flow: &FlowSettings) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
                 continue;
             }
         };
-        for entry in entries {
+        let odd = names_not_utf8(pattern).into_iter().map(Ok);
+        for entry in entries.chain(odd) {
             match entry {
                 Ok(path) => {
                     if flow
@@ -198,6 +235,16 @@ fn copy_of(flow: &FlowRuntime, file: &File, key: FileKey, since: Option<Instant>
     }
 }
 
+/// Whether an empty-looking file has content: pseudo-files under `/proc`
+/// and `/sys` report size 0 and are generated on each read.
+fn size_lies(file: &File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 1];
+    // Asked again after the read: a regular file written meanwhile has a
+    // size by then.
+    matches!(file.read_at(&mut b, 0), Ok(1)) && file.metadata().is_ok_and(|m| m.len() == 0)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn consider(
     flow: &Arc<FlowRuntime>,
@@ -244,6 +291,9 @@ fn consider(
     let key = file_key(&meta);
     if known.active.contains_key(&key) || flow.checkpoints.is_followed(name, key) {
         return Ok(());
+    }
+    if meta.len() == 0 && size_lies(&file) {
+        return Err("its size says 0 but it has content (a /proc or /sys pseudo-file): kinetail cannot tell new lines from old ones in it; not tailed".into());
     }
     let fp = fingerprint(&file).map_err(|e| e.to_string())?;
     let resume = flow

@@ -314,6 +314,40 @@ impl Daemon {
         }
     }
 
+    /// Starts the daemon after `setup` in a shell (`ulimit -n 1024`,
+    /// `umask 000`), which then execs kinetail: the child is kinetail.
+    pub fn start_after(config: &Path, log: &Path, setup: &str) -> Daemon {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("daemon log");
+        let log_from = out.metadata().map(|m| m.len()).unwrap_or(0);
+        let bin = kinetail().get_program().to_owned();
+        let cmd = kinetail();
+        let child = Command::new("bash")
+            .arg("-c")
+            .arg(format!("{setup}; exec \"$0\" run --config \"$1\""))
+            .arg(bin)
+            .arg(config)
+            .envs(
+                cmd.get_envs()
+                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+            )
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_REGION")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start kinetail in a shell");
+        Daemon {
+            child,
+            log: log.to_path_buf(),
+            log_from,
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
