@@ -382,7 +382,7 @@ fn reaches_state_dir(
     [
         crate::store::STORE_FILE,
         crate::store::PREVIOUS_FILE,
-        crate::sink::DEAD_LETTER_FILE,
+        crate::dead_letter::DEAD_LETTER_FILE,
     ]
     .iter()
     .map(|name| state_dir.join(name))

@@ -27,10 +27,11 @@ use crate::api::ApiState;
 use crate::budget::Budget;
 use crate::checkpoint::{Checkpoints, StoreError};
 use crate::config::{AwsSettings, FlowSettings, Settings, glob_base};
+use crate::dead_letter::DeadLetter;
 use crate::discovery::{self, WakeRegistry};
 use crate::metrics::Metrics;
 use crate::shards::{Router, list_shards};
-use crate::sink::{DeadLetter, Lane, SinkShared};
+use crate::sink::{Lane, SinkShared};
 use crate::tailer::{FlowRuntime, Slots};
 
 /// How many record groups may wait in a lane's queue. The byte budget is the

@@ -8,11 +8,15 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod backoff;
 pub mod batcher;
 pub mod budget;
 pub mod checkpoint;
+pub mod classify;
 pub mod config;
+#[cfg(feature = "aws")]
 pub mod daemon;
+pub mod dead_letter;
 pub mod discovery;
 pub mod framing;
 pub mod identity;
@@ -21,6 +25,7 @@ pub mod metrics;
 pub mod multiline;
 pub mod redact;
 pub mod shards;
+#[cfg(feature = "aws")]
 pub mod sink;
 pub mod status;
 pub mod store;

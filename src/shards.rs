@@ -146,6 +146,7 @@ pub fn to_hash_key(value: &str) -> String {
     }
 }
 
+#[cfg(feature = "aws")]
 /// Reads the open shards of a stream with `ListShards`.
 pub async fn list_shards(
     client: &aws_sdk_kinesis::Client,

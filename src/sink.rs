@@ -20,11 +20,7 @@
 //! The lane never drops a record: it leaves the lane only as an ack.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
@@ -33,22 +29,21 @@ use aws_sdk_kinesis::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_kinesis::error::BoxError;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_types::body::SdkBody;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::Aggregator;
+use crate::backoff::{backoff, slow_backoff};
 use crate::batcher::{
     Batch, Entry, MAX_BYTES_PER_RECORD, NO_SHARD, Record, coalesce_acks, put_records_body,
 };
 use crate::budget::Budget;
 use crate::checkpoint::{Checkpoints, FileId};
+use crate::classify::{Failure, classify, entry_outcome};
 use crate::config::StreamRef;
+use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
 use crate::shards::{RateWindow, Router, ShardLimits};
-
-/// Name of the dead-letter file inside `state_dir`.
-pub const DEAD_LETTER_FILE: &str = "dead-letter.jsonl";
 
 /// Backoff between retries of failed entries and retryable calls.
 const QUICK_MIN: Duration = Duration::from_millis(100);
@@ -56,146 +51,6 @@ const QUICK_MAX: Duration = Duration::from_secs(5);
 
 /// How often a persistent error is logged again while it lasts.
 const STUCK_LOG_INTERVAL: Duration = Duration::from_secs(30);
-
-/// What a failed call means for the records in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// Throttling, server errors, timeouts, connection trouble: send again.
-    Retry,
-    /// The request itself was rejected as invalid: some record is at fault.
-    Invalid,
-    /// Retrying alone will not fix it (stream missing, access denied,
-    /// credentials, KMS): keep the data, retry slowly, say so loudly.
-    Stuck,
-}
-
-/// Classifies an error code (and HTTP status, when there was a response).
-pub fn classify(code: Option<&str>, status: Option<u16>) -> Failure {
-    match code {
-        Some(
-            "ProvisionedThroughputExceededException"
-            | "LimitExceededException"
-            | "ThrottlingException"
-            | "KMSThrottlingException"
-            | "InternalFailure"
-            | "InternalFailureException"
-            | "InternalServerError"
-            | "ServiceUnavailable"
-            | "ServiceUnavailableException"
-            | "RequestTimeout"
-            | "RequestTimeoutException"
-            | "SlowDown",
-        ) => Failure::Retry,
-        Some("InvalidArgumentException" | "ValidationException" | "SerializationException") => {
-            Failure::Invalid
-        }
-        Some(_) if status.is_some_and(|s| s >= 500 || s == 429) => Failure::Retry,
-        Some(_) => Failure::Stuck,
-        None => match status {
-            Some(s) if (400..500).contains(&s) && s != 429 && s != 408 => Failure::Stuck,
-            _ => Failure::Retry,
-        },
-    }
-}
-
-/// Appends records that cannot be shipped to a JSON-lines file, durably.
-#[derive(Debug)]
-pub struct DeadLetter {
-    path: PathBuf,
-    file: Mutex<Option<File>>,
-}
-
-impl DeadLetter {
-    pub fn new(state_dir: &Path) -> DeadLetter {
-        DeadLetter {
-            path: state_dir.join(DEAD_LETTER_FILE),
-            file: Mutex::new(None),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Writes one record durably, retrying with backoff until it is written
-    /// (a full disk, say, is logged and waited out): the caller may ack the
-    /// record once this returns, and never before.
-    pub async fn write_until_written(
-        self: &Arc<Self>,
-        flow: &str,
-        source: &Path,
-        r: &Record,
-        reason: &str,
-    ) {
-        let mut wait = backoff(Duration::from_secs(1), Duration::from_secs(30));
-        loop {
-            let (dl, f, src, rec, why) = (
-                self.clone(),
-                flow.to_string(),
-                source.to_path_buf(),
-                r.clone(),
-                reason.to_string(),
-            );
-            match tokio::task::spawn_blocking(move || dl.write(&f, &src, &rec, &why)).await {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => {
-                    tracing::error!(path = %crate::redact::path(&self.path), error = %e, "cannot write the dead-letter file; retrying")
-                }
-                Err(e) => tracing::error!(error = %e, "dead-letter writer failed; retrying"),
-            }
-            tokio::time::sleep(wait.next().unwrap_or(Duration::from_secs(30))).await;
-        }
-        tracing::warn!(flow, path = %crate::redact::path(source), offset = r.start, bytes = r.data.len(), reason, "record dead-lettered");
-    }
-
-    /// Writes one entry and fsyncs it. Only after this returns `Ok` may the
-    /// record be acked.
-    pub fn write(
-        &self,
-        flow: &str,
-        source: &Path,
-        r: &Record,
-        reason: &str,
-    ) -> std::io::Result<()> {
-        let entry = serde_json::json!({
-            "time_unix_ms": crate::checkpoint::now_ms(),
-            "flow": flow,
-            "path": source.display().to_string(),
-            "start_offset": r.start,
-            "end_offset": r.end,
-            "reason": reason,
-            "partition_key": r.key,
-        });
-        // The data (up to 1 MiB) is encoded straight into the line, the one
-        // large buffer this takes.
-        let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
-        line.pop(); // the closing brace
-        line.reserve(base64_simd::STANDARD.encoded_length(r.data.len()) + 24);
-        line.extend_from_slice(b",\"data_base64\":\"");
-        base64_simd::STANDARD.encode_append(&r.data, &mut line);
-        line.extend_from_slice(b"\"}\n");
-        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            // Raw log data: readable by kinetail's user only, and never
-            // written through a link planted at its name.
-            *guard = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&self.path)?,
-            );
-        }
-        match guard.as_mut() {
-            Some(f) => {
-                f.write_all(&line)?;
-                f.sync_data()
-            }
-            None => Err(std::io::Error::other("dead-letter file not open")),
-        }
-    }
-}
 
 /// The entry of what an aggregator holds: one record alone goes out plain,
 /// without the aggregate's overhead.
@@ -248,15 +103,6 @@ fn paced(limits: ShardLimits) -> ShardLimits {
         records_per_sec: ((limits.records_per_sec as f64 * PACE_SHARE) as u64).max(1),
         bytes_per_sec: ((limits.bytes_per_sec as f64 * PACE_SHARE) as u64).max(1),
     }
-}
-
-fn backoff(min: Duration, max: Duration) -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::new()
-        .with_jitter()
-        .with_min_delay(min)
-        .with_max_delay(max)
-        .without_max_times()
-        .build()
 }
 
 enum CallResult {
@@ -383,7 +229,7 @@ impl Lane {
         let mut last_stuck_log: Option<Instant> = None;
         while let Some(mut pending) = queue.pop_front() {
             let mut quick = backoff(QUICK_MIN, QUICK_MAX);
-            let mut slow = backoff(Duration::from_secs(1), Duration::from_secs(30));
+            let mut slow = slow_backoff();
             loop {
                 if self.stop.is_cancelled() {
                     // Withdraw what is past the cut before pacing for it.
@@ -665,10 +511,7 @@ impl Lane {
                 CallResult::Entries(
                     entries
                         .into_iter()
-                        .map(|e| match (e.sequence_number, e.error_code) {
-                            (Some(seq), None) => Ok(seq),
-                            (_, code) => Err(code.unwrap_or_else(|| "NoSequenceNumber".into())),
-                        })
+                        .map(|e| entry_outcome(e.sequence_number, e.error_code))
                         .collect(),
                 )
             }
@@ -719,51 +562,5 @@ impl Lane {
         Metrics::add(&self.shared.metrics.dead_lettered, records.len() as u64);
         self.release(&records);
         self.shared.checkpoints.ack(&coalesce_acks(&records));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classification_follows_the_error_table() {
-        assert_eq!(
-            classify(Some("ProvisionedThroughputExceededException"), Some(400)),
-            Failure::Retry
-        );
-        assert_eq!(classify(Some("InternalFailure"), Some(500)), Failure::Retry);
-        assert_eq!(
-            classify(Some("KMSThrottlingException"), Some(400)),
-            Failure::Retry
-        );
-        assert_eq!(
-            classify(Some("ResourceNotFoundException"), Some(400)),
-            Failure::Stuck
-        );
-        assert_eq!(
-            classify(Some("AccessDeniedException"), Some(400)),
-            Failure::Stuck
-        );
-        assert_eq!(
-            classify(Some("ExpiredTokenException"), Some(403)),
-            Failure::Stuck
-        );
-        assert_eq!(
-            classify(Some("KMSDisabledException"), Some(400)),
-            Failure::Stuck
-        );
-        assert_eq!(
-            classify(Some("InvalidArgumentException"), Some(400)),
-            Failure::Invalid
-        );
-        assert_eq!(classify(Some("SomethingNew"), Some(503)), Failure::Retry);
-        assert_eq!(
-            classify(None, None),
-            Failure::Retry,
-            "no response: connection or timeout"
-        );
-        assert_eq!(classify(None, Some(502)), Failure::Retry);
-        assert_eq!(classify(None, Some(403)), Failure::Stuck);
     }
 }

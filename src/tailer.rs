@@ -36,13 +36,13 @@ use crate::budget::Budget;
 use crate::checkpoint::NO_CHUNK;
 use crate::checkpoint::{Checkpoints, FileId};
 use crate::config::{FlowSettings, Oversize, TRUNCATION_MARKER};
+use crate::dead_letter::DeadLetter;
 use crate::framing::{Framer, Line, Piece};
 use crate::identity::{FileKey, Fingerprint, file_key, fingerprint, head_matches};
 use crate::keying::KeyContext;
 use crate::metrics::Metrics;
 use crate::multiline::Aggregator;
 use crate::shards::{Router, to_hash_key};
-use crate::sink::DeadLetter;
 
 /// The longest piece framing cuts an over-long line into: a Kinesis record
 /// with room for any key and for the truncation marker.
