@@ -142,7 +142,7 @@ struct RawKey {
 }
 
 /// Everything the daemon needs, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// The file these settings came from (for messages).
     pub source: PathBuf,
@@ -164,7 +164,73 @@ pub struct Settings {
     pub flows: Vec<FlowSettings>,
 }
 
-#[derive(Debug, Clone, Default)]
+impl Settings {
+    /// The settings outside `[[flow]]` that differ in `new` and take effect
+    /// only at a restart, by their names in the file. A reload applies the
+    /// flows and `shutdown_grace_ms`; everything else here is wired into
+    /// running parts (the client, the API, the store, the budget, the
+    /// saver, discovery). Every field is named below, so a new setting must
+    /// be put on one side or the other.
+    pub fn needs_restart(&self, new: &Settings) -> Vec<&'static str> {
+        let Settings {
+            source: _,
+            state_dir,
+            aws,
+            api,
+            checkpoint_interval,
+            shutdown_grace: _,
+            rescan_interval,
+            max_buffer_bytes,
+            max_open_files,
+            flows: _,
+        } = new;
+        let AwsSettings {
+            region,
+            endpoint_url,
+            profile,
+            request_timeout,
+            role_arn,
+            external_id,
+            role_session_name,
+        } = aws;
+        let old = &self.aws;
+        [
+            ("state_dir", *state_dir != self.state_dir),
+            ("api.listen", *api != self.api),
+            (
+                "checkpoint_interval_ms",
+                *checkpoint_interval != self.checkpoint_interval,
+            ),
+            (
+                "rescan_interval_ms",
+                *rescan_interval != self.rescan_interval,
+            ),
+            (
+                "max_buffer_bytes",
+                *max_buffer_bytes != self.max_buffer_bytes,
+            ),
+            ("max_open_files", *max_open_files != self.max_open_files),
+            ("aws.region", *region != old.region),
+            ("aws.endpoint_url", *endpoint_url != old.endpoint_url),
+            ("aws.profile", *profile != old.profile),
+            (
+                "aws.request_timeout_ms",
+                *request_timeout != old.request_timeout,
+            ),
+            ("aws.role_arn", *role_arn != old.role_arn),
+            ("aws.external_id", *external_id != old.external_id),
+            (
+                "aws.role_session_name",
+                *role_session_name != old.role_session_name,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AwsSettings {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
@@ -211,7 +277,7 @@ pub enum StartAt {
     End,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FlowSettings {
     pub name: String,
     /// The glob patterns as written (after `${VAR}` expansion).
@@ -966,7 +1032,10 @@ fn key_source(
                     return Err(loc.at(p.span(), "partition_key.pattern needs a capture group (the first one, or one named `key`, is the key)"));
                 }
             };
-            KeySource::Regex { re, group }
+            KeySource::Regex {
+                re: re.into(),
+                group,
+            }
         }
         "json" if !for_fallback => {
             let f = key.field.as_ref().ok_or_else(|| {
@@ -1010,8 +1079,8 @@ fn multiline(
             .map_err(|e| loc.at(v.span(), format!("{what} is not a valid regex: {e}")))
     };
     let rule = match (raw.start_pattern.as_ref(), raw.continue_pattern.as_ref()) {
-        (Some(p), None) => Rule::Start(compile(p, "multiline.start_pattern")?),
-        (None, Some(p)) => Rule::Continue(compile(p, "multiline.continue_pattern")?),
+        (Some(p), None) => Rule::Start(compile(p, "multiline.start_pattern")?.into()),
+        (None, Some(p)) => Rule::Continue(compile(p, "multiline.continue_pattern")?.into()),
         _ => {
             return Err(loc.at(
                 m.span(),
@@ -1099,6 +1168,66 @@ mod tests {
         );
         assert!(expand_env("${1X}", env).is_err());
         assert!(expand_env("${OPEN", env).is_err());
+    }
+
+    #[test]
+    fn a_reload_names_every_global_setting_that_needs_a_restart() {
+        let base = "state_dir = \"/s\"\n[aws]\nregion = \"r\"\n[[flow]]\nname = \"a\"\npaths = [\"/l/*.log\"]\nstream = \"s\"\n";
+        let load = |text: &str| Settings::from_toml(Path::new("/k.toml"), text).unwrap();
+        let old = load(base);
+        assert!(old.needs_restart(&load(base)).is_empty());
+        // Applied by a reload: the grace period and the flows.
+        let applied = base
+            .replace(
+                "state_dir = \"/s\"\n",
+                "state_dir = \"/s\"\nshutdown_grace_ms = 3000\n",
+            )
+            .replace("stream = \"s\"", "stream = \"t\"");
+        assert!(old.needs_restart(&load(&applied)).is_empty());
+        for (line, name) in [
+            ("state_dir = \"/other\"", "state_dir"),
+            ("checkpoint_interval_ms = 5000", "checkpoint_interval_ms"),
+            ("rescan_interval_ms = 9000", "rescan_interval_ms"),
+            ("max_buffer_bytes = 8388608", "max_buffer_bytes"),
+            ("max_open_files = 10", "max_open_files"),
+            ("[api]\nlisten = \"127.0.0.1:9999\"", "api.listen"),
+        ] {
+            let state = "state_dir = \"/s\"\n";
+            let text = if name == "state_dir" {
+                base.replace(state, &format!("{line}\n"))
+            } else {
+                base.replace(state, &format!("{state}{line}\n"))
+            };
+            assert_eq!(old.needs_restart(&load(&text)), vec![name], "{text}");
+        }
+        for (line, name) in [
+            ("region = \"other\"", "aws.region"),
+            ("endpoint_url = \"http://127.0.0.1:1\"", "aws.endpoint_url"),
+            ("profile = \"p\"", "aws.profile"),
+            ("request_timeout_ms = 1000", "aws.request_timeout_ms"),
+            ("role_arn = \"arn:aws:iam::1:role/x\"", "aws.role_arn"),
+            ("role_session_name = \"other\"", "aws.role_session_name"),
+        ] {
+            let key = line.split(' ').next().unwrap_or_default();
+            let text = if key == "region" {
+                base.replace("region = \"r\"", line)
+            } else {
+                base.replace("region = \"r\"", &format!("region = \"r\"\n{line}"))
+            };
+            assert_eq!(old.needs_restart(&load(&text)), vec![name], "{text}");
+        }
+        let with_role = base.replace(
+            "region = \"r\"",
+            "region = \"r\"\nrole_arn = \"arn:aws:iam::1:role/x\"",
+        );
+        let with_id = base.replace(
+            "region = \"r\"",
+            "region = \"r\"\nrole_arn = \"arn:aws:iam::1:role/x\"\nexternal_id = \"ext-id\"",
+        );
+        assert_eq!(
+            load(&with_role).needs_restart(&load(&with_id)),
+            vec!["aws.external_id"]
+        );
     }
 
     #[test]

@@ -467,30 +467,19 @@ async fn reload(
             return;
         }
     };
-    let global = |s: &Settings| {
-        format!(
-            "{:?}{:?}{:?}{}{}{:?}{:?}",
-            s.state_dir,
-            s.aws.region,
-            s.aws.endpoint_url,
-            s.max_buffer_bytes,
-            s.max_open_files,
-            s.api,
-            s.aws.role_arn
-        )
-    };
-    if global(&new) != global(current) {
+    let restart = current.needs_restart(&new);
+    if !restart.is_empty() {
         tracing::warn!(
-            "settings outside [[flow]] (state_dir, aws, api, buffer and file limits) take effect at the next restart"
+            settings = restart.join(", "),
+            "these settings changed and take effect at the next restart; the rest of the reload is applied"
         );
     }
-    let fingerprint = |f: &FlowSettings| format!("{f:?}");
     let deadline = tokio::time::Instant::now() + current.shutdown_grace;
     let mut kept = Vec::new();
     let (mut added, mut removed, mut changed) = (0, 0, 0);
     for running in flows.drain(..) {
         match new.flows.iter().find(|f| f.name == running.settings.name) {
-            Some(f) if fingerprint(f) == fingerprint(&running.settings) => kept.push(running),
+            Some(f) if *f == running.settings => kept.push(running),
             Some(_) => {
                 changed += 1;
                 let name = running.settings.name.clone();

@@ -14,7 +14,7 @@ use md5::{Digest, Md5};
 pub const MAX_KEY_CHARS: usize = 256;
 
 /// Where a key comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
     /// A random 64-bit number in hex: spreads records over all shards.
     Random,
@@ -23,7 +23,7 @@ pub enum KeySource {
     Static(String),
     /// A capture group of a regex over the line's bytes.
     Regex {
-        re: regex::bytes::Regex,
+        re: crate::re::Re,
         group: usize,
     },
     /// A dotted field path into a JSON object line.
@@ -36,7 +36,7 @@ pub enum KeySource {
 
 /// A primary source, and the fallback used when the primary yields nothing
 /// (regex without a match, JSON without the field, empty capture).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySpec {
     pub primary: KeySource,
     pub fallback: KeySource,
@@ -163,11 +163,17 @@ mod tests {
     #[test]
     fn regex_takes_first_group_or_named_key() {
         let re = regex::bytes::Regex::new(r"^\S+ \S+ \S+ (\S+)").unwrap();
-        let s = spec(KeySource::Regex { re, group: 1 });
+        let s = spec(KeySource::Regex {
+            re: re.into(),
+            group: 1,
+        });
         assert_eq!(s.key(b"Jun 14 15:16:01 combo sshd[1]: x", CTX, 0), "combo");
         assert_eq!(s.key(b"short", CTX, 0), "fb");
         let re = regex::bytes::Regex::new(r"(\w+)=(?P<key>\w+)").unwrap();
-        let s = spec(KeySource::Regex { re, group: 2 });
+        let s = spec(KeySource::Regex {
+            re: re.into(),
+            group: 2,
+        });
         assert_eq!(s.key(b"user=alice", CTX, 0), "alice");
     }
 
@@ -207,7 +213,7 @@ mod tests {
         #[test]
         fn keys_are_always_1_to_256_chars(line in ".{0,400}", fallback_static in "\\PC{1,300}") {
             let re = regex::bytes::Regex::new(r"^(.*)$").unwrap();
-            let s = KeySpec { primary: KeySource::Regex { re, group: 1 }, fallback: KeySource::Static(fallback_static.clone()) };
+            let s = KeySpec { primary: KeySource::Regex { re: re.into(), group: 1 }, fallback: KeySource::Static(fallback_static.clone()) };
             let k = s.key(line.as_bytes(), CTX, 7);
             let n = k.chars().count();
             prop_assert!((1..=MAX_KEY_CHARS).contains(&n));

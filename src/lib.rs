@@ -23,6 +23,7 @@ pub mod identity;
 pub mod keying;
 pub mod metrics;
 pub mod multiline;
+pub mod re;
 pub mod redact;
 pub mod shards;
 #[cfg(feature = "aws")]

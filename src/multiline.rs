@@ -13,15 +13,15 @@ use std::time::Duration;
 use crate::framing::{Line, Piece};
 
 /// How lines group into events.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
     /// A line matching the pattern starts a new event; others continue it.
-    Start(regex::bytes::Regex),
+    Start(crate::re::Re),
     /// A line matching the pattern continues the event; others start one.
-    Continue(regex::bytes::Regex),
+    Continue(crate::re::Re),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MultilineSettings {
     pub rule: Rule,
     /// An event is cut after this many lines.
@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn start_pattern_groups_a_stack_trace() {
         let re = regex::bytes::Regex::new(r"^\d{4}-\d\d-\d\d ").unwrap();
-        let (out, mut a) = run(Rule::Start(re), TRACE, 100, 1 << 20);
+        let (out, mut a) = run(Rule::Start(re.into()), TRACE, 100, 1 << 20);
         assert_eq!(
             out.len(),
             1,
@@ -146,16 +146,16 @@ mod tests {
     #[test]
     fn continue_pattern_and_limits() {
         let re = regex::bytes::Regex::new(r"^(\s|java\.)").unwrap();
-        let (out, _) = run(Rule::Continue(re.clone()), TRACE, 100, 1 << 20);
+        let (out, _) = run(Rule::Continue(re.clone().into()), TRACE, 100, 1 << 20);
         assert_eq!(out.len(), 1);
         assert!(out[0].data.ends_with(b"(B.java:2)"));
-        let (out, _) = run(Rule::Continue(re.clone()), TRACE, 2, 1 << 20);
+        let (out, _) = run(Rule::Continue(re.clone().into()), TRACE, 2, 1 << 20);
         assert_eq!(out.len(), 2, "max_lines cuts the event");
         assert_eq!(
             out[0].data,
             b"2026-11-25 10:00:00 ERROR boom\njava.lang.IllegalStateException: x"
         );
-        let (out, _) = run(Rule::Continue(re), TRACE, 100, 40);
+        let (out, _) = run(Rule::Continue(re.into()), TRACE, 100, 40);
         assert_eq!(
             out[0].data, b"2026-11-25 10:00:00 ERROR boom",
             "max_bytes cuts the event"
