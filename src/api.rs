@@ -153,62 +153,15 @@ fn label(v: &str) -> String {
 pub fn render(state: &ApiState) -> String {
     let m = &state.metrics;
     let mut out = String::new();
-    let mut counter = |name: &str, help: &str, v: u64| {
+    for c in crate::metrics::COUNTERS {
         let _ = writeln!(
             out,
-            "# HELP kinetail_{name} {help}\n# TYPE kinetail_{name} counter\nkinetail_{name} {v}"
+            "# HELP kinetail_{0} {1}\n# TYPE kinetail_{0} counter\nkinetail_{0} {2}",
+            c.name,
+            c.help,
+            (c.get)(m)
         );
-    };
-    counter(
-        "lines_read_total",
-        "Lines (and line pieces) read from files.",
-        Metrics::get(&m.lines_read),
-    );
-    counter(
-        "bytes_read_total",
-        "Bytes read from files.",
-        Metrics::get(&m.bytes_read),
-    );
-    counter(
-        "records_sent_total",
-        "Lines confirmed by Kinesis with a sequence number.",
-        Metrics::get(&m.records_sent),
-    );
-    counter(
-        "kinesis_records_sent_total",
-        "Kinesis records confirmed (fewer than lines when aggregating).",
-        Metrics::get(&m.kinesis_records_sent),
-    );
-    counter(
-        "bytes_sent_total",
-        "Bytes confirmed by Kinesis, partition keys included.",
-        Metrics::get(&m.bytes_sent),
-    );
-    counter(
-        "calls_total",
-        "PutRecords calls made.",
-        Metrics::get(&m.calls),
-    );
-    counter(
-        "call_failures_total",
-        "PutRecords calls that failed as a whole.",
-        Metrics::get(&m.call_failures),
-    );
-    counter(
-        "entries_retried_total",
-        "Entries sent again after a per-entry failure.",
-        Metrics::get(&m.entries_retried),
-    );
-    counter(
-        "dead_lettered_total",
-        "Records written to the dead-letter file.",
-        Metrics::get(&m.dead_lettered),
-    );
-    counter(
-        "truncations_total",
-        "Files found truncated and read again from the start.",
-        Metrics::get(&m.truncations),
-    );
+    }
     let _ = writeln!(
         out,
         "# HELP kinetail_retries_total Retries by error code (\"connection\" when there was no answer)."

@@ -429,14 +429,7 @@ pub async fn run(
         Ok(Err(e)) => tracing::error!(error = %e, "final checkpoint save failed"),
         Err(e) => tracing::error!(error = %e, "final checkpoint save failed"),
     }
-    tracing::info!(
-        lines_read = Metrics::get(&metrics.lines_read),
-        records_sent = Metrics::get(&metrics.records_sent),
-        entries_retried = Metrics::get(&metrics.entries_retried),
-        call_failures = Metrics::get(&metrics.call_failures),
-        dead_lettered = Metrics::get(&metrics.dead_lettered),
-        "kinetail stopped"
-    );
+    tracing::info!(summary = %metrics.summary(), "kinetail stopped");
     Ok(())
 }
 
@@ -551,13 +544,7 @@ async fn ping_watchdog(period: Duration, metrics: Arc<Metrics>, stop: Cancellati
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        let status = format!(
-            "running: {} lines read, {} records sent, {} entries retried, {} dead-lettered",
-            Metrics::get(&metrics.lines_read),
-            Metrics::get(&metrics.records_sent),
-            Metrics::get(&metrics.entries_retried),
-            Metrics::get(&metrics.dead_lettered),
-        );
+        let status = format!("running: {}", metrics.summary());
         notify_systemd(&[
             sd_notify::NotifyState::Watchdog,
             sd_notify::NotifyState::Status(&status),

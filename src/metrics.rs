@@ -1,6 +1,7 @@
 //! Counters of what the pipeline did. Plain atomics, shared by every stage;
-//! the stages only add, and the API (`/metrics`) and the shutdown log read
-//! them. Relaxed ordering is enough: nothing synchronises through them.
+//! the stages only add. [`COUNTERS`] is the one list of them that
+//! `/metrics`, the watchdog's `STATUS=` line and the stop summary read.
+//! Relaxed ordering is enough: nothing synchronises through them.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -43,5 +44,92 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         *m.entry(reason.to_string()).or_insert(0) += n;
+    }
+}
+
+/// One counter as it is shown.
+pub struct Counter {
+    /// Its name in `/metrics`, after `kinetail_`.
+    pub name: &'static str,
+    /// Its `# HELP` text.
+    pub help: &'static str,
+    /// How it reads in the one-line summary, when it is in it.
+    pub summary: Option<&'static str>,
+    pub get: fn(&Metrics) -> u64,
+}
+
+/// Every counter, in the order they are shown.
+pub const COUNTERS: &[Counter] = &[
+    Counter {
+        name: "lines_read_total",
+        help: "Lines (and line pieces) read from files.",
+        summary: Some("lines read"),
+        get: |m| Metrics::get(&m.lines_read),
+    },
+    Counter {
+        name: "bytes_read_total",
+        help: "Bytes read from files.",
+        summary: None,
+        get: |m| Metrics::get(&m.bytes_read),
+    },
+    Counter {
+        name: "records_sent_total",
+        help: "Lines confirmed by Kinesis with a sequence number.",
+        summary: Some("records sent"),
+        get: |m| Metrics::get(&m.records_sent),
+    },
+    Counter {
+        name: "kinesis_records_sent_total",
+        help: "Kinesis records confirmed (fewer than lines when aggregating).",
+        summary: None,
+        get: |m| Metrics::get(&m.kinesis_records_sent),
+    },
+    Counter {
+        name: "bytes_sent_total",
+        help: "Bytes confirmed by Kinesis, partition keys included.",
+        summary: None,
+        get: |m| Metrics::get(&m.bytes_sent),
+    },
+    Counter {
+        name: "calls_total",
+        help: "PutRecords calls made.",
+        summary: None,
+        get: |m| Metrics::get(&m.calls),
+    },
+    Counter {
+        name: "call_failures_total",
+        help: "PutRecords calls that failed as a whole.",
+        summary: Some("calls failed"),
+        get: |m| Metrics::get(&m.call_failures),
+    },
+    Counter {
+        name: "entries_retried_total",
+        help: "Entries sent again after a per-entry failure.",
+        summary: Some("entries retried"),
+        get: |m| Metrics::get(&m.entries_retried),
+    },
+    Counter {
+        name: "dead_lettered_total",
+        help: "Records written to the dead-letter file.",
+        summary: Some("dead-lettered"),
+        get: |m| Metrics::get(&m.dead_lettered),
+    },
+    Counter {
+        name: "truncations_total",
+        help: "Files found truncated and read again from the start.",
+        summary: Some("truncations"),
+        get: |m| Metrics::get(&m.truncations),
+    },
+];
+
+impl Metrics {
+    /// The counters of the summary, in one line: "12 lines read, 12
+    /// records sent, ...".
+    pub fn summary(&self) -> String {
+        COUNTERS
+            .iter()
+            .filter_map(|c| c.summary.map(|s| format!("{} {s}", (c.get)(self))))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
