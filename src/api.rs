@@ -189,7 +189,7 @@ pub fn render(state: &ApiState) -> String {
         "kinetail_in_flight_calls {}",
         m.in_flight.load(Ordering::Relaxed)
     );
-    let now_ms = crate::checkpoint::now_ms();
+    let now_ms = crate::clock::now_ms();
     let last = Metrics::get(&m.last_checkpoint_unix_ms);
     let _ = writeln!(
         out,

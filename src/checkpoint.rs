@@ -15,8 +15,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use crate::clock::now_ms;
 pub use crate::identity::{FileKey, Fingerprint};
 pub use crate::store::{SavedFile, StoreError};
 
@@ -163,14 +164,6 @@ struct State {
 pub struct Checkpoints {
     dir: PathBuf,
     state: Mutex<State>,
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Checkpoints {

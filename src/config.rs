@@ -24,7 +24,8 @@ use toml::Spanned;
 use crate::batcher::MAX_DATA_BYTES;
 use crate::keying::{KeySource, KeySpec};
 use crate::multiline::{MultilineSettings, Rule};
-use crate::shards::ShardLimits;
+use crate::shards::{ShardLimits, is_hash_key};
+pub use crate::stream::{StreamRef, parse_stream};
 
 /// Where the daemon looks for its configuration when `--config` is absent.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kinetail/kinetail.toml";
@@ -242,35 +243,6 @@ pub struct AwsSettings {
     pub role_session_name: String,
 }
 
-/// How a flow names its stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamRef {
-    Name(String),
-    /// A stream ARN and the stream name it ends with.
-    Arn {
-        arn: String,
-        name: String,
-    },
-}
-
-impl StreamRef {
-    pub fn name(&self) -> &str {
-        match self {
-            StreamRef::Name(n) => n,
-            StreamRef::Arn { name, .. } => name,
-        }
-    }
-}
-
-impl fmt::Display for StreamRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StreamRef::Name(n) => f.write_str(n),
-            StreamRef::Arn { arn, .. } => f.write_str(arn),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAt {
     Beginning,
@@ -444,7 +416,7 @@ fn reaches_state_dir(
     state_dir: &std::path::Path,
 ) -> Option<PathBuf> {
     let pattern = glob::Pattern::new(pattern).ok()?;
-    let opts = crate::discovery::MATCH_OPTIONS;
+    let opts = crate::globs::MATCH_OPTIONS;
     [
         crate::store::STORE_FILE,
         crate::store::PREVIOUS_FILE,
@@ -456,54 +428,6 @@ fn reaches_state_dir(
         pattern.matches_path_with(own, opts)
             && !exclude.iter().any(|x| x.matches_path_with(own, opts))
     })
-}
-
-fn is_glob_meta(c: char) -> bool {
-    matches!(c, '*' | '?' | '[' | ']')
-}
-
-/// Whether `s` is a valid `ExplicitHashKey`: a decimal from 0 to 2^128-1
-/// without sign, spaces or leading zeros.
-pub fn is_hash_key(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_digit())
-        && (s == "0" || !s.starts_with('0'))
-        && s.parse::<u128>().is_ok()
-}
-
-/// Parses a stream name or ARN, as `PutRecords` accepts them.
-pub fn parse_stream(s: &str) -> Result<StreamRef, String> {
-    fn valid_name(n: &str) -> bool {
-        (1..=128).contains(&n.len())
-            && n.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    }
-    if let Some(rest) = s.strip_prefix("arn:") {
-        // arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME
-        let parts: Vec<&str> = rest.splitn(5, ':').collect();
-        let ok = parts.len() == 5
-            && parts[0].starts_with("aws")
-            && parts[1] == "kinesis"
-            && !parts[2].is_empty()
-            && parts[3].len() == 12
-            && parts[3].chars().all(|c| c.is_ascii_digit());
-        let name = parts.get(4).and_then(|r| r.strip_prefix("stream/"));
-        match name {
-            Some(name) if ok && valid_name(name) => Ok(StreamRef::Arn {
-                arn: s.to_string(),
-                name: name.to_string(),
-            }),
-            _ => Err(format!(
-                "{s:?} is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)"
-            )),
-        }
-    } else if valid_name(s) {
-        Ok(StreamRef::Name(s.to_string()))
-    } else {
-        Err(format!(
-            "{s:?} is not a valid stream name (1 to 128 characters of a-z, A-Z, 0-9, _ . -) nor a stream ARN"
-        ))
-    }
 }
 
 impl Settings {
@@ -954,24 +878,6 @@ impl Settings {
     }
 }
 
-/// The static part of a glob: the longest leading directory without
-/// wildcards. Discovery watches it for notify hints.
-pub fn glob_base(pattern: &str) -> PathBuf {
-    let mut base = PathBuf::from("/");
-    for comp in Path::new(pattern).components().skip(1) {
-        let c = comp.as_os_str().to_string_lossy();
-        if c.chars().any(is_glob_meta) {
-            break;
-        }
-        base.push(comp);
-    }
-    // The last component is the file name pattern unless it had wildcards.
-    if base == Path::new(pattern) {
-        base.pop();
-    }
-    base
-}
-
 fn key_source(
     loc: &Locator<'_>,
     key: &RawKey,
@@ -1228,44 +1134,6 @@ mod tests {
             load(&with_role).needs_restart(&load(&with_id)),
             vec!["aws.external_id"]
         );
-    }
-
-    #[test]
-    fn parses_stream_names_and_arns() {
-        assert_eq!(parse_stream("demo"), Ok(StreamRef::Name("demo".into())));
-        assert_eq!(
-            parse_stream("arn:aws:kinesis:us-east-1:000000000000:stream/demo"),
-            Ok(StreamRef::Arn {
-                arn: "arn:aws:kinesis:us-east-1:000000000000:stream/demo".into(),
-                name: "demo".into()
-            })
-        );
-        assert!(parse_stream("arn:aws:s3:::bucket").is_err());
-        assert!(parse_stream("has space").is_err());
-        assert!(parse_stream("").is_err());
-    }
-
-    #[test]
-    fn hash_keys_are_decimals_below_2_pow_128() {
-        assert!(is_hash_key("0"));
-        assert!(is_hash_key("340282366920938463463374607431768211455"));
-        assert!(!is_hash_key("340282366920938463463374607431768211456"));
-        assert!(!is_hash_key("-1"));
-        assert!(!is_hash_key("+1"));
-        assert!(!is_hash_key("01"));
-        assert!(!is_hash_key(""));
-        assert!(!is_hash_key("12a"));
-    }
-
-    #[test]
-    fn glob_base_is_the_static_prefix() {
-        assert_eq!(glob_base("/var/log/*.log"), PathBuf::from("/var/log"));
-        assert_eq!(
-            glob_base("/var/log/app/**/*.json"),
-            PathBuf::from("/var/log/app")
-        );
-        assert_eq!(glob_base("/var/*/x.log"), PathBuf::from("/var"));
-        assert_eq!(glob_base("/var/log/syslog"), PathBuf::from("/var/log"));
     }
 
     #[test]

@@ -26,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiState;
 use crate::budget::Budget;
 use crate::checkpoint::{Checkpoints, StoreError};
-use crate::config::{AwsSettings, FlowSettings, Settings, glob_base};
+use crate::config::{AwsSettings, FlowSettings, Settings};
 use crate::dead_letter::DeadLetter;
 use crate::discovery::{self, WakeRegistry};
+use crate::globs::glob_base;
 use crate::metrics::Metrics;
 use crate::shards::{Router, list_shards};
 use crate::sink::{Lane, SinkShared};
@@ -603,7 +604,7 @@ async fn save_periodically(
         match tokio::task::spawn_blocking(move || cp.save()).await {
             Ok(Ok(_)) => {
                 last_error = None;
-                let now = crate::checkpoint::now_ms();
+                let now = crate::clock::now_ms();
                 metrics
                     .last_checkpoint_unix_ms
                     .store(now, std::sync::atomic::Ordering::Relaxed);

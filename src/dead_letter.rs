@@ -76,7 +76,7 @@ impl DeadLetter {
         reason: &str,
     ) -> std::io::Result<()> {
         let entry = serde_json::json!({
-            "time_unix_ms": crate::checkpoint::now_ms(),
+            "time_unix_ms": crate::clock::now_ms(),
             "flow": flow,
             "path": source.display().to_string(),
             "start_offset": r.start,

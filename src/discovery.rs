@@ -56,14 +56,6 @@ struct Known {
     held: HashMap<FileKey, Instant>,
 }
 
-/// How globs match paths: `*` and `?` stay within a directory, `**`
-/// crosses them; names starting with a dot are matched like others.
-pub const MATCH_OPTIONS: glob::MatchOptions = glob::MatchOptions {
-    case_sensitive: true,
-    require_literal_separator: true,
-    require_literal_leading_dot: false,
-};
-
 /// Files whose names are not UTF-8 that `pattern` names: the glob crate
 /// matches only UTF-8 names, so the directories its parent part matches are
 /// listed, and a name that is not UTF-8 is matched against the last
@@ -79,7 +71,7 @@ fn names_not_utf8(pattern: &str) -> Vec<PathBuf> {
     let dirs: Vec<PathBuf> = if parent.is_empty() {
         vec![PathBuf::from("/")]
     } else {
-        match glob::glob_with(parent, MATCH_OPTIONS) {
+        match glob::glob_with(parent, crate::globs::MATCH_OPTIONS) {
             Ok(d) => d.filter_map(Result::ok).collect(),
             Err(_) => return Vec::new(),
         }
@@ -91,7 +83,8 @@ fn names_not_utf8(pattern: &str) -> Vec<PathBuf> {
         };
         for e in entries.filter_map(Result::ok) {
             let name = e.file_name();
-            if name.to_str().is_none() && last.matches_with(&name.to_string_lossy(), MATCH_OPTIONS)
+            if name.to_str().is_none()
+                && last.matches_with(&name.to_string_lossy(), crate::globs::MATCH_OPTIONS)
             {
                 out.push(dir.join(name));
             }
@@ -106,7 +99,7 @@ pub fn expand(flow: &FlowSettings) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
     let mut seen = HashSet::new();
     let mut files = Vec::new();
     let mut problems = Vec::new();
-    let opts = MATCH_OPTIONS;
+    let opts = crate::globs::MATCH_OPTIONS;
     for pattern in &flow.paths {
         let entries = match glob::glob_with(pattern, opts) {
             Ok(e) => e,

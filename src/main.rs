@@ -266,7 +266,7 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
             }
         }
     } else {
-        let now = kinetail::checkpoint::now_ms();
+        let now = kinetail::clock::now_ms();
         out(&kinetail::status::render(&files, now));
     }
     ExitCode::SUCCESS

@@ -139,7 +139,7 @@ impl Router {
 /// An `ExplicitHashKey` from a source value: the value itself when it is a
 /// valid decimal hash key, else the MD5 of it as Kinesis would hash it.
 pub fn to_hash_key(value: &str) -> String {
-    if crate::config::is_hash_key(value) {
+    if is_hash_key(value) {
         value.to_string()
     } else {
         hash_key(value).to_string()
@@ -150,7 +150,7 @@ pub fn to_hash_key(value: &str) -> String {
 /// Reads the open shards of a stream with `ListShards`.
 pub async fn list_shards(
     client: &aws_sdk_kinesis::Client,
-    stream: &crate::config::StreamRef,
+    stream: &crate::stream::StreamRef,
 ) -> Result<ShardMap, String> {
     let mut shards = Vec::new();
     let mut token: Option<String> = None;
@@ -159,8 +159,8 @@ pub async fn list_shards(
         req = match &token {
             Some(t) => req.next_token(t),
             None => match stream {
-                crate::config::StreamRef::Name(n) => req.stream_name(n),
-                crate::config::StreamRef::Arn { arn, name } => {
+                crate::stream::StreamRef::Name(n) => req.stream_name(n),
+                crate::stream::StreamRef::Arn { arn, name } => {
                     req.stream_name(name).stream_arn(arn)
                 }
             },
@@ -260,6 +260,15 @@ impl RateWindow {
     }
 }
 
+/// Whether `s` is a valid `ExplicitHashKey`: a decimal from 0 to 2^128-1
+/// without sign, spaces or leading zeros.
+pub fn is_hash_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'))
+        && s.parse::<u128>().is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,5 +350,17 @@ mod tests {
                 prop_assert!(b <= limits.bytes_per_sec, "{} bytes in a second", b);
             }
         }
+    }
+
+    #[test]
+    fn hash_keys_are_decimals_below_2_pow_128() {
+        assert!(is_hash_key("0"));
+        assert!(is_hash_key("340282366920938463463374607431768211455"));
+        assert!(!is_hash_key("340282366920938463463374607431768211456"));
+        assert!(!is_hash_key("-1"));
+        assert!(!is_hash_key("+1"));
+        assert!(!is_hash_key("01"));
+        assert!(!is_hash_key(""));
+        assert!(!is_hash_key("12a"));
     }
 }

@@ -40,10 +40,10 @@ use crate::batcher::{
 use crate::budget::Budget;
 use crate::checkpoint::{Checkpoints, FileId};
 use crate::classify::{Failure, classify, entry_outcome};
-use crate::config::StreamRef;
 use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
 use crate::shards::{RateWindow, Router, ShardLimits};
+use crate::stream::StreamRef;
 
 /// Backoff between retries of failed entries and retryable calls.
 const QUICK_MIN: Duration = Duration::from_millis(100);

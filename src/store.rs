@@ -245,7 +245,7 @@ pub fn create_private(path: &Path) -> std::io::Result<File> {
 /// `.reset-<unix ms>` suffix, never deleted), so that the next start
 /// begins every file from `start_at`. Returns what was moved.
 pub fn reset(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, StoreError> {
-    let stamp = crate::checkpoint::now_ms();
+    let stamp = crate::clock::now_ms();
     let mut moved = Vec::new();
     for name in [STORE_FILE, PREVIOUS_FILE] {
         let from = dir.join(name);

@@ -1,0 +1,88 @@
+//! Stream references: a stream named by its name or by its ARN, as
+//! `PutRecords` and `ListShards` accept them.
+
+use std::fmt;
+
+/// How a flow names its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamRef {
+    Name(String),
+    /// A stream ARN and the stream name it ends with.
+    Arn {
+        arn: String,
+        name: String,
+    },
+}
+
+impl StreamRef {
+    pub fn name(&self) -> &str {
+        match self {
+            StreamRef::Name(n) => n,
+            StreamRef::Arn { name, .. } => name,
+        }
+    }
+}
+
+impl fmt::Display for StreamRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamRef::Name(n) => f.write_str(n),
+            StreamRef::Arn { arn, .. } => f.write_str(arn),
+        }
+    }
+}
+
+/// Parses a stream name or ARN, as `PutRecords` accepts them.
+pub fn parse_stream(s: &str) -> Result<StreamRef, String> {
+    fn valid_name(n: &str) -> bool {
+        (1..=128).contains(&n.len())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    }
+    if let Some(rest) = s.strip_prefix("arn:") {
+        // arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let ok = parts.len() == 5
+            && parts[0].starts_with("aws")
+            && parts[1] == "kinesis"
+            && !parts[2].is_empty()
+            && parts[3].len() == 12
+            && parts[3].chars().all(|c| c.is_ascii_digit());
+        let name = parts.get(4).and_then(|r| r.strip_prefix("stream/"));
+        match name {
+            Some(name) if ok && valid_name(name) => Ok(StreamRef::Arn {
+                arn: s.to_string(),
+                name: name.to_string(),
+            }),
+            _ => Err(format!(
+                "{s:?} is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)"
+            )),
+        }
+    } else if valid_name(s) {
+        Ok(StreamRef::Name(s.to_string()))
+    } else {
+        Err(format!(
+            "{s:?} is not a valid stream name (1 to 128 characters of a-z, A-Z, 0-9, _ . -) nor a stream ARN"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stream_names_and_arns() {
+        assert_eq!(parse_stream("demo"), Ok(StreamRef::Name("demo".into())));
+        assert_eq!(
+            parse_stream("arn:aws:kinesis:us-east-1:000000000000:stream/demo"),
+            Ok(StreamRef::Arn {
+                arn: "arn:aws:kinesis:us-east-1:000000000000:stream/demo".into(),
+                name: "demo".into()
+            })
+        );
+        assert!(parse_stream("arn:aws:s3:::bucket").is_err());
+        assert!(parse_stream("has space").is_err());
+        assert!(parse_stream("").is_err());
+    }
+}
