@@ -35,4 +35,4 @@ fi
 tests/agg/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/agg/requirements.txt
 
 echo "== cargo test"
-cargo test --locked --all-targets -- --test-threads "${KINETAIL_TEST_THREADS:-2}"
+cargo test --locked --workspace --all-targets -- --test-threads "${KINETAIL_TEST_THREADS:-2}"
