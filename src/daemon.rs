@@ -48,11 +48,14 @@ const SHARD_REFRESH: Duration = Duration::from_secs(60);
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("AWS configuration: {0}")]
-    Aws(String),
+    #[error(
+        "AWS configuration: no AWS region: set aws.region in the configuration, or AWS_REGION in the environment"
+    )]
+    NoRegion,
     #[error("cannot listen on {addr} for the API: {error}")]
     Api {
         addr: std::net::SocketAddr,
+        #[source]
         error: std::io::Error,
     },
 }
@@ -75,10 +78,7 @@ pub async fn kinesis_client(aws: &AwsSettings) -> Result<Client, DaemonError> {
     }
     let conf = loader.load().await;
     if conf.region().is_none() {
-        return Err(DaemonError::Aws(
-            "no AWS region: set aws.region in the configuration, or AWS_REGION in the environment"
-                .into(),
-        ));
+        return Err(DaemonError::NoRegion);
     }
     // endpoint_url is Kinesis's alone: STS (for role_arn) keeps its own
     // endpoint, or AWS_ENDPOINT_URL_STS.

@@ -163,7 +163,7 @@ pub async fn run(
             }
             if let Err(e) = consider(
                 &flow, &path, first, &mut known, &mut held, &wakes, &shutdown,
-            ) && reported.insert((path.clone(), e.clone()))
+            ) && reported.insert((path.clone(), e.to_string()))
             {
                 tracing::warn!(flow = %flow.settings.name, path = %crate::redact::path(&path), error = %e, "cannot tail file");
             }
@@ -228,6 +228,19 @@ fn copy_of(flow: &FlowRuntime, file: &File, key: FileKey, since: Option<Instant>
     }
 }
 
+/// Why a path is not tailed (reported once per path and reason).
+#[derive(Debug, thiserror::Error)]
+enum Skip {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("not a regular file; skipped")]
+    NotRegular,
+    #[error(
+        "its size says 0 but it has content (a /proc or /sys pseudo-file): kinetail cannot tell new lines from old ones in it; not tailed"
+    )]
+    PseudoFile,
+}
+
 /// Whether an empty-looking file has content: pseudo-files under `/proc`
 /// and `/sys` report size 0 and are generated on each read.
 fn size_lies(file: &File) -> bool {
@@ -247,9 +260,9 @@ fn consider(
     held: &mut HashMap<FileKey, Instant>,
     wakes: &WakeRegistry,
     shutdown: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), Skip> {
     let name = &flow.settings.name;
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let meta = std::fs::metadata(path)?;
     let key = file_key(&meta);
     if let Some(a) = known.active.get(&key) {
         let mut p = a.path.lock().unwrap_or_else(|e| e.into_inner());
@@ -274,21 +287,21 @@ fn consider(
         // Picked up by a later scan if it is written to again.
         return Ok(());
     }
-    let file = File::open(path).map_err(|e| e.to_string())?;
+    let file = File::open(path)?;
     // Identity comes from the open descriptor: the path may have been
     // replaced between the listing and the open.
-    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err("not a regular file; skipped".into());
+        return Err(Skip::NotRegular);
     }
     let key = file_key(&meta);
     if known.active.contains_key(&key) || flow.checkpoints.is_followed(name, key) {
         return Ok(());
     }
     if meta.len() == 0 && size_lies(&file) {
-        return Err("its size says 0 but it has content (a /proc or /sys pseudo-file): kinetail cannot tell new lines from old ones in it; not tailed".into());
+        return Err(Skip::PseudoFile);
     }
-    let fp = fingerprint(&file).map_err(|e| e.to_string())?;
+    let fp = fingerprint(&file)?;
     let resume = flow
         .checkpoints
         .resume_point(name, key)

@@ -146,12 +146,29 @@ pub fn to_hash_key(value: &str) -> String {
     }
 }
 
+/// Why a stream's shard map could not be read.
 #[cfg(feature = "aws")]
+#[derive(Debug, thiserror::Error)]
+pub enum ListShardsError {
+    #[error("ListShards failed: {}", aws_sdk_kinesis::error::DisplayErrorContext(&**.0))]
+    Call(
+        #[source]
+        Box<
+            aws_sdk_kinesis::error::SdkError<
+                aws_sdk_kinesis::operation::list_shards::ListShardsError,
+            >,
+        >,
+    ),
+    #[error("the stream has no open shard")]
+    NoOpenShard,
+}
+
 /// Reads the open shards of a stream with `ListShards`.
+#[cfg(feature = "aws")]
 pub async fn list_shards(
     client: &aws_sdk_kinesis::Client,
     stream: &crate::stream::StreamRef,
-) -> Result<ShardMap, String> {
+) -> Result<ShardMap, ListShardsError> {
     let mut shards = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -168,7 +185,7 @@ pub async fn list_shards(
         let out = req
             .send()
             .await
-            .map_err(|e| aws_sdk_kinesis::error::DisplayErrorContext(&e).to_string())?;
+            .map_err(|e| ListShardsError::Call(Box::new(e)))?;
         for s in out.shards() {
             let open = s
                 .sequence_number_range()
@@ -185,7 +202,7 @@ pub async fn list_shards(
             break;
         }
     }
-    ShardMap::new(shards).ok_or_else(|| "the stream has no open shard".to_string())
+    ShardMap::new(shards).ok_or(ListShardsError::NoOpenShard)
 }
 
 /// What one shard may take per second.
