@@ -168,15 +168,9 @@ async fn a_stream_created_late_gets_every_line_and_the_error_shows_meanwhile() {
     std::fs::write(s.logs().join("app.log"), lines("late", 0, 2_000, 40)).expect("write");
     let config = s.config(&server.endpoint(), "", "[[flow]]\nname = \"late\"\npaths = [\"{logs}/*.log\"]\nstream = \"late\"\nlinger_ms = 20\n");
     let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !daemon.log_text().contains("ResourceNotFoundException") {
-        assert!(
-            Instant::now() < deadline,
-            "the missing stream is reported; log:\n{}",
-            daemon.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    daemon
+        .logged("ResourceNotFoundException", Duration::from_secs(30))
+        .await;
     assert!(daemon.log_text().contains("ERROR"), "at error level");
     create_stream(&client, "late", 1).await;
     let got = wait_for_count(&client, "late", 2_000, TIMEOUT).await;

@@ -15,21 +15,13 @@ async fn metrics_when(
     daemon: &Daemon,
     ready: impl Fn(&std::collections::HashMap<String, f64>) -> bool,
 ) -> std::collections::HashMap<String, f64> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some((200, body)) = try_http_get(port, "/metrics") {
-            let m = parse_prometheus(&body);
-            if ready(&m) {
-                return m;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "metrics never got there; log:\n{}",
-            daemon.log_tail(30)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("metrics as awaited; log:\n{}", daemon.log_tail(30));
+    eventually(timeout, what, async || {
+        let (_, body) = try_http_get(port, "/metrics").filter(|(s, _)| *s == 200)?;
+        let m = parse_prometheus(&body);
+        ready(&m).then_some(m)
+    })
+    .await
 }
 
 fn metric(m: &std::collections::HashMap<String, f64>, name: &str) -> f64 {
@@ -187,11 +179,7 @@ async fn a_renamed_file_shows_its_new_path_in_status_metrics_and_dead_letters() 
     );
     std::fs::rename(&before, &after).expect("rename within the glob");
     // Lines read after kinetail noticed the rename carry the new path.
-    let deadline = Instant::now() + TIMEOUT;
-    while !daemon.log_text().contains("file renamed") {
-        assert!(Instant::now() < deadline, "the rename is noticed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    daemon.logged("file renamed", TIMEOUT).await;
     let mut big = vec![b'y'; 1_100_000];
     big.push(b'\n');
     append(&after, &big);

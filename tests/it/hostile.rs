@@ -468,15 +468,7 @@ async fn output_masks_secrets_escapes_file_names_and_has_no_colour_in_a_file() {
     // While the endpoint is down, errors name it.
     proxy.set_down(true);
     let mut d = Daemon::start(&config, &s.path("daemon.log"));
-    let deadline = Instant::now() + TIMEOUT;
-    while !d.log_text().contains("PutRecords failed") {
-        assert!(
-            Instant::now() < deadline,
-            "an error is logged; log:\n{}",
-            d.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    d.logged("PutRecords failed", TIMEOUT).await;
     proxy.set_down(false);
     assert_eq!(wait_for_count(&client, "output", 1, TIMEOUT).await.len(), 1);
     assert!(d.stop(Duration::from_secs(30)).success());

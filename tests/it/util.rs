@@ -610,3 +610,32 @@ pub fn dead_letters(state: &Path, file: &Path) -> Vec<(u64, u64, String, Vec<u8>
     out.sort_by_key(|e| e.0);
     out
 }
+
+/// Polls `check` every 50 ms until it gives a value; after `timeout`,
+/// fails the test saying `what` was awaited.
+pub async fn eventually<T>(
+    timeout: Duration,
+    what: impl std::fmt::Display,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Daemon {
+    /// Waits until this daemon's log holds `text`; fails with the log after
+    /// `timeout`.
+    pub async fn logged(&self, text: &str, timeout: Duration) {
+        let what = format!("{text:?} in the log");
+        eventually(timeout, &what, async || {
+            self.log_text().contains(text).then_some(())
+        })
+        .await;
+    }
+}
