@@ -295,15 +295,6 @@ impl Checkpoints {
             .collect()
     }
 
-    /// Whether reading `id` was detached by a truncation (within the copy
-    /// window, while it is kept).
-    pub fn is_detached(&self, id: FileId) -> bool {
-        self.lock()
-            .live
-            .get(&id)
-            .is_some_and(|l| l.detached_at.is_some_and(|t| t.elapsed() < COPY_WINDOW))
-    }
-
     /// A copy of a truncated file (copytruncate) takes over the old
     /// content's reading: its watermark and what it has in flight, under the
     /// copy's identity. Returns the offset the copy is read on from (the

@@ -276,12 +276,7 @@ async fn a_broken_store_falls_back_to_the_previous_generation_or_refuses_to_star
     assert_eq!(d.wait(TIMEOUT).code(), Some(3));
     assert!(d.log_text().contains("newer"), "{}", d.log_text());
     // The way out.
-    let out = kinetail()
-        .arg("reset-state")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("reset-state");
+    let out = cli(&["reset-state"], &config);
     assert!(
         out.status.success(),
         "{}",
@@ -450,12 +445,7 @@ async fn output_masks_secrets_escapes_file_names_and_has_no_colour_in_a_file() {
         "",
         "[[flow]]\nname = \"app\"\npaths = [\"{logs}/*.log\"]\nstream = \"output\"\n",
     );
-    let out = kinetail()
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("check");
+    let out = cli(&["check"], &config);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains("http://***@127.0.0.1"),
@@ -499,12 +489,7 @@ async fn globs_that_reach_the_state_directory_are_rejected_by_check() {
             s.state().display()
         ),
     );
-    let out = kinetail()
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("check");
+    let out = cli(&["check"], &config);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -517,12 +502,7 @@ async fn globs_that_reach_the_state_directory_are_rejected_by_check() {
         "",
         &format!("[[flow]]\nname = \"app\"\npaths = [\"{0}/*\"]\nexclude = [\"{0}/*\"]\nstream = \"s\"\n", s.state().display()),
     );
-    let out = kinetail()
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("check");
+    let out = cli(&["check"], &config);
     assert!(
         out.status.success(),
         "{}",

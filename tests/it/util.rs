@@ -266,6 +266,27 @@ impl Scratch {
     }
 }
 
+/// The daemon's log file, opened for appending, and its length now.
+fn open_log(log: &Path) -> (std::fs::File, u64) {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("daemon log");
+    let from = out.metadata().map(|m| m.len()).unwrap_or(0);
+    (out, from)
+}
+
+/// `kinetail ARGS --config CONFIG`, run to its end.
+pub fn cli(args: &[&str], config: &Path) -> std::process::Output {
+    kinetail()
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run kinetail")
+}
+
 /// The kinetail binary, run as an operator would.
 pub struct Daemon {
     pub child: Child,
@@ -291,12 +312,7 @@ impl Daemon {
     }
 
     pub fn start_with(config: &Path, log: &Path, env: &[(&str, &str)]) -> Daemon {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("daemon log");
-        let log_from = out.metadata().map(|m| m.len()).unwrap_or(0);
+        let (out, log_from) = open_log(log);
         let child = kinetail()
             .envs(env.iter().copied())
             .arg("run")
@@ -317,12 +333,7 @@ impl Daemon {
     /// Starts the daemon after `setup` in a shell (`ulimit -n 1024`,
     /// `umask 000`), which then execs kinetail: the child is kinetail.
     pub fn start_after(config: &Path, log: &Path, setup: &str) -> Daemon {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("daemon log");
-        let log_from = out.metadata().map(|m| m.len()).unwrap_or(0);
+        let (out, log_from) = open_log(log);
         let bin = kinetail().get_program().to_owned();
         let cmd = kinetail();
         let child = Command::new("bash")
