@@ -493,18 +493,23 @@ impl Checkpoints {
         }
     }
 
-    /// A followed file was renamed: its readings, the store, `status`,
-    /// `/metrics` and dead letters show the new path from now on.
-    pub fn set_path(&self, flow: &str, key: FileKey, path: PathBuf) {
+    /// A followed file may have been renamed: when `path` is not where its
+    /// reading is, its readings, the store, `status`, `/metrics` and dead
+    /// letters show `path` from now on, and the old path is returned.
+    pub fn set_path(&self, flow: &str, key: FileKey, path: &Path) -> Option<PathBuf> {
         let mut st = self.lock();
+        let mut old = None;
         for l in st
             .live
             .values_mut()
-            .filter(|l| l.flow == flow && l.key == key && l.detached_at.is_none())
+            .filter(|l| l.flow == flow && l.key == key && l.detached_at.is_none() && l.path != path)
         {
-            l.path = path.clone();
+            old = Some(std::mem::replace(&mut l.path, path.to_path_buf()));
         }
-        st.dirty = true;
+        if old.is_some() {
+            st.dirty = true;
+        }
+        old
     }
 
     pub fn path_of(&self, id: FileId) -> Option<PathBuf> {

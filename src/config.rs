@@ -283,15 +283,12 @@ pub struct FlowSettings {
 pub enum Oversize {
     /// Sent as several records, in order.
     Split,
-    /// Its first part is sent with [`TRUNCATION_MARKER`] appended; the rest
+    /// Its first part is sent with [`crate::shaping::TRUNCATION_MARKER`] appended; the rest
     /// goes to the dead-letter file.
     Truncate,
     /// Nothing is sent; all of it goes to the dead-letter file.
     Drop,
 }
-
-/// Appended to the part of a truncated line that is sent.
-pub const TRUNCATION_MARKER: &[u8] = b" [truncated by kinetail]";
 
 pub const DEFAULT_MULTILINE_MAX_LINES: u64 = 500;
 pub const DEFAULT_MULTILINE_TIMEOUT_MS: u64 = 1_000;

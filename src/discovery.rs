@@ -40,7 +40,6 @@ use crate::tailer::{FlowRuntime, TailStart, Tailer};
 pub type WakeRegistry = Arc<Mutex<HashMap<PathBuf, Arc<Notify>>>>;
 
 struct Active {
-    path: Arc<Mutex<PathBuf>>,
     wake: Arc<Notify>,
     join: JoinHandle<()>,
 }
@@ -265,15 +264,15 @@ fn consider(
     let meta = std::fs::metadata(path)?;
     let key = file_key(&meta);
     if let Some(a) = known.active.get(&key) {
-        let mut p = a.path.lock().unwrap_or_else(|e| e.into_inner());
-        if p.as_path() != path {
-            tracing::info!(flow = %name, from = %crate::redact::path(&p), to = %crate::redact::path(path), "file renamed; following it");
-            *p = path.to_path_buf();
-            flow.checkpoints.set_path(name, key, path.to_path_buf());
-            wakes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(path.to_path_buf(), a.wake.clone());
+        // The checkpoint table owns the path (the tailer asks it); the wake
+        // registry is only an index from the paths notify reports.
+        if let Some(old) = flow.checkpoints.set_path(name, key, path) {
+            tracing::info!(flow = %name, from = %crate::redact::path(&old), to = %crate::redact::path(path), "file renamed; following it");
+            let mut w = wakes.lock().unwrap_or_else(|e| e.into_inner());
+            if w.get(&old).is_some_and(|n| Arc::ptr_eq(n, &a.wake)) {
+                w.remove(&old);
+            }
+            w.insert(path.to_path_buf(), a.wake.clone());
         }
         return Ok(());
     }
@@ -389,7 +388,6 @@ fn start_tailer(
     wakes: &WakeRegistry,
     shutdown: &CancellationToken,
 ) {
-    let shared_path = Arc::new(Mutex::new(path.to_path_buf()));
     let wake = Arc::new(Notify::new());
     wakes
         .lock()
@@ -402,17 +400,9 @@ fn start_tailer(
         key,
         fingerprint: fp,
         offset,
-        path: shared_path.clone(),
         wake: wake.clone(),
     };
     let tailer = Tailer::new(flow.clone(), start, shutdown.clone());
     let join = tokio::spawn(tailer.run());
-    known.active.insert(
-        key,
-        Active {
-            path: shared_path,
-            wake,
-            join,
-        },
-    );
+    known.active.insert(key, Active { wake, join });
 }

@@ -27,6 +27,8 @@ pub mod metrics;
 pub mod multiline;
 pub mod re;
 pub mod redact;
+pub mod route;
+pub mod shaping;
 pub mod shards;
 #[cfg(feature = "aws")]
 pub mod sink;

@@ -1,7 +1,7 @@
 //! Multi-line events: consecutive lines joined into one record, such as a
 //! Java stack trace under the log line that announced it.
 //!
-//! Pure: the [`Aggregator`] takes framed lines and returns events; the
+//! Pure: the [`Grouper`] takes framed lines and returns events; the
 //! caller decides when the flush timeout has passed (it owns the clock).
 //! An event's range runs from its first line's start to its last line's
 //! end, so its checkpoint is the end of its last line. Lines are joined
@@ -33,14 +33,14 @@ pub struct MultilineSettings {
 }
 
 #[derive(Debug)]
-pub struct Aggregator {
+pub struct Grouper {
     settings: MultilineSettings,
     pending: Option<(Line, usize)>,
 }
 
-impl Aggregator {
-    pub fn new(settings: MultilineSettings) -> Aggregator {
-        Aggregator {
+impl Grouper {
+    pub fn new(settings: MultilineSettings) -> Grouper {
+        Grouper {
             settings,
             pending: None,
         }
@@ -96,11 +96,11 @@ mod tests {
     use super::*;
     use crate::framing::Framer;
 
-    fn run(rule: Rule, text: &[u8], max_lines: usize, max_bytes: usize) -> (Vec<Line>, Aggregator) {
+    fn run(rule: Rule, text: &[u8], max_lines: usize, max_bytes: usize) -> (Vec<Line>, Grouper) {
         let mut f = Framer::new(0, 1 << 20, true);
         let mut lines = Vec::new();
         f.feed(text, &mut lines);
-        let mut a = Aggregator::new(MultilineSettings {
+        let mut a = Grouper::new(MultilineSettings {
             rule,
             max_lines,
             max_bytes,

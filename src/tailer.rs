@@ -23,7 +23,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,22 +31,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::batcher::{MAX_DATA_BYTES, NO_SHARD, Record, coalesce_acks};
+use crate::batcher::{NO_SHARD, Record, coalesce_acks};
 use crate::budget::Budget;
-use crate::checkpoint::NO_CHUNK;
-use crate::checkpoint::{Checkpoints, FileId};
-use crate::config::{FlowSettings, Oversize, TRUNCATION_MARKER};
+use crate::checkpoint::{Checkpoints, FileId, NO_CHUNK};
+use crate::config::FlowSettings;
 use crate::dead_letter::DeadLetter;
-use crate::framing::{Framer, Line, Piece};
+use crate::framing::{Framer, Line};
 use crate::identity::{FileKey, Fingerprint, file_key, fingerprint, head_matches};
 use crate::keying::KeyContext;
 use crate::metrics::Metrics;
-use crate::multiline::Aggregator;
-use crate::shards::{Router, to_hash_key};
-
-/// The longest piece framing cuts an over-long line into: a Kinesis record
-/// with room for any key and for the truncation marker.
-const MAX_LINE_PIECE: usize = MAX_DATA_BYTES - TRUNCATION_MARKER.len();
+use crate::route::Keyer;
+use crate::shaping::{Dead, MAX_LINE_PIECE, Shaper};
+use crate::shards::Router;
 
 /// Bytes asked of the kernel per read, at most: a file being caught up on
 /// grows its buffer to this.
@@ -122,8 +118,6 @@ pub struct TailStart {
     pub key: FileKey,
     pub fingerprint: Fingerprint,
     pub offset: u64,
-    /// The path the file was last seen at; discovery updates it on renames.
-    pub path: Arc<Mutex<PathBuf>>,
     pub wake: Arc<Notify>,
 }
 
@@ -140,11 +134,10 @@ pub struct Tailer {
     last_data_at: Instant,
     key: FileKey,
     fingerprint: Fingerprint,
-    path: Arc<Mutex<PathBuf>>,
     wake: Arc<Notify>,
     framer: Framer,
-    multiline: Option<Aggregator>,
-    /// When the last line went into `multiline`, for its flush timeout.
+    shaper: Shaper,
+    /// When the last line went into a multi-line event, for its flush timeout.
     last_line_at: Instant,
     /// Offset of the next byte to read.
     read_offset: u64,
@@ -182,7 +175,7 @@ impl Tailer {
         let last_byte = offset.checked_sub(1).and_then(|o| byte_at(&start.file, o));
         let file = slot.as_ref().map(|_| start.file);
         let strip_cr = flow.settings.strip_cr;
-        let multiline = flow.settings.multiline.clone().map(Aggregator::new);
+        let shaper = Shaper::new(&flow.settings);
         let mut t = Tailer {
             flow,
             id: start.id,
@@ -192,10 +185,9 @@ impl Tailer {
             last_data_at: Instant::now(),
             key: start.key,
             fingerprint: start.fingerprint,
-            path: start.path,
             wake: start.wake,
             framer: Framer::new(offset, MAX_LINE_PIECE, strip_cr),
-            multiline,
+            shaper,
             last_line_at: Instant::now(),
             read_offset: offset,
             last_byte,
@@ -301,8 +293,10 @@ impl Tailer {
         }
     }
 
+    /// Where the file is now: the checkpoint table is the one owner of a
+    /// file's path, and discovery tells it of renames.
     fn path(&self) -> PathBuf {
-        self.path.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.flow.checkpoints.path_of(self.id).unwrap_or_default()
     }
 
     /// Whether the open file is no longer the content being read: shorter
@@ -409,8 +403,8 @@ impl Tailer {
         }
         // What was read but not framed into a full line stays in the file:
         // the checkpoint never passes it, so it is read again next time.
-        self.flow.checkpoints.close(self.id, self.framer.consumed());
         tracing::debug!(flow = %self.flow.settings.name, path = %crate::redact::path(&self.path()), offset = self.framer.consumed(), "tailer stopped");
+        self.flow.checkpoints.close(self.id, self.framer.consumed());
     }
 
     /// At the end of the file: parks it when others wait for a slot or it
@@ -425,9 +419,7 @@ impl Tailer {
         let contended = self.flow.slots.contended();
         if contended || self.last_data_at.elapsed() >= self.flow.settings.idle_timeout {
             // A pending multi-line event goes out first.
-            if let Some(agg) = self.multiline.as_mut() {
-                agg.flush(lines);
-            }
+            self.shaper.flush(lines);
             self.hand_off(lines).await;
             let grew = self
                 .file
@@ -442,8 +434,8 @@ impl Tailer {
         // A pending multi-line event is sent once it has waited its
         // timeout for another line.
         let mut wait = *poll;
-        if let Some(agg) = self.multiline.as_ref().filter(|a| a.has_pending()) {
-            wait = wait.min(agg.timeout().saturating_sub(self.last_line_at.elapsed()));
+        if let Some(timeout) = self.shaper.pending_timeout() {
+            wait = wait.min(timeout.saturating_sub(self.last_line_at.elapsed()));
         }
         tokio::select! {
             biased;
@@ -455,16 +447,14 @@ impl Tailer {
             _ = tokio::time::sleep(wait) => *poll = self.slower(*poll),
         }
         let timed_out = self
-            .multiline
-            .as_ref()
-            .is_some_and(|a| a.has_pending() && self.last_line_at.elapsed() >= a.timeout());
+            .shaper
+            .pending_timeout()
+            .is_some_and(|timeout| self.last_line_at.elapsed() >= timeout);
         let action = self.at_eof(orphan_since);
         // A file about to be closed sends its pending event first (one
         // about to restart at 0 does so in `truncated`).
-        if (timed_out || action == EofAction::Close)
-            && let Some(agg) = self.multiline.as_mut()
-        {
-            agg.flush(lines);
+        if timed_out || action == EofAction::Close {
+            self.shaper.flush(lines);
             self.hand_off(lines).await;
         }
         action
@@ -491,9 +481,7 @@ impl Tailer {
         Metrics::add(&self.flow.metrics.truncations, 1);
         tracing::warn!(flow = %self.flow.settings.name, path = %crate::redact::path(&self.path()), size = len, offset = self.read_offset,
             "file was truncated (shorter than what was read, or its content changed); reading again from the start");
-        if let Some(agg) = self.multiline.as_mut() {
-            agg.flush(lines);
-        }
+        self.shaper.flush(lines);
         self.hand_off(lines).await;
         let read_to = self.framer.consumed();
         let strip_cr = self.flow.settings.strip_cr;
@@ -529,38 +517,13 @@ impl Tailer {
         }
     }
 
-    /// Applies the oversize policy and multi-line grouping to framed lines:
-    /// what is to be sent goes to `ready`, what is not goes to the
-    /// dead-letter file (and is acked once written there).
+    /// Shapes framed lines (oversize policy, multi-line grouping): what
+    /// is to be sent goes to `ready`, what is not goes to the dead-letter
+    /// file (and is acked once written there).
     async fn shape(&mut self, framed: &mut Vec<Line>, ready: &mut Vec<Line>) {
-        let mut dead: Vec<(Line, &'static str)> = Vec::new();
-        let policy = self.flow.settings.oversize;
-        for mut line in framed.drain(..) {
-            if line.piece == Piece::Whole {
-                self.last_line_at = Instant::now();
-                match self.multiline.as_mut() {
-                    Some(agg) => agg.push(line, ready),
-                    None => ready.push(line),
-                }
-                continue;
-            }
-            if let Some(agg) = self.multiline.as_mut() {
-                agg.flush(ready);
-            }
-            match (policy, line.piece) {
-                (Oversize::Split, _) => ready.push(line),
-                (Oversize::Truncate, Piece::Head) => {
-                    line.data.extend_from_slice(TRUNCATION_MARKER);
-                    ready.push(line);
-                }
-                (Oversize::Truncate, _) => dead.push((
-                    line,
-                    "line longer than a Kinesis record: truncated, this part was not sent",
-                )),
-                (Oversize::Drop, _) => {
-                    dead.push((line, "line longer than a Kinesis record: dropped"))
-                }
-            }
+        let mut dead: Vec<Dead> = Vec::new();
+        if self.shaper.shape(framed, ready, &mut dead) {
+            self.last_line_at = Instant::now();
         }
         if !dead.is_empty() {
             self.dead_letter(dead).await;
@@ -569,7 +532,7 @@ impl Tailer {
 
     /// Writes lines to the dead-letter file, retrying until it works, then
     /// acks their ranges.
-    async fn dead_letter(&self, dead: Vec<(Line, &'static str)>) {
+    async fn dead_letter(&self, dead: Vec<Dead>) {
         let path = self.path();
         let mut records = Vec::with_capacity(dead.len());
         for (l, why) in dead {
@@ -634,57 +597,32 @@ impl Tailer {
         }
     }
 
-    /// Keys the framed lines and hands them to their lanes, waiting for
+    /// Keys the shaped lines and hands them to their lanes, waiting for
     /// budget first.
     async fn hand_off(&mut self, lines: &mut Vec<Line>) {
-        if lines.is_empty() {
-            return;
-        }
-        Metrics::add(&self.flow.metrics.lines_read, lines.len() as u64);
-        let path = self.path();
-        let path_str = path.to_string_lossy();
-        let n_lanes = self.flow.lanes.len().max(1);
-        let map = self.flow.router.snapshot();
-        let mut buckets: Vec<(Vec<Record>, usize)> =
-            (0..n_lanes).map(|_| (Vec::new(), 0)).collect();
-        // One chunk for these lines: lines between them that are not here
-        // were dead-lettered, and acked, before.
         let (first, last) = match (lines.first(), lines.last()) {
             (Some(f), Some(l)) => (f.start, l.end),
             _ => return,
         };
-        let chunk = self
-            .flow
+        Metrics::add(&self.flow.metrics.lines_read, lines.len() as u64);
+        let path = self.path();
+        let path = path.to_string_lossy();
+        let flow = self.flow.clone();
+        let n_lanes = flow.lanes.len().max(1);
+        // One chunk for these lines: lines between them that are not here
+        // were dead-lettered, and acked, before.
+        let chunk = flow
             .checkpoints
             .open_chunk(self.id, first, last, lines.len());
+        let ctx = KeyContext {
+            path: &path,
+            hostname: &flow.hostname,
+        };
+        let keyer = Keyer::new(&flow.settings, &flow.router, ctx, self.id, chunk, n_lanes);
+        let mut buckets: Vec<(Vec<Record>, usize)> =
+            (0..n_lanes).map(|_| (Vec::new(), 0)).collect();
         for line in lines.drain(..) {
-            let ctx = KeyContext {
-                path: &path_str,
-                hostname: &self.flow.hostname,
-            };
-            let key = self
-                .flow
-                .settings
-                .partition_key
-                .key(&line.data, ctx, rand::random());
-            let ehk = self
-                .flow
-                .settings
-                .explicit_hash_key
-                .as_ref()
-                .map(|spec| to_hash_key(&spec.key(&line.data, ctx, rand::random())));
-            let (lane, shard) = self.flow.router.route(map.as_deref(), &key, ehk.as_deref());
-            let lane = lane.min(n_lanes - 1);
-            let rec = Record {
-                data: line.data,
-                key,
-                file: self.id,
-                start: line.start,
-                end: line.end,
-                ehk,
-                shard,
-                chunk,
-            };
+            let (lane, rec) = keyer.record(line);
             let (bucket, bytes) = &mut buckets[lane];
             *bytes += rec.budget_size();
             bucket.push(rec);
