@@ -366,37 +366,12 @@ impl Tailer {
                     poll = self.next_poll();
                     orphan_since = None;
                     last_error = None;
-                    self.last_data_at = Instant::now();
-                    self.read_offset += n as u64;
-                    self.last_byte = Some(buf[n - 1]);
-                    Metrics::add(&self.flow.metrics.bytes_read, n as u64);
-                    self.framer.feed(&buf[..n], &mut framed);
-                    if n == buf.len() && buf.len() < READ_CHUNK {
-                        // A full read: there is likely more; ask for more.
-                        buf = vec![0u8; (buf.len() * 2).min(READ_CHUNK)];
-                    }
-                    self.shape(&mut framed, &mut lines).await;
-                    self.grow_fingerprint();
-                    self.hand_off(&mut lines).await;
-                    // A busy file gives its slot up after its fair share
-                    // when others wait; it queues again at once.
-                    if self.flow.slots.contended() && self.held_since.elapsed() >= FAIR_SHARE {
-                        self.park();
-                        self.waited = true;
-                    }
+                    self.took(n, &mut buf, &mut framed, &mut lines).await;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let msg = e.to_string();
-                    if last_error.as_deref() != Some(&msg) {
-                        tracing::warn!(flow = %self.flow.settings.name, path = %crate::redact::path(&self.path()), error = %msg, "cannot read file; will retry");
-                        last_error = Some(msg);
-                    }
-                    self.waited = true;
-                    tokio::select! {
-                        biased;
-                        _ = self.shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(POLL_MAX) => {}
+                    if !self.read_failed(e, &mut last_error).await {
+                        break;
                     }
                 }
             }
@@ -405,6 +380,51 @@ impl Tailer {
         // the checkpoint never passes it, so it is read again next time.
         tracing::debug!(flow = %self.flow.settings.name, path = %crate::redact::path(&self.path()), offset = self.framer.consumed(), "tailer stopped");
         self.flow.checkpoints.close(self.id, self.framer.consumed());
+    }
+
+    /// Takes `n` bytes just read into `buf` through the stages: framing,
+    /// shaping, keying and the hand-off to the lanes.
+    async fn took(
+        &mut self,
+        n: usize,
+        buf: &mut Vec<u8>,
+        framed: &mut Vec<Line>,
+        lines: &mut Vec<Line>,
+    ) {
+        self.last_data_at = Instant::now();
+        self.read_offset += n as u64;
+        self.last_byte = Some(buf[n - 1]);
+        Metrics::add(&self.flow.metrics.bytes_read, n as u64);
+        self.framer.feed(&buf[..n], framed);
+        if n == buf.len() && buf.len() < READ_CHUNK {
+            // A full read: there is likely more; ask for more.
+            *buf = vec![0u8; (buf.len() * 2).min(READ_CHUNK)];
+        }
+        self.shape(framed, lines).await;
+        self.grow_fingerprint();
+        self.hand_off(lines).await;
+        // A busy file gives its slot up after its fair share when others
+        // wait; it queues again at once.
+        if self.flow.slots.contended() && self.held_since.elapsed() >= FAIR_SHARE {
+            self.park();
+            self.waited = true;
+        }
+    }
+
+    /// A read failed: says so once per distinct error and waits before the
+    /// next try. `false` at shutdown.
+    async fn read_failed(&mut self, e: std::io::Error, last_error: &mut Option<String>) -> bool {
+        let msg = e.to_string();
+        if last_error.as_deref() != Some(&msg) {
+            tracing::warn!(flow = %self.flow.settings.name, path = %crate::redact::path(&self.path()), error = %msg, "cannot read file; will retry");
+            *last_error = Some(msg);
+        }
+        self.waited = true;
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => false,
+            _ = tokio::time::sleep(POLL_MAX) => true,
+        }
     }
 
     /// At the end of the file: parks it when others wait for a slot or it

@@ -1,0 +1,88 @@
+//! `[aws]`: how kinetail reaches Kinesis.
+
+use std::time::Duration;
+
+use super::ConfigError;
+use super::check::Locator;
+use super::raw::{RawAws, Str};
+
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub profile: Option<String>,
+    pub request_timeout: Duration,
+    /// A role to assume (with STS) on top of the default credentials.
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub role_session_name: String,
+}
+
+impl AwsSettings {
+    pub(super) fn from_raw(loc: &Locator<'_>, raw: &RawAws) -> Result<AwsSettings, ConfigError> {
+        // An optional string that must pass `ok`, else `rule` is the error.
+        let checked = |v: Option<&Str>,
+                       what: &str,
+                       ok: &dyn Fn(&str) -> bool,
+                       rule: &dyn Fn(&str) -> String| {
+            let Some(v) = v else { return Ok(None) };
+            let s = loc.string(v, what)?;
+            if ok(&s) {
+                Ok(Some(s))
+            } else {
+                Err(loc.at(v.span(), rule(&s)))
+            }
+        };
+        Ok(AwsSettings {
+            region: loc.opt_string(raw.region.as_ref(), "aws.region")?,
+            endpoint_url: checked(
+                raw.endpoint_url.as_ref(),
+                "aws.endpoint_url",
+                &|url| url.starts_with("http://") || url.starts_with("https://"),
+                &|url| format!("aws.endpoint_url {url:?} must start with http:// or https://"),
+            )?,
+            profile: loc.opt_string(raw.profile.as_ref(), "aws.profile")?,
+            request_timeout: loc.positive_ms(
+                raw.request_timeout_ms.as_ref(),
+                DEFAULT_REQUEST_TIMEOUT_MS,
+                "aws.request_timeout_ms",
+            )?,
+            role_arn: checked(
+                raw.role_arn.as_ref(),
+                "aws.role_arn",
+                &|arn| {
+                    arn.starts_with("arn:aws")
+                        && arn.split(':').nth(2) == Some("iam")
+                        && arn.contains(":role/")
+                },
+                &|arn| {
+                    format!(
+                        "aws.role_arn {arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+                    )
+                },
+            )?,
+            external_id: checked(
+                raw.external_id.as_ref(),
+                "aws.external_id",
+                &|id| (2..=1224).contains(&id.len()),
+                &|_| "aws.external_id must be 2 to 1224 characters".into(),
+            )?,
+            role_session_name: checked(
+                raw.role_session_name.as_ref(),
+                "aws.role_session_name",
+                &|n| {
+                    (2..=64).contains(&n.len())
+                        && n.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+                },
+                &|_| {
+                    "aws.role_session_name must be 2 to 64 characters of a-z, A-Z, 0-9 and +=,.@_-"
+                        .into()
+                },
+            )?
+            .unwrap_or_else(|| "kinetail".to_string()),
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! The effective settings as TOML-like text, for `kinetail check`: every
+//! setting with the value in force, defaults included, secrets masked.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::{AwsSettings, FlowSettings, Oversize, Settings, StartAt};
+use crate::multiline::Rule;
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+impl Settings {
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# effective settings from {}", self.source.display());
+        let _ = writeln!(s, "state_dir = {:?}", self.state_dir.display().to_string());
+        let _ = writeln!(
+            s,
+            "checkpoint_interval_ms = {}",
+            ms(self.checkpoint_interval)
+        );
+        let _ = writeln!(s, "shutdown_grace_ms = {}", ms(self.shutdown_grace));
+        let _ = writeln!(s, "rescan_interval_ms = {}", ms(self.rescan_interval));
+        let _ = writeln!(s, "max_buffer_bytes = {}", self.max_buffer_bytes);
+        let _ = writeln!(s, "max_open_files = {}", self.max_open_files);
+        match self.api {
+            Some(a) => {
+                let _ = write!(s, "\n[api]\nlisten = \"{a}\"\n");
+            }
+            None => s.push_str("\n# [api]: off\n"),
+        }
+        describe_aws(&mut s, &self.aws);
+        for f in &self.flows {
+            describe_flow(&mut s, f);
+        }
+        s
+    }
+}
+
+fn describe_aws(s: &mut String, aws: &AwsSettings) {
+    let opt = |o: &Option<String>| match o {
+        Some(v) => format!("{v:?}"),
+        None => "(SDK default chain)".to_string(),
+    };
+    s.push_str("\n[aws]\n");
+    let _ = writeln!(s, "region = {}", opt(&aws.region));
+    let endpoint = aws.endpoint_url.as_deref().map(crate::redact::url);
+    let _ = writeln!(s, "endpoint_url = {}", opt(&endpoint));
+    let _ = writeln!(s, "profile = {}", opt(&aws.profile));
+    let _ = writeln!(s, "request_timeout_ms = {}", ms(aws.request_timeout));
+    match &aws.role_arn {
+        Some(r) => {
+            let id = if aws.external_id.is_some() {
+                "(set)"
+            } else {
+                "(none)"
+            };
+            let _ = writeln!(
+                s,
+                "role_arn = {r:?}\nexternal_id = {id}\nrole_session_name = {:?}",
+                aws.role_session_name
+            );
+        }
+        None => s.push_str("# role_arn: none (the default credential chain as it is)\n"),
+    }
+}
+
+fn describe_flow(s: &mut String, f: &FlowSettings) {
+    s.push_str("\n[[flow]]\n");
+    let _ = writeln!(s, "name = {:?}", f.name);
+    let _ = writeln!(s, "paths = {:?}", f.paths);
+    let ex: Vec<&str> = f.exclude.iter().map(|p| p.as_str()).collect();
+    let _ = writeln!(s, "exclude = {ex:?}");
+    let _ = writeln!(s, "stream = {:?}", f.stream.to_string());
+    let start = match f.start_at {
+        StartAt::Beginning => "beginning",
+        StartAt::End => "end",
+    };
+    let _ = writeln!(s, "start_at = {start:?}");
+    let _ = writeln!(s, "partition_key = {}", f.partition_key.describe());
+    let _ = writeln!(s, "linger_ms = {}", ms(f.linger));
+    let _ = writeln!(s, "max_in_flight = {}", f.max_in_flight);
+    let _ = writeln!(s, "strip_cr = {}", f.strip_cr);
+    let oversize = match f.oversize {
+        Oversize::Split => "split",
+        Oversize::Truncate => "truncate",
+        Oversize::Drop => "drop",
+    };
+    let _ = writeln!(s, "oversize = {oversize:?}");
+    let _ = writeln!(s, "idle_timeout_ms = {}", ms(f.idle_timeout));
+    match &f.explicit_hash_key {
+        Some(k) => {
+            let _ = writeln!(s, "explicit_hash_key = {}", k.describe());
+        }
+        None => s.push_str("# explicit_hash_key: off (Kinesis hashes the partition key)\n"),
+    }
+    match f.aggregate_bytes {
+        0 => s.push_str("aggregate = false\n"),
+        n => {
+            let _ = writeln!(s, "aggregate = true\naggregate_max_bytes = {n}");
+        }
+    }
+    match f.pace {
+        Some(l) => {
+            let _ = writeln!(
+                s,
+                "pace = true\nshard_records_per_sec = {}\nshard_bytes_per_sec = {}",
+                l.records_per_sec, l.bytes_per_sec
+            );
+        }
+        None => s.push_str("pace = false\n"),
+    }
+    match f.ignore_older {
+        Some(d) => {
+            let _ = writeln!(s, "ignore_older_secs = {}", d.as_secs());
+        }
+        None => s.push_str("# ignore_older_secs: off\n"),
+    }
+    match &f.multiline {
+        None => s.push_str("# multiline: off\n"),
+        Some(m) => {
+            let (k, re) = match &m.rule {
+                Rule::Start(re) => ("start_pattern", re),
+                Rule::Continue(re) => ("continue_pattern", re),
+            };
+            let _ = writeln!(
+                s,
+                "multiline = {{ {k} = {:?}, max_lines = {}, max_bytes = {}, timeout_ms = {} }}",
+                re.as_str(),
+                m.max_lines,
+                m.max_bytes,
+                ms(m.timeout)
+            );
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The configuration file as written: these types mirror the TOML
+//! (`deny_unknown_fields`), and every value keeps its position in the file
+//! so that validation can point at it.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub(super) type Str = Spanned<String>;
+pub(super) type Num = Spanned<u64>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub state_dir: Str,
+    #[serde(default)]
+    pub aws: RawAws,
+    pub api: Option<Spanned<RawApi>>,
+    pub checkpoint_interval_ms: Option<Num>,
+    pub shutdown_grace_ms: Option<Num>,
+    pub rescan_interval_ms: Option<Num>,
+    pub max_buffer_bytes: Option<Num>,
+    pub max_open_files: Option<Num>,
+    #[serde(default)]
+    pub flow: Vec<Spanned<RawFlow>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApi {
+    pub listen: Str,
+    pub allow_remote: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAws {
+    pub region: Option<Str>,
+    pub endpoint_url: Option<Str>,
+    pub profile: Option<Str>,
+    pub request_timeout_ms: Option<Num>,
+    pub role_arn: Option<Str>,
+    pub external_id: Option<Str>,
+    pub role_session_name: Option<Str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFlow {
+    pub name: Str,
+    pub paths: Spanned<Vec<Str>>,
+    #[serde(default)]
+    pub exclude: Vec<Str>,
+    pub stream: Str,
+    pub start_at: Option<Str>,
+    pub partition_key: Option<Spanned<RawKey>>,
+    pub linger_ms: Option<Num>,
+    pub max_in_flight: Option<Num>,
+    pub strip_cr: Option<bool>,
+    pub multiline: Option<Spanned<RawMultiline>>,
+    pub oversize: Option<Str>,
+    pub idle_timeout_ms: Option<Num>,
+    pub ignore_older_secs: Option<Num>,
+    pub explicit_hash_key: Option<Spanned<RawKey>>,
+    pub pace: Option<bool>,
+    pub aggregate: Option<bool>,
+    pub aggregate_max_bytes: Option<Num>,
+    pub shard_records_per_sec: Option<Num>,
+    pub shard_bytes_per_sec: Option<Num>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMultiline {
+    pub start_pattern: Option<Str>,
+    pub continue_pattern: Option<Str>,
+    pub max_lines: Option<Num>,
+    pub max_bytes: Option<Num>,
+    pub timeout_ms: Option<Num>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKey {
+    pub from: Option<Str>,
+    pub pattern: Option<Str>,
+    pub field: Option<Str>,
+    pub value: Option<Str>,
+    pub fallback: Option<Str>,
+    pub fallback_value: Option<Str>,
+}
