@@ -30,7 +30,8 @@ impl<'a> Keyer<'a> {
     pub fn new(
         settings: &'a FlowSettings,
         router: &'a Router,
-        ctx: KeyContext<'a>,
+        path: &'a str,
+        hostname: &'a str,
         file: FileId,
         chunk: ChunkId,
         lanes: usize,
@@ -39,7 +40,7 @@ impl<'a> Keyer<'a> {
             settings,
             router,
             map: router.snapshot(),
-            ctx,
+            ctx: KeyContext { path, hostname },
             file,
             chunk,
             lanes: lanes.max(1),

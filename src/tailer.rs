@@ -38,7 +38,6 @@ use crate::config::FlowSettings;
 use crate::dead_letter::DeadLetter;
 use crate::framing::{Framer, Line};
 use crate::identity::{FileKey, Fingerprint, file_key, fingerprint, head_matches};
-use crate::keying::KeyContext;
 use crate::metrics::Metrics;
 use crate::route::Keyer;
 use crate::shaping::{Dead, MAX_LINE_PIECE, Shaper};
@@ -634,11 +633,15 @@ impl Tailer {
         let chunk = flow
             .checkpoints
             .open_chunk(self.id, first, last, lines.len());
-        let ctx = KeyContext {
-            path: &path,
-            hostname: &flow.hostname,
-        };
-        let keyer = Keyer::new(&flow.settings, &flow.router, ctx, self.id, chunk, n_lanes);
+        let keyer = Keyer::new(
+            &flow.settings,
+            &flow.router,
+            &path,
+            &flow.hostname,
+            self.id,
+            chunk,
+            n_lanes,
+        );
         let mut buckets: Vec<(Vec<Record>, usize)> =
             (0..n_lanes).map(|_| (Vec::new(), 0)).collect();
         for line in lines.drain(..) {

@@ -32,8 +32,8 @@ pub enum StartAt {
 pub enum Oversize {
     /// Sent as several records, in order.
     Split,
-    /// Its first part is sent with [`crate::shaping::TRUNCATION_MARKER`]
-    /// appended; the rest goes to the dead-letter file.
+    /// Its first part is sent with a marker appended (shaping's
+    /// `TRUNCATION_MARKER`); the rest goes to the dead-letter file.
     Truncate,
     /// Nothing is sent; all of it goes to the dead-letter file.
     Drop,
