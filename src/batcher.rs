@@ -20,6 +20,9 @@ pub const MAX_BYTES_PER_RECORD: usize = 1024 * 1024;
 pub const MAX_KEY_BYTES: usize = 256 * 4;
 /// The longest line data framing emits, so that any key still fits.
 pub const MAX_DATA_BYTES: usize = MAX_BYTES_PER_RECORD - MAX_KEY_BYTES;
+/// Kinesis bills each record in PUT payload units of 25 KB (counted here as
+/// 25,000 bytes, data and partition key, to be safe).
+pub const PAYLOAD_UNIT: usize = 25_000;
 /// What a record costs in memory beyond its data and key, for the
 /// in-flight byte budget: the entry that holds it on its way (the largest
 /// form it takes), and the allocator rounding up its data and key. Without
@@ -61,21 +64,22 @@ impl Record {
 }
 
 /// One entry of a `PutRecords` call: a record, or an aggregate of several
-/// (see `aggregate`). Never empty.
+/// (see `aggregate` and `packing`). Never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// One record inline (the common case: no allocation per line), or the
     /// records of an aggregate.
     pub records: SmallVec<[Record; 1]>,
-    /// The encoded aggregate of `records`, when there is one.
-    pub aggregate: Option<Vec<u8>>,
+    /// The data sent when it is not the one record's own: the encoded
+    /// aggregate of `records`, or a record compressed by the lane.
+    pub encoded: Option<Vec<u8>>,
 }
 
 impl Entry {
     pub fn single(r: Record) -> Entry {
         Entry {
             records: smallvec![r],
-            aggregate: None,
+            encoded: None,
         }
     }
 
@@ -85,7 +89,7 @@ impl Entry {
 
     /// The data Kinesis stores for this entry.
     pub fn data(&self) -> &[u8] {
-        match &self.aggregate {
+        match &self.encoded {
             Some(d) => d,
             None => self.first().map(|r| r.data.as_slice()).unwrap_or_default(),
         }

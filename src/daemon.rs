@@ -29,8 +29,10 @@ use crate::checkpoint::{Checkpoints, StoreError};
 use crate::config::{AwsSettings, FlowSettings, Settings};
 use crate::dead_letter::DeadLetter;
 use crate::discovery::{self, WakeRegistry};
+use crate::envelope::SharedMetadata;
 use crate::globs::glob_base;
 use crate::metrics::Metrics;
+use crate::packing::Packer;
 use crate::shards::{Router, list_shards};
 use crate::sink::{Lane, SinkShared};
 use crate::tailer::{FlowRuntime, Slots};
@@ -236,6 +238,7 @@ fn start_flow(
             linger: flow.linger,
             pace: flow.pace,
             aggregate_bytes: flow.aggregate_bytes,
+            packer: Packer::new(flow.aggregate_bytes, flow.record.compression),
             router: router.clone(),
             rx,
             shared: env.shared.clone(),
@@ -253,6 +256,7 @@ fn start_flow(
         slots: env.slots.clone(),
         router,
         hostname: env.hostname.clone(),
+        metadata: Arc::new(SharedMetadata::default()),
     });
     let hint = Arc::new(Notify::new());
     let wakes = WakeRegistry::default();

@@ -32,6 +32,8 @@ pub enum Piece {
 pub struct Line {
     pub data: Vec<u8>,
     pub piece: Piece,
+    /// Which piece of its line this is, from 0 (a whole line is piece 0).
+    pub part: u32,
     /// Offset of the first byte in the file.
     pub start: u64,
     /// Offset just past the last byte, terminator included.
@@ -48,6 +50,8 @@ pub struct Framer {
     strip_cr: bool,
     /// The pending line already had pieces emitted.
     split: bool,
+    /// How many.
+    parts: u32,
 }
 
 impl Framer {
@@ -59,6 +63,7 @@ impl Framer {
             max_bytes: max_bytes.max(1),
             strip_cr,
             split: false,
+            parts: 0,
         }
     }
 
@@ -77,6 +82,7 @@ impl Framer {
         Some(Line {
             data: self.pending,
             piece: if self.split { Piece::Tail } else { Piece::Head },
+            part: self.parts,
             start: self.pending_start,
             end,
         })
@@ -97,12 +103,15 @@ impl Framer {
             (true, false) => Piece::Middle,
             (true, true) => Piece::Tail,
         };
+        let part = self.parts;
         self.split = !terminated;
+        self.parts = if terminated { 0 } else { part + 1 };
         let start = self.pending_start;
         self.pending_start += range_len;
         out.push(Line {
             data,
             piece,
+            part,
             start,
             end: self.pending_start,
         });
@@ -179,6 +188,10 @@ mod tests {
         assert_eq!(
             pieces,
             vec![Piece::Head, Piece::Middle, Piece::Tail, Piece::Whole]
+        );
+        assert_eq!(
+            lines.iter().map(|l| l.part).collect::<Vec<_>>(),
+            vec![0, 1, 2, 0]
         );
         assert_eq!(lines[2].data, b"ij");
         assert_eq!((lines[2].start, lines[2].end), (8, 11));

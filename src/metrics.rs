@@ -21,6 +21,16 @@ pub struct Metrics {
     pub entries_retried: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub truncations: AtomicU64,
+    /// Lines (or multi-line events) left out by `include_lines` or
+    /// `exclude_lines`; counted as done.
+    pub lines_filtered: AtomicU64,
+    /// `parse = "json"` lines that were not a JSON object (sent as a message).
+    pub parse_failures: AtomicU64,
+    /// Members of merged JSON lines left out because an envelope key won.
+    pub parse_collisions: AtomicU64,
+    /// Kinesis PUT payload units (25 KB each, counting the partition key)
+    /// of the records confirmed.
+    pub payload_units: AtomicU64,
     /// `PutRecords` calls waiting for an answer now.
     pub in_flight: AtomicI64,
     /// Retried entries and failed calls by error code (or "connection").
@@ -119,6 +129,30 @@ pub const COUNTERS: &[Counter] = &[
         help: "Files found truncated and read again from the start.",
         summary: Some("truncations"),
         get: |m| Metrics::get(&m.truncations),
+    },
+    Counter {
+        name: "lines_filtered_total",
+        help: "Lines (or multi-line events) left out by include_lines or exclude_lines, counted as done.",
+        summary: Some("filtered"),
+        get: |m| Metrics::get(&m.lines_filtered),
+    },
+    Counter {
+        name: "parse_failures_total",
+        help: "Lines of a parse = \"json\" flow that were not a JSON object (sent as a message).",
+        summary: None,
+        get: |m| Metrics::get(&m.parse_failures),
+    },
+    Counter {
+        name: "parse_collisions_total",
+        help: "Members of merged JSON lines left out because an envelope key had the name.",
+        summary: None,
+        get: |m| Metrics::get(&m.parse_collisions),
+    },
+    Counter {
+        name: "payload_units_total",
+        help: "PUT payload units (25 KB each, partition key counted) of the Kinesis records confirmed.",
+        summary: None,
+        get: |m| Metrics::get(&m.payload_units),
     },
 ];
 

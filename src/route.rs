@@ -1,6 +1,8 @@
-//! Keying and routing: the stage between shaping and the lanes. Each line
-//! gets its partition key (and explicit hash key, if configured), the shard
-//! map picks its shard, and the shard picks its lane.
+//! Keying, encoding and routing: the stage between shaping and the lanes.
+//! Each line gets its partition key (and explicit hash key, if configured)
+//! from its own bytes, then becomes the record's data (the line, or its JSON
+//! envelope; compressed if asked, unless the lanes compress aggregates);
+//! the shard map picks its shard, and the shard picks its lane.
 //!
 //! Called inline by the tailer for each hand-off, not a task of its own: a
 //! hand-off between threads costs more than keying a batch.
@@ -10,65 +12,118 @@ use std::sync::Arc;
 use crate::batcher::Record;
 use crate::checkpoint::{ChunkId, FileId};
 use crate::config::FlowSettings;
+use crate::envelope::LineContext;
 use crate::framing::Line;
 use crate::keying::KeyContext;
 use crate::shards::{Router, ShardMap, to_hash_key};
 
-/// Keys and routes the lines of one hand-off: they share a file, a chunk,
-/// a shard map and a key context.
+/// Where the lines of one hand-off come from: they share a file, a path,
+/// a read time and a chunk.
+pub struct Source<'a> {
+    pub path: &'a str,
+    pub hostname: &'a str,
+    /// When they were read, RFC 3339 UTC with milliseconds.
+    pub timestamp: &'a str,
+    /// Cloud metadata rendered for the envelope, or empty.
+    pub metadata: &'a str,
+    pub file: FileId,
+    pub chunk: ChunkId,
+}
+
+/// Keys, encodes and routes the lines of one hand-off.
 pub struct Keyer<'a> {
     settings: &'a FlowSettings,
     router: &'a Router,
     map: Option<Arc<ShardMap>>,
-    ctx: KeyContext<'a>,
-    file: FileId,
-    chunk: ChunkId,
+    source: Source<'a>,
     lanes: usize,
+    /// What encoding found so far, for the counters.
+    parse_failures: usize,
+    collisions: usize,
 }
 
 impl<'a> Keyer<'a> {
     pub fn new(
         settings: &'a FlowSettings,
         router: &'a Router,
-        path: &'a str,
-        hostname: &'a str,
-        file: FileId,
-        chunk: ChunkId,
+        source: Source<'a>,
         lanes: usize,
     ) -> Keyer<'a> {
         Keyer {
             settings,
             router,
             map: router.snapshot(),
-            ctx: KeyContext { path, hostname },
-            file,
-            chunk,
+            source,
             lanes: lanes.max(1),
+            parse_failures: 0,
+            collisions: 0,
         }
     }
 
+    /// Lines of a `parse = "json"` flow that were not a JSON object, and
+    /// members left out of merged lines, so far.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.parse_failures, self.collisions)
+    }
+
     /// The record for `line`, and the lane it goes to.
-    pub fn record(&self, line: Line) -> (usize, Record) {
+    pub fn record(&mut self, line: Line) -> (usize, Record) {
+        let ctx = KeyContext {
+            path: self.source.path,
+            hostname: self.source.hostname,
+        };
         let key = self
             .settings
             .partition_key
-            .key(&line.data, self.ctx, rand::random());
+            .key(&line.data, ctx, rand::random());
         let ehk = self
             .settings
             .explicit_hash_key
             .as_ref()
-            .map(|spec| to_hash_key(&spec.key(&line.data, self.ctx, rand::random())));
+            .map(|spec| to_hash_key(&spec.key(&line.data, ctx, rand::random())));
         let (lane, shard) = self.router.route(self.map.as_deref(), &key, ehk.as_deref());
+        let (start, end) = (line.start, line.end);
         let record = Record {
-            data: line.data,
+            data: self.data(line),
             key,
-            file: self.file,
-            start: line.start,
-            end: line.end,
+            file: self.source.file,
+            start,
+            end,
             ehk,
             shard,
-            chunk: self.chunk,
+            chunk: self.source.chunk,
         };
         (lane.min(self.lanes - 1), record)
+    }
+
+    /// What Kinesis stores for `line`.
+    fn data(&mut self, line: Line) -> Vec<u8> {
+        let record = &self.settings.record;
+        let data = match &record.envelope {
+            None => line.data,
+            Some(env) => {
+                let mut out = Vec::with_capacity(line.data.len() + 256);
+                let found = env.encode(
+                    &line,
+                    LineContext {
+                        timestamp: self.source.timestamp,
+                        host: self.source.hostname,
+                        path: self.source.path,
+                        flow: &self.settings.name,
+                        metadata: self.source.metadata,
+                    },
+                    &mut out,
+                );
+                self.parse_failures += usize::from(found.parse_failed);
+                self.collisions += found.collisions;
+                out
+            }
+        };
+        // Aggregates are compressed whole, by the lanes.
+        if record.compression.is_on() && self.settings.aggregate_bytes == 0 {
+            record.compression.apply(&data)
+        } else {
+            data
+        }
     }
 }

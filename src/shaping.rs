@@ -1,6 +1,7 @@
 //! Shaping: what framed lines become before they are keyed. The oversize
 //! policy decides what happens to the pieces of a line too long for one
-//! record, and multi-line grouping joins lines into events.
+//! record, multi-line grouping joins lines into events, and the line
+//! filters (`include_lines`, `exclude_lines`) leave lines out.
 //!
 //! Pure: the [`Shaper`] takes framed lines and returns the lines to send and
 //! the lines to dead-letter (with the reason); the tailer writes those and
@@ -10,15 +11,33 @@ use std::time::Duration;
 
 use crate::batcher::MAX_DATA_BYTES;
 use crate::config::{FlowSettings, Oversize};
+use crate::envelope::{ENVELOPE_RESERVE, METADATA_MAX_BYTES, WORST_EXPANSION};
 use crate::framing::{Line, Piece};
 use crate::multiline::Grouper;
+use crate::re::Re;
 
 /// Appended to the part of a truncated line that is sent.
 pub const TRUNCATION_MARKER: &[u8] = b" [truncated by kinetail]";
 
-/// The longest piece framing cuts an over-long line into: a Kinesis record
-/// with room for the truncation marker.
-pub const MAX_LINE_PIECE: usize = MAX_DATA_BYTES - TRUNCATION_MARKER.len();
+/// The longest piece framing cuts an over-long line into, for a flow: what
+/// still fits one Kinesis record once it is shaped. The oversize rule
+/// applies to the final record: a line in a JSON envelope may grow by
+/// [`WORST_EXPANSION`] with the envelope around it, and compression may add
+/// its margin, so pieces are cut small enough for the worst case.
+pub fn max_line_piece(settings: &FlowSettings) -> usize {
+    let record = &settings.record;
+    let room = MAX_DATA_BYTES - record.compression.margin(MAX_DATA_BYTES);
+    let line_room = match &record.envelope {
+        None => room,
+        Some(env) => {
+            let fields: usize = env.fields.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+            let reserve = ENVELOPE_RESERVE + fields * WORST_EXPANSION + METADATA_MAX_BYTES;
+            room.saturating_sub(reserve) / WORST_EXPANSION
+        }
+    };
+    // The truncation marker is part of the line, and grows with it.
+    line_room - TRUNCATION_MARKER.len()
+}
 
 /// A line that is not sent, and why.
 pub type Dead = (Line, &'static str);
@@ -27,14 +46,39 @@ pub type Dead = (Line, &'static str);
 pub struct Shaper {
     oversize: Oversize,
     grouper: Option<Grouper>,
+    include: Vec<Re>,
+    exclude: Vec<Re>,
 }
 
 impl Shaper {
     pub fn new(settings: &FlowSettings) -> Shaper {
+        // An event is bounded like a line, so it too fits once shaped.
+        let grouper = settings.multiline.clone().map(|mut m| {
+            m.max_bytes = m.max_bytes.min(max_line_piece(settings));
+            Grouper::new(m)
+        });
         Shaper {
             oversize: settings.oversize,
-            grouper: settings.multiline.clone().map(Grouper::new),
+            grouper,
+            include: settings.record.include_lines.clone(),
+            exclude: settings.record.exclude_lines.clone(),
         }
+    }
+
+    /// Leaves out of `lines` what the line filters reject (a multi-line
+    /// event is matched as a whole; a piece of a split line by itself) and
+    /// returns it. The caller counts it as done.
+    pub fn filter(&self, lines: &mut Vec<Line>) -> Vec<Line> {
+        if self.include.is_empty() && self.exclude.is_empty() {
+            return Vec::new();
+        }
+        let keep = |l: &Line| {
+            (self.include.is_empty() || self.include.iter().any(|re| re.is_match(&l.data)))
+                && !self.exclude.iter().any(|re| re.is_match(&l.data))
+        };
+        let (kept, out): (Vec<Line>, Vec<Line>) = lines.drain(..).partition(keep);
+        *lines = kept;
+        out
     }
 
     /// Shapes `framed` (emptying it): lines to send go to `ready`, lines not
@@ -101,13 +145,17 @@ mod tests {
     use crate::framing::Framer;
 
     fn settings(oversize: Oversize) -> FlowSettings {
+        let policy = match oversize {
+            Oversize::Split => "split",
+            Oversize::Truncate => "truncate",
+            Oversize::Drop => "drop",
+        };
+        flow(&format!("oversize = \"{policy}\"\n"))
+    }
+
+    fn flow(extra: &str) -> FlowSettings {
         let text = format!(
-            "state_dir = \"/tmp/s\"\n[[flow]]\nname = \"a\"\npaths = [\"/l/*.log\"]\nstream = \"s\"\noversize = \"{}\"\n",
-            match oversize {
-                Oversize::Split => "split",
-                Oversize::Truncate => "truncate",
-                Oversize::Drop => "drop",
-            }
+            "state_dir = \"/tmp/s\"\n[[flow]]\nname = \"a\"\npaths = [\"/l/*.log\"]\nstream = \"s\"\n{extra}"
         );
         match crate::config::Settings::from_toml(std::path::Path::new("t.toml"), &text) {
             Ok(mut s) => s.flows.remove(0),
@@ -155,6 +203,51 @@ mod tests {
                 "{policy:?}: {ranges:?}"
             );
             assert_eq!(ranges.last().map(|r| r.1), Some(16));
+        }
+    }
+
+    #[test]
+    fn filters_keep_what_include_matches_and_exclude_does_not() {
+        let shaper = Shaper::new(&flow(
+            "include_lines = [\"ERROR\", \"WARN\"]\nexclude_lines = [\"healthcheck\"]\n",
+        ));
+        let mut lines = framed(b"INFO a\nERROR b\nWARN healthcheck c\nWARN d\n", 100);
+        let out = shaper.filter(&mut lines);
+        let data = |v: &[Line]| {
+            v.iter()
+                .map(|l| String::from_utf8_lossy(&l.data).into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(data(&lines), vec!["ERROR b", "WARN d"]);
+        assert_eq!(data(&out), vec!["INFO a", "WARN healthcheck c"]);
+    }
+
+    #[test]
+    fn a_piece_in_an_envelope_fits_a_record_in_the_worst_case() {
+        for extra in [
+            "",
+            "format = \"json\"\n",
+            "format = \"json\"\ncompression = \"gzip\"\nfields = { a = \"b\" }\n",
+            "compression = \"zstd\"\n",
+        ] {
+            let s = flow(extra);
+            let piece = max_line_piece(&s);
+            let grow = if s.record.envelope.is_some() {
+                WORST_EXPANSION
+            } else {
+                1
+            };
+            let worst = (piece + TRUNCATION_MARKER.len()) * grow
+                + if s.record.envelope.is_some() {
+                    ENVELOPE_RESERVE + METADATA_MAX_BYTES
+                } else {
+                    0
+                };
+            assert!(
+                worst + s.record.compression.margin(MAX_DATA_BYTES) <= MAX_DATA_BYTES,
+                "{extra}"
+            );
+            assert!(piece > 100 * 1024, "{extra}: pieces of {piece} bytes");
         }
     }
 }

@@ -32,16 +32,17 @@ use aws_smithy_types::body::SdkBody;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::aggregate::Aggregator;
 use crate::backoff::{backoff, slow_backoff};
 use crate::batcher::{
-    Batch, Entry, MAX_BYTES_PER_RECORD, NO_SHARD, Record, coalesce_acks, put_records_body,
+    Batch, Entry, MAX_BYTES_PER_RECORD, NO_SHARD, PAYLOAD_UNIT, Record, coalesce_acks,
+    put_records_body,
 };
 use crate::budget::Budget;
 use crate::checkpoint::{Checkpoints, FileId};
 use crate::classify::{Failure, classify, entry_outcome};
 use crate::dead_letter::DeadLetter;
 use crate::metrics::Metrics;
+use crate::packing::Packer;
 use crate::shards::{RateWindow, Router, ShardLimits};
 use crate::stream::StreamRef;
 
@@ -51,17 +52,6 @@ const QUICK_MAX: Duration = Duration::from_secs(5);
 
 /// How often a persistent error is logged again while it lasts.
 const STUCK_LOG_INTERVAL: Duration = Duration::from_secs(30);
-
-/// The entry of what an aggregator holds: one record alone goes out plain,
-/// without the aggregate's overhead.
-fn aggregate_entry(agg: Aggregator) -> Entry {
-    let (data, records) = agg.finish();
-    let aggregate = (records.len() > 1).then_some(data);
-    Entry {
-        records: records.into(),
-        aggregate,
-    }
-}
 
 /// What every lane of every flow shares.
 #[derive(Debug)]
@@ -85,6 +75,8 @@ pub struct Lane {
     /// Pack records of one shard into aggregates of at most this many
     /// bytes (0: send each record as it is).
     pub aggregate_bytes: usize,
+    /// Sizes aggregates to whole payload units and compresses them.
+    pub packer: Packer,
     /// The flow's routing, told when the shard map may be stale.
     pub router: Arc<Router>,
     pub rx: mpsc::Receiver<Vec<Record>>,
@@ -194,26 +186,7 @@ impl Lane {
                     .await;
                 continue;
             }
-            let entry = if self.aggregate_bytes > 0 && r.shard != NO_SHARD {
-                let shard = r.shard;
-                let mut agg = Aggregator::new(self.aggregate_bytes);
-                match agg.try_add(r) {
-                    // Too large to aggregate with its key: sent alone.
-                    Err(r) => Entry::single(r),
-                    Ok(()) => {
-                        while carry.front().is_some_and(|n| n.shard == shard) {
-                            let Some(next) = carry.pop_front() else { break };
-                            if let Err(next) = agg.try_add(next) {
-                                carry.push_front(next);
-                                break;
-                            }
-                        }
-                        aggregate_entry(agg)
-                    }
-                }
-            } else {
-                Entry::single(r)
-            };
+            let entry = self.entry(r, carry);
             if let Err(entry) = batch.try_push(entry) {
                 for r in entry.records.into_iter().rev() {
                     carry.push_front(r);
@@ -441,21 +414,24 @@ impl Lane {
         self.shared.checkpoints.withdraw(&coalesce_acks(&withdrawn));
     }
 
-    /// Entries for what is left of an entry after a withdrawal: an
-    /// aggregate packed again from the records that stay.
+    /// The entry that starts with `r`: alone (compressed by the tailer,
+    /// if at all), or, when aggregating, packed with the records of its
+    /// (known) shard that follow it in `queue`, compressed here.
+    fn entry(&self, r: Record, queue: &mut VecDeque<Record>) -> Entry {
+        match (self.aggregate_bytes, r.shard) {
+            (0, _) => Entry::single(r),
+            (_, NO_SHARD) => self.packer.single(r),
+            _ => self.packer.pack(r, queue),
+        }
+    }
+
+    /// Entries for what is left of an entry after a withdrawal: packed
+    /// again from the records that stay.
     fn repack(&self, records: Vec<Record>) -> Vec<Entry> {
-        if records.len() < 2 || self.aggregate_bytes == 0 {
-            return records.into_iter().map(Entry::single).collect();
-        }
+        let mut queue: VecDeque<Record> = records.into();
         let mut out = Vec::new();
-        let mut agg = Aggregator::new(self.aggregate_bytes);
-        for r in records {
-            if let Err(r) = agg.try_add(r) {
-                out.push(Entry::single(r));
-            }
-        }
-        if !agg.is_empty() {
-            out.push(aggregate_entry(agg));
+        while let Some(r) = queue.pop_front() {
+            out.push(self.entry(r, &mut queue));
         }
         out
     }
@@ -539,6 +515,11 @@ impl Lane {
             entries.len() as u64,
         );
         Metrics::add(&self.shared.metrics.bytes_sent, bytes as u64);
+        let units: usize = entries
+            .iter()
+            .map(|e| e.api_size().div_ceil(PAYLOAD_UNIT))
+            .sum();
+        Metrics::add(&self.shared.metrics.payload_units, units as u64);
         let budget: usize = records.iter().map(|r| r.budget_size()).sum();
         self.shared.budget.give_back(budget);
         self.shared.checkpoints.ack(&coalesce_acks(records));

@@ -36,11 +36,12 @@ use crate::budget::Budget;
 use crate::checkpoint::{Checkpoints, FileId, NO_CHUNK};
 use crate::config::FlowSettings;
 use crate::dead_letter::DeadLetter;
+use crate::envelope::SharedMetadata;
 use crate::framing::{Framer, Line};
 use crate::identity::{FileKey, Fingerprint, file_key, fingerprint, head_matches};
 use crate::metrics::Metrics;
-use crate::route::Keyer;
-use crate::shaping::{Dead, MAX_LINE_PIECE, Shaper};
+use crate::route::{Keyer, Source};
+use crate::shaping::{Dead, Shaper, max_line_piece};
 use crate::shards::Router;
 
 /// Bytes asked of the kernel per read, at most: a file being caught up on
@@ -108,6 +109,9 @@ pub struct FlowRuntime {
     pub slots: Arc<Slots>,
     pub router: Arc<Router>,
     pub hostname: String,
+    /// Cloud metadata for the JSON envelope (empty when none is asked for
+    /// or none could be fetched).
+    pub metadata: Arc<SharedMetadata>,
 }
 
 /// Everything a tailer starts with.
@@ -174,6 +178,7 @@ impl Tailer {
         let last_byte = offset.checked_sub(1).and_then(|o| byte_at(&start.file, o));
         let file = slot.as_ref().map(|_| start.file);
         let strip_cr = flow.settings.strip_cr;
+        let piece = max_line_piece(&flow.settings);
         let shaper = Shaper::new(&flow.settings);
         let mut t = Tailer {
             flow,
@@ -185,7 +190,7 @@ impl Tailer {
             key: start.key,
             fingerprint: start.fingerprint,
             wake: start.wake,
-            framer: Framer::new(offset, MAX_LINE_PIECE, strip_cr),
+            framer: Framer::new(offset, piece, strip_cr),
             shaper,
             last_line_at: Instant::now(),
             read_offset: offset,
@@ -504,7 +509,10 @@ impl Tailer {
         self.hand_off(lines).await;
         let read_to = self.framer.consumed();
         let strip_cr = self.flow.settings.strip_cr;
-        let old = std::mem::replace(&mut self.framer, Framer::new(0, MAX_LINE_PIECE, strip_cr));
+        let old = std::mem::replace(
+            &mut self.framer,
+            Framer::new(0, max_line_piece(&self.flow.settings), strip_cr),
+        );
         if let Some(partial) = old.into_pending() {
             self.dead_letter(vec![(
                 partial,
@@ -555,16 +563,7 @@ impl Tailer {
         let path = self.path();
         let mut records = Vec::with_capacity(dead.len());
         for (l, why) in dead {
-            let r = Record {
-                data: l.data,
-                key: String::new(),
-                file: self.id,
-                start: l.start,
-                end: l.end,
-                ehk: None,
-                shard: NO_SHARD,
-                chunk: NO_CHUNK,
-            };
+            let r = self.unsent(l);
             self.flow
                 .dead_letter
                 .write_until_written(&self.flow.settings.name, &path, &r, why)
@@ -573,6 +572,21 @@ impl Tailer {
         }
         Metrics::add(&self.flow.metrics.dead_lettered, records.len() as u64);
         self.flow.checkpoints.ack(&coalesce_acks(&records));
+    }
+
+    /// A line that is done without being sent, as a record to ack (and to
+    /// dead-letter, when it is one).
+    fn unsent(&self, l: Line) -> Record {
+        Record {
+            data: l.data,
+            key: String::new(),
+            file: self.id,
+            start: l.start,
+            end: l.end,
+            ehk: None,
+            shard: NO_SHARD,
+            chunk: NO_CHUNK,
+        }
     }
 
     /// After a wait at the end of the file: whether it was truncated, is
@@ -616,32 +630,50 @@ impl Tailer {
         }
     }
 
-    /// Keys the shaped lines and hands them to their lanes, waiting for
-    /// budget first.
+    /// Filters, keys and encodes the shaped lines and hands them to their
+    /// lanes, waiting for budget first.
     async fn hand_off(&mut self, lines: &mut Vec<Line>) {
+        if lines.is_empty() {
+            return;
+        }
+        Metrics::add(&self.flow.metrics.lines_read, lines.len() as u64);
+        let filtered = self.shaper.filter(lines);
+        if !filtered.is_empty() {
+            // Done without sending: acked now, so a read whose lines were
+            // all filtered still moves the watermark.
+            Metrics::add(&self.flow.metrics.lines_filtered, filtered.len() as u64);
+            let records: Vec<Record> = filtered.into_iter().map(|l| self.unsent(l)).collect();
+            self.flow.checkpoints.ack(&coalesce_acks(&records));
+        }
         let (first, last) = match (lines.first(), lines.last()) {
             (Some(f), Some(l)) => (f.start, l.end),
             _ => return,
         };
-        Metrics::add(&self.flow.metrics.lines_read, lines.len() as u64);
         let path = self.path();
         let path = path.to_string_lossy();
         let flow = self.flow.clone();
         let n_lanes = flow.lanes.len().max(1);
         // One chunk for these lines: lines between them that are not here
-        // were dead-lettered, and acked, before.
+        // were dead-lettered or filtered, and acked, before.
         let chunk = flow
             .checkpoints
             .open_chunk(self.id, first, last, lines.len());
-        let keyer = Keyer::new(
-            &flow.settings,
-            &flow.router,
-            &path,
-            &flow.hostname,
-            self.id,
+        let (timestamp, metadata) = match &flow.settings.record.envelope {
+            Some(_) => (
+                humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                flow.metadata.get(),
+            ),
+            None => (String::new(), Arc::from("")),
+        };
+        let source = Source {
+            path: &path,
+            hostname: &flow.hostname,
+            timestamp: &timestamp,
+            metadata: &metadata,
+            file: self.id,
             chunk,
-            n_lanes,
-        );
+        };
+        let mut keyer = Keyer::new(&flow.settings, &flow.router, source, n_lanes);
         let mut buckets: Vec<(Vec<Record>, usize)> =
             (0..n_lanes).map(|_| (Vec::new(), 0)).collect();
         for line in lines.drain(..) {
@@ -655,6 +687,9 @@ impl Tailer {
                 self.send(lane, full).await;
             }
         }
+        let (parse_failures, collisions) = keyer.counts();
+        Metrics::add(&flow.metrics.parse_failures, parse_failures as u64);
+        Metrics::add(&flow.metrics.parse_collisions, collisions as u64);
         for (lane, (bucket, _)) in buckets.into_iter().enumerate() {
             if !bucket.is_empty() {
                 self.send(lane, bucket).await;

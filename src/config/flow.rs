@@ -7,6 +7,7 @@ use super::ConfigError;
 use super::check::Locator;
 use super::keys::{explicit_hash_key, key_spec};
 use super::raw::{RawFlow, Str};
+use super::record::RecordSettings;
 use crate::keying::{KeySource, KeySpec};
 use crate::multiline::MultilineSettings;
 use crate::shards::ShardLimits;
@@ -66,6 +67,8 @@ pub struct FlowSettings {
     pub pace: Option<ShardLimits>,
     /// Aggregate records of a shard up to this many bytes (0: off).
     pub aggregate_bytes: usize,
+    /// What each record is made of.
+    pub record: RecordSettings,
 }
 
 impl FlowSettings {
@@ -153,6 +156,7 @@ impl FlowSettings {
                 .transpose()?,
             pace: pacing(loc, f)?,
             aggregate_bytes: aggregation(loc, f)?,
+            record: RecordSettings::from_raw(loc, f)?,
         })
     }
 }

@@ -20,6 +20,7 @@ mod flow;
 mod keys;
 mod multiline;
 mod raw;
+mod record;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -33,6 +34,7 @@ pub use flow::{
     DEFAULT_SHARD_BYTES_PER_SEC, DEFAULT_SHARD_RECORDS_PER_SEC, FlowSettings, Oversize, StartAt,
 };
 pub use multiline::{DEFAULT_MULTILINE_MAX_LINES, DEFAULT_MULTILINE_TIMEOUT_MS};
+pub use record::{MetadataSource, RecordSettings};
 
 use check::Locator;
 use raw::{RawApi, RawConfig};

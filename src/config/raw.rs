@@ -66,6 +66,26 @@ pub(super) struct RawFlow {
     pub aggregate_max_bytes: Option<Num>,
     pub shard_records_per_sec: Option<Num>,
     pub shard_bytes_per_sec: Option<Num>,
+    // What a record is made of (config/record.rs).
+    pub format: Option<Str>,
+    pub message_key: Option<Str>,
+    pub timestamp_key: Option<Str>,
+    pub host_key: Option<Str>,
+    pub path_key: Option<Str>,
+    pub offset_key: Option<Str>,
+    pub flow_key: Option<Str>,
+    pub fields_key: Option<Str>,
+    pub metadata_key: Option<Str>,
+    pub fields: Option<Spanned<toml::Table>>,
+    pub parse: Option<Str>,
+    pub parsed_key: Option<Str>,
+    #[serde(default)]
+    pub include_lines: Vec<Str>,
+    #[serde(default)]
+    pub exclude_lines: Vec<Str>,
+    pub compression: Option<Str>,
+    pub metadata: Option<Spanned<Vec<Str>>>,
+    pub metadata_tags: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

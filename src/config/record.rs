@@ -1,0 +1,162 @@
+//! What a record is made of: `format` and the envelope's keys, static
+//! `fields`, `parse`, the line filters, `compression` and cloud `metadata`.
+
+use toml::Spanned;
+
+use super::ConfigError;
+use super::check::Locator;
+use super::raw::{RawFlow, Str};
+use crate::compress::Compression;
+use crate::envelope::{Envelope, FieldKeys, Placement};
+use crate::re::Re;
+
+/// Where cloud metadata comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataSource {
+    /// The EC2 instance metadata service, with IMDSv2 session tokens.
+    Ec2,
+    /// The ECS task metadata endpoint (`ECS_CONTAINER_METADATA_URI_V4`).
+    Ecs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordSettings {
+    /// `format = "json"`; `None` sends the raw line.
+    pub envelope: Option<Envelope>,
+    /// A line (or multi-line event) is sent only if it matches one of
+    /// these, when there are any...
+    pub include_lines: Vec<Re>,
+    /// ...and none of these.
+    pub exclude_lines: Vec<Re>,
+    pub compression: Compression,
+    pub metadata: Vec<MetadataSource>,
+    /// Also fetch the EC2 instance's tags.
+    pub metadata_tags: bool,
+}
+
+impl RecordSettings {
+    pub(super) fn from_raw(loc: &Locator<'_>, f: &RawFlow) -> Result<RecordSettings, ConfigError> {
+        let json = loc.choice(
+            f.format.as_ref(),
+            false,
+            &[("raw", false), ("json", true)],
+            "flow.format",
+        )?;
+        let envelope = if json {
+            Some(envelope(loc, f)?)
+        } else {
+            // Settings of the envelope without one are a mistake to point at.
+            let envelope_only = [
+                (f.message_key.as_ref(), "message_key"),
+                (f.timestamp_key.as_ref(), "timestamp_key"),
+                (f.host_key.as_ref(), "host_key"),
+                (f.path_key.as_ref(), "path_key"),
+                (f.offset_key.as_ref(), "offset_key"),
+                (f.flow_key.as_ref(), "flow_key"),
+                (f.fields_key.as_ref(), "fields_key"),
+                (f.metadata_key.as_ref(), "metadata_key"),
+                (f.parse.as_ref(), "parse"),
+                (f.parsed_key.as_ref(), "parsed_key"),
+            ];
+            if let Some((v, name)) = envelope_only.iter().find_map(|(v, n)| v.map(|v| (v, n))) {
+                return Err(loc.at(v.span(), format!("flow.{name} needs format = \"json\"")));
+            }
+            if let Some(t) = &f.fields {
+                return Err(loc.at(t.span(), "flow.fields needs format = \"json\""));
+            }
+            if let Some(m) = &f.metadata {
+                return Err(loc.at(m.span(), "flow.metadata needs format = \"json\""));
+            }
+            None
+        };
+        let regexes = |list: &[Str], what: &str| -> Result<Vec<Re>, ConfigError> {
+            list.iter()
+                .map(|p| loc.regex(p, what).map(Re::from))
+                .collect()
+        };
+        Ok(RecordSettings {
+            envelope,
+            include_lines: regexes(&f.include_lines, "flow.include_lines")?,
+            exclude_lines: regexes(&f.exclude_lines, "flow.exclude_lines")?,
+            compression: loc.choice(
+                f.compression.as_ref(),
+                Compression::None,
+                &[
+                    ("none", Compression::None),
+                    ("gzip", Compression::Gzip),
+                    ("zstd", Compression::Zstd),
+                ],
+                "flow.compression",
+            )?,
+            metadata: metadata(loc, f.metadata.as_ref())?,
+            metadata_tags: f.metadata_tags.unwrap_or(false),
+        })
+    }
+}
+
+fn envelope(loc: &Locator<'_>, f: &RawFlow) -> Result<Envelope, ConfigError> {
+    let d = FieldKeys::default();
+    let name = |v: Option<&Str>, default: String, what: &str| -> Result<String, ConfigError> {
+        Ok(loc.opt_string(v, what)?.unwrap_or(default))
+    };
+    let keys = FieldKeys {
+        message: name(f.message_key.as_ref(), d.message, "flow.message_key")?,
+        timestamp: name(f.timestamp_key.as_ref(), d.timestamp, "flow.timestamp_key")?,
+        host: name(f.host_key.as_ref(), d.host, "flow.host_key")?,
+        path: name(f.path_key.as_ref(), d.path, "flow.path_key")?,
+        offset: name(f.offset_key.as_ref(), d.offset, "flow.offset_key")?,
+        flow: name(f.flow_key.as_ref(), d.flow, "flow.flow_key")?,
+        fields: name(f.fields_key.as_ref(), d.fields, "flow.fields_key")?,
+        metadata: name(f.metadata_key.as_ref(), d.metadata, "flow.metadata_key")?,
+    };
+    let mut fields = Vec::new();
+    if let Some(t) = &f.fields {
+        for (k, v) in t.get_ref() {
+            let Some(s) = v.as_str() else {
+                return Err(loc.at(t.span(), format!("flow.fields.{k} must be a string")));
+            };
+            let value = super::check::expand_env(s, |n| std::env::var(n).ok())
+                .map_err(|m| loc.at(t.span(), format!("flow.fields.{k}: {m}")))?;
+            fields.push((k.clone(), value));
+        }
+    }
+    let parse = loc.choice(
+        f.parse.as_ref(),
+        false,
+        &[("none", false), ("json", true)],
+        "flow.parse",
+    )?;
+    let parsed_key = loc.opt_string(f.parsed_key.as_ref(), "flow.parsed_key")?;
+    if let (false, Some(v)) = (parse, f.parsed_key.as_ref()) {
+        return Err(loc.at(v.span(), "flow.parsed_key needs parse = \"json\""));
+    }
+    let placement = match parsed_key {
+        Some(k) if !k.is_empty() => Placement::Under(k),
+        _ => Placement::Merge,
+    };
+    let parse = parse.then_some(placement);
+    Ok(Envelope {
+        keys,
+        fields,
+        parse,
+    })
+}
+
+fn metadata(
+    loc: &Locator<'_>,
+    list: Option<&Spanned<Vec<Str>>>,
+) -> Result<Vec<MetadataSource>, ConfigError> {
+    let mut out = Vec::new();
+    for v in list.map(|l| l.get_ref().as_slice()).unwrap_or_default() {
+        let source = loc.choice(
+            Some(v),
+            MetadataSource::Ec2,
+            &[("ec2", MetadataSource::Ec2), ("ecs", MetadataSource::Ecs)],
+            "flow.metadata entry",
+        )?;
+        if !out.contains(&source) {
+            out.push(source);
+        }
+    }
+    Ok(out)
+}

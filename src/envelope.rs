@@ -1,0 +1,469 @@
+//! The JSON envelope (`format = "json"`): a record that says where its line
+//! came from.
+//!
+//! Pure: [`Envelope::encode`] takes the line and what is known about it (read
+//! time, host, path, flow, cloud metadata rendered once) and writes one JSON
+//! object. No I/O, no clock: the tailer reads the clock once per hand-off.
+//!
+//! Rules:
+//! - `message` is the line as a JSON string. A line that is not valid UTF-8
+//!   is never altered silently: `message` holds it with U+FFFD for the
+//!   invalid bytes, and `message_base64` (the message key plus `_base64`)
+//!   holds its exact bytes.
+//! - With `parse = "json"`, a line that is a JSON object goes into the record
+//!   as the bytes it was written with (numbers such as `1e3` stay as they
+//!   are): under `parsed_key`, or merged at the top when `parsed_key` is
+//!   empty. Envelope keys win a collision, which is counted. A line that is
+//!   not a JSON object stays a `message`, and the failure is counted.
+//! - A piece of a split line says which piece it is: `part_index` (from 0)
+//!   and `part_last`.
+
+use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::framing::{Line, Piece};
+
+/// Where a parsed JSON line goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Its members at the top of the record.
+    Merge,
+    /// The object under this key.
+    Under(String),
+}
+
+/// The names of the envelope's fields; an empty name leaves the field out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldKeys {
+    pub message: String,
+    pub timestamp: String,
+    pub host: String,
+    pub path: String,
+    pub offset: String,
+    pub flow: String,
+    pub fields: String,
+    pub metadata: String,
+}
+
+impl Default for FieldKeys {
+    fn default() -> FieldKeys {
+        FieldKeys {
+            message: "message".into(),
+            timestamp: "timestamp".into(),
+            host: "host".into(),
+            path: "path".into(),
+            offset: "offset".into(),
+            flow: "flow".into(),
+            fields: "fields".into(),
+            metadata: "cloud".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub keys: FieldKeys,
+    /// Static fields (names and expanded values), sorted by name.
+    pub fields: Vec<(String, String)>,
+    /// `parse = "json"`: where a JSON object line goes.
+    pub parse: Option<Placement>,
+}
+
+/// Cloud metadata as rendered for the envelope (the members of a JSON
+/// object), shared by a flow's tailers and replaced when it is fetched
+/// again.
+#[derive(Debug, Default)]
+pub struct SharedMetadata(std::sync::RwLock<std::sync::Arc<str>>);
+
+impl SharedMetadata {
+    pub fn get(&self) -> std::sync::Arc<str> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, members: &str) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = members.into();
+    }
+}
+
+/// What is known about a line besides its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct LineContext<'a> {
+    /// When the line was read, RFC 3339 UTC with milliseconds.
+    pub timestamp: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub flow: &'a str,
+    /// Cloud metadata as the members of a JSON object (`"k":"v",...`), or
+    /// empty.
+    pub metadata: &'a str,
+}
+
+/// What encoding found, for the counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Encoded {
+    /// `parse = "json"` and the line was not a JSON object.
+    pub parse_failed: bool,
+    /// Members of a merged line left out because an envelope key won.
+    pub collisions: usize,
+}
+
+/// The most bytes the envelope may add around a line's escaped bytes,
+/// besides the static fields and metadata: key names, a host name, a path
+/// of `PATH_MAX` escaped, the timestamp, the offset and the part fields.
+pub const ENVELOPE_RESERVE: usize = 32 * 1024;
+
+/// The most bytes of cloud metadata a record carries (its members as
+/// rendered; a larger set of tags is cut, with a warning).
+pub const METADATA_MAX_BYTES: usize = 64 * 1024;
+
+/// The most a line's bytes can grow when encoded: a control byte escapes to
+/// six (`\u0001`), an invalid one becomes a three-byte U+FFFD, and a line
+/// with an invalid byte is also copied in base64 (4/3 of it): at most
+/// 6 + 4/3 per byte.
+pub const WORST_EXPANSION: usize = 8;
+
+/// The top-level members of a JSON object, values as written.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Members<'de>, M::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
+                    out.push((k, v));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Writes the member `name` (unless the name is empty, which removes it)
+/// and notes the name as the envelope's own.
+fn put<'s>(
+    out: &mut Vec<u8>,
+    own: &mut Vec<&'s str>,
+    name: &'s str,
+    value: impl FnOnce(&mut Vec<u8>),
+) {
+    if !name.is_empty() {
+        key(out, name);
+        value(out);
+        own.push(name);
+    }
+}
+
+/// Writes `"key":` after a comma when something came before.
+fn key(out: &mut Vec<u8>, k: &str) {
+    if out.last() != Some(&b'{') {
+        out.push(b',');
+    }
+    string(out, k);
+    out.push(b':');
+}
+
+impl Envelope {
+    /// The envelope of `line`, appended to `out`.
+    pub fn encode(&self, line: &Line, ctx: LineContext<'_>, out: &mut Vec<u8>) -> Encoded {
+        let mut result = Encoded::default();
+        let k = &self.keys;
+        out.push(b'{');
+        // Which of the envelope's own keys are present (a merged line's
+        // members with these names are left out).
+        let mut own: Vec<&str> = Vec::with_capacity(10);
+        let own = &mut own;
+        put(out, own, &k.timestamp, |o| string(o, ctx.timestamp));
+        put(out, own, &k.host, |o| string(o, ctx.host));
+        put(out, own, &k.path, |o| string(o, ctx.path));
+        put(out, own, &k.offset, |o| {
+            o.extend_from_slice(line.start.to_string().as_bytes())
+        });
+        put(out, own, &k.flow, |o| string(o, ctx.flow));
+        if line.piece != Piece::Whole {
+            put(out, own, "part_index", |o| {
+                o.extend_from_slice(line.part.to_string().as_bytes())
+            });
+            let last: &[u8] = if line.piece == Piece::Tail {
+                b"true"
+            } else {
+                b"false"
+            };
+            put(out, own, "part_last", |o| o.extend_from_slice(last));
+        }
+        if !self.fields.is_empty() {
+            self.put_fields(out, own);
+        }
+        if !ctx.metadata.is_empty() {
+            put(out, own, &k.metadata, |o| {
+                o.push(b'{');
+                o.extend_from_slice(ctx.metadata.as_bytes());
+                o.push(b'}');
+            });
+        }
+        // A piece of a split line is never a whole JSON object.
+        let parsed = match (&self.parse, line.piece) {
+            (Some(p), Piece::Whole) => self.put_parsed(p, &line.data, own, out, &mut result),
+            (Some(_), _) => {
+                result.parse_failed = true;
+                false
+            }
+            (None, _) => false,
+        };
+        if !parsed && !k.message.is_empty() {
+            self.put_message(&line.data, out);
+        }
+        out.push(b'}');
+        result
+    }
+
+    /// The static fields: under their key, or at the top when it is empty.
+    fn put_fields<'s>(&'s self, out: &mut Vec<u8>, own: &mut Vec<&'s str>) {
+        let under = !self.keys.fields.is_empty();
+        if under {
+            key(out, &self.keys.fields);
+            out.push(b'{');
+            own.push(&self.keys.fields);
+        }
+        for (name, value) in &self.fields {
+            key(out, name);
+            string(out, value);
+            if !under {
+                own.push(name);
+            }
+        }
+        if under {
+            out.push(b'}');
+        }
+    }
+
+    fn put_message(&self, data: &[u8], out: &mut Vec<u8>) {
+        key(out, &self.keys.message);
+        match std::str::from_utf8(data) {
+            Ok(s) => string(out, s),
+            Err(_) => {
+                string(out, &String::from_utf8_lossy(data));
+                key(out, &format!("{}_base64", self.keys.message));
+                out.push(b'"');
+                base64_simd::STANDARD.encode_append(data, out);
+                out.push(b'"');
+            }
+        }
+    }
+
+    /// Places a JSON object line; `false` (and counted) when it is not one.
+    fn put_parsed(
+        &self,
+        placement: &Placement,
+        data: &[u8],
+        own: &[&str],
+        out: &mut Vec<u8>,
+        result: &mut Encoded,
+    ) -> bool {
+        let trimmed = data.trim_ascii();
+        if trimmed.first() != Some(&b'{') {
+            result.parse_failed = true;
+            return false;
+        }
+        match placement {
+            Placement::Under(name) => {
+                if serde_json::from_slice::<&RawValue>(trimmed).is_err() {
+                    result.parse_failed = true;
+                    return false;
+                }
+                key(out, name);
+                out.extend_from_slice(trimmed);
+            }
+            Placement::Merge => {
+                let Ok(Members(members)) = serde_json::from_slice::<Members<'_>>(trimmed) else {
+                    result.parse_failed = true;
+                    return false;
+                };
+                for (name, value) in members {
+                    if own.contains(&name.as_str()) {
+                        result.collisions += 1;
+                        continue;
+                    }
+                    key(out, &name);
+                    out.extend_from_slice(value.get().as_bytes());
+                }
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(data: &[u8], start: u64) -> Line {
+        Line {
+            data: data.to_vec(),
+            piece: Piece::Whole,
+            part: 0,
+            start,
+            end: start + data.len() as u64 + 1,
+        }
+    }
+
+    const CTX: LineContext<'static> = LineContext {
+        timestamp: "2026-11-26T13:44:12.345Z",
+        host: "web-1",
+        path: "/var/log/app.log",
+        flow: "app",
+        metadata: "",
+    };
+
+    fn encode(env: &Envelope, l: &Line) -> (serde_json::Value, Encoded, Vec<u8>) {
+        let mut out = Vec::new();
+        let r = env.encode(l, CTX, &mut out);
+        let v = serde_json::from_slice(&out)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
+        (v, r, out)
+    }
+
+    fn plain() -> Envelope {
+        Envelope {
+            keys: FieldKeys::default(),
+            fields: vec![],
+            parse: None,
+        }
+    }
+
+    #[test]
+    fn every_field_is_there_under_its_default_name() {
+        let (v, r, _) = encode(&plain(), &line(b"hello \"x\"\t", 42));
+        assert_eq!(r, Encoded::default());
+        assert_eq!(v["message"], "hello \"x\"\t");
+        assert_eq!(v["timestamp"], CTX.timestamp);
+        assert_eq!(v["host"], "web-1");
+        assert_eq!(v["path"], "/var/log/app.log");
+        assert_eq!(v["offset"], 42);
+        assert_eq!(v["flow"], "app");
+        assert!(v.get("message_base64").is_none());
+        assert!(v.get("part_index").is_none());
+    }
+
+    #[test]
+    fn keys_are_renamed_or_removed() {
+        let mut env = plain();
+        env.keys.message = "log".into();
+        env.keys.host = String::new();
+        env.keys.offset = "@offset".into();
+        env.fields = vec![("pod".into(), "p-1".into())];
+        let (v, _, _) = encode(&env, &line(b"x", 0));
+        assert_eq!(v["log"], "x");
+        assert!(v.get("host").is_none() && v.get("message").is_none());
+        assert_eq!(v["@offset"], 0);
+        assert_eq!(v["fields"]["pod"], "p-1");
+        env.keys.fields = String::new();
+        let (v, _, _) = encode(&env, &line(b"x", 0));
+        assert_eq!(v["pod"], "p-1");
+    }
+
+    #[test]
+    fn invalid_utf8_keeps_its_exact_bytes_in_base64() {
+        let bytes = b"caf\xe9 \xff end";
+        let (v, _, _) = encode(&plain(), &line(bytes, 0));
+        assert_eq!(v["message"], "caf\u{fffd} \u{fffd} end");
+        let b64 = v["message_base64"].as_str().unwrap_or_default();
+        use base64::Engine;
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .ok()
+                .as_deref(),
+            Some(&bytes[..])
+        );
+    }
+
+    #[test]
+    fn json_lines_keep_their_bytes_under_a_key_or_merged() {
+        let text = br#"{"level":"info","n":1e3,"host":"inner","deep":{"a":[1,2.50]}}"#;
+        let mut env = plain();
+        env.parse = Some(Placement::Under("json".into()));
+        let (_, r, out) = encode(&env, &line(text, 0));
+        assert_eq!(r, Encoded::default());
+        let s = String::from_utf8_lossy(&out);
+        assert!(
+            s.contains(r#""json":{"level":"info","n":1e3,"host":"inner","deep":{"a":[1,2.50]}}"#),
+            "{s}"
+        );
+        assert!(!s.contains("\"message\""), "{s}");
+
+        env.parse = Some(Placement::Merge);
+        let (v, r, out) = encode(&env, &line(text, 0));
+        assert_eq!(r.collisions, 1, "host is the envelope's");
+        assert_eq!(v["host"], "web-1");
+        assert_eq!(v["level"], "info");
+        let s = String::from_utf8_lossy(&out);
+        assert!(
+            s.contains(r#""n":1e3"#) && s.contains(r#""deep":{"a":[1,2.50]}"#),
+            "{s}"
+        );
+
+        for not_object in [&b"plain text"[..], b"[1,2]", b"{\"open\":", b"{} trailing"] {
+            let (v, r, _) = encode(&env, &line(not_object, 0));
+            assert!(r.parse_failed, "{not_object:?}");
+            assert_eq!(v["message"], String::from_utf8_lossy(not_object).as_ref());
+        }
+    }
+
+    #[test]
+    fn pieces_say_which_they_are() {
+        let mut l = line(b"abc", 0);
+        l.piece = Piece::Middle;
+        l.part = 3;
+        let (v, _, _) = encode(&plain(), &l);
+        assert_eq!(v["part_index"], 3);
+        assert_eq!(v["part_last"], false);
+        l.piece = Piece::Tail;
+        let (v, _, _) = encode(&plain(), &l);
+        assert_eq!(v["part_last"], true);
+    }
+
+    #[test]
+    fn metadata_is_an_object_under_its_key() {
+        let ctx = LineContext {
+            metadata: r#""instance_id":"i-1","region":"eu-west-1""#,
+            ..CTX
+        };
+        let mut out = Vec::new();
+        plain().encode(&line(b"x", 0), ctx, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        assert_eq!(v["cloud"]["instance_id"], "i-1");
+    }
+
+    proptest::proptest! {
+        /// Any bytes make one valid JSON object whose message (or its base64
+        /// copy) gives the bytes back, within the worst-case growth.
+        #[test]
+        fn any_line_encodes_to_json_that_gives_it_back(data in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let mut out = Vec::new();
+            plain().encode(&line(&data, 7), CTX, &mut out);
+            let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let back = match v.get("message_base64") {
+                Some(b) => {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.decode(b.as_str().unwrap_or_default()).unwrap_or_default()
+                }
+                None => v["message"].as_str().unwrap_or_default().as_bytes().to_vec(),
+            };
+            proptest::prop_assert_eq!(back, data.clone());
+            proptest::prop_assert!(out.len() <= data.len() * WORST_EXPANSION + 300);
+        }
+    }
+}
