@@ -26,10 +26,11 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiState;
 use crate::budget::Budget;
 use crate::checkpoint::{Checkpoints, StoreError};
-use crate::config::{AwsSettings, FlowSettings, Settings};
+use crate::config::{AwsSettings, FlowSettings, MetadataSource, Settings};
 use crate::dead_letter::DeadLetter;
 use crate::discovery::{self, WakeRegistry};
 use crate::envelope::SharedMetadata;
+use crate::metadata::{self, Wanted};
 use crate::globs::glob_base;
 use crate::metrics::Metrics;
 use crate::packing::Packer;
@@ -110,6 +111,9 @@ struct Env {
     slots: Arc<Slots>,
     hostname: String,
     rescan_interval: Duration,
+    /// Cloud metadata for the JSON envelope, and what the flows ask of it.
+    metadata: Arc<SharedMetadata>,
+    wanted: tokio::sync::watch::Sender<Wanted>,
 }
 
 /// A started flow: its discovery (which owns its tailers) and its lanes.
@@ -256,7 +260,7 @@ fn start_flow(
         slots: env.slots.clone(),
         router,
         hostname: env.hostname.clone(),
-        metadata: Arc::new(SharedMetadata::default()),
+        metadata: env.metadata.clone(),
     });
     let hint = Arc::new(Notify::new());
     let wakes = WakeRegistry::default();
@@ -317,15 +321,20 @@ pub async fn run(
     // Start-up waits on the network (credentials, ListShards); a stop is
     // honoured at any moment of it. Nothing has been read yet, so there is
     // nothing to flush.
+    let stop_metadata = CancellationToken::new();
     let started = async {
         let client = kinesis_client(&settings.aws).await?;
-        let maps = first_maps(&client, &settings.flows).await;
-        Ok::<_, DaemonError>((client, maps))
+        let (maps, metadata) = tokio::join!(
+            first_maps(&client, &settings.flows),
+            start_metadata(&settings.flows, stop_metadata.clone())
+        );
+        Ok::<_, DaemonError>((client, maps, metadata))
     };
-    let (client, maps) = tokio::select! {
+    let (client, maps, (metadata, wanted)) = tokio::select! {
         biased;
         _ = &mut shutdown => {
             stop_api.cancel();
+            stop_metadata.cancel();
             tracing::info!("stopped during start-up; nothing was read");
             return Ok(());
         }
@@ -345,6 +354,8 @@ pub async fn run(
         slots: Arc::new(Slots::new(settings.max_open_files)),
         hostname: gethostname::gethostname().to_string_lossy().into_owned(),
         rescan_interval: settings.rescan_interval,
+        metadata,
+        wanted,
     };
 
     let watched: Watched = Arc::default();
@@ -425,6 +436,7 @@ pub async fn run(
         );
     }
     drop(watcher);
+    stop_metadata.cancel();
     stop_saving.cancel();
     stop_api.cancel();
     let _ = saver.await;
@@ -436,6 +448,34 @@ pub async fn run(
     }
     tracing::info!(summary = %metrics.summary(), "kinetail stopped");
     Ok(())
+}
+
+/// Which cloud metadata the flows ask for.
+fn wanted(flows: &[FlowSettings]) -> Wanted {
+    let mut w = Wanted::default();
+    for f in flows {
+        w.ec2 |= f.record.metadata.contains(&MetadataSource::Ec2);
+        w.tags |= f.record.metadata_tags && f.record.metadata.contains(&MetadataSource::Ec2);
+        w.ecs |= f.record.metadata.contains(&MetadataSource::Ecs);
+    }
+    w
+}
+
+/// Starts fetching cloud metadata (when a flow asks for it), and waits for
+/// the first fetch, so that the first records carry it.
+async fn start_metadata(
+    flows: &[FlowSettings],
+    stop: CancellationToken,
+) -> (Arc<SharedMetadata>, tokio::sync::watch::Sender<Wanted>) {
+    let shared = Arc::new(SharedMetadata::default());
+    let want = wanted(flows);
+    let (tx, rx) = tokio::sync::watch::channel(want);
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(metadata::run(shared.clone(), rx, first_tx, stop));
+    if want != Wanted::default() {
+        let _ = tokio::time::timeout(metadata::FETCH_TIMEOUT * 2, first_rx).await;
+    }
+    (shared, tx)
 }
 
 /// SIGHUP: reads the configuration again. Flows whose settings did not
@@ -472,6 +512,12 @@ async fn reload(
             "these settings changed and take effect at the next restart; the rest of the reload is applied"
         );
     }
+    // Metadata newly asked for is fetched at once (records read before it
+    // arrives go without it).
+    env.wanted.send_if_modified(|w| {
+        let new = wanted(&new.flows);
+        std::mem::replace(w, new) != new
+    });
     let deadline = tokio::time::Instant::now() + current.shutdown_grace;
     let mut kept = Vec::new();
     let (mut added, mut removed, mut changed) = (0, 0, 0);

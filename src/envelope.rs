@@ -71,18 +71,26 @@ pub struct Envelope {
 }
 
 /// Cloud metadata as rendered for the envelope (the members of a JSON
-/// object), shared by a flow's tailers and replaced when it is fetched
-/// again.
+/// object, one string per source: EC2, ECS), shared by every flow and
+/// replaced when it is fetched again. Empty until fetched, or when a source
+/// cannot be reached.
 #[derive(Debug, Default)]
-pub struct SharedMetadata(std::sync::RwLock<std::sync::Arc<str>>);
+pub struct SharedMetadata(std::sync::RwLock<[std::sync::Arc<str>; 2]>);
 
 impl SharedMetadata {
-    pub fn get(&self) -> std::sync::Arc<str> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The members a flow that asks for EC2 and/or ECS metadata puts in.
+    pub fn members(&self, ec2: bool, ecs: bool) -> std::sync::Arc<str> {
+        let m = self.0.read().unwrap_or_else(|p| p.into_inner());
+        match (ec2 && !m[0].is_empty(), ecs && !m[1].is_empty()) {
+            (true, false) => m[0].clone(),
+            (false, true) => m[1].clone(),
+            (true, true) => format!("{},{}", m[0], m[1]).into(),
+            (false, false) => std::sync::Arc::from(""),
+        }
     }
 
-    pub fn set(&self, members: &str) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = members.into();
+    pub fn set(&self, ec2: &str, ecs: &str) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = [ec2.into(), ecs.into()];
     }
 }
 

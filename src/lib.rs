@@ -25,6 +25,8 @@ pub mod framing;
 pub mod globs;
 pub mod identity;
 pub mod keying;
+#[cfg(feature = "aws")]
+pub mod metadata;
 pub mod metrics;
 pub mod multiline;
 pub mod packing;

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batcher::{NO_SHARD, Record, coalesce_acks};
 use crate::budget::Budget;
 use crate::checkpoint::{Checkpoints, FileId, NO_CHUNK};
-use crate::config::FlowSettings;
+use crate::config::{FlowSettings, MetadataSource};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::SharedMetadata;
 use crate::framing::{Framer, Line};
@@ -659,10 +659,15 @@ impl Tailer {
             .checkpoints
             .open_chunk(self.id, first, last, lines.len());
         let (timestamp, metadata) = match &flow.settings.record.envelope {
-            Some(_) => (
-                humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-                flow.metadata.get(),
-            ),
+            Some(_) => {
+                let wants = &flow.settings.record.metadata;
+                let members = flow.metadata.members(
+                    wants.contains(&MetadataSource::Ec2),
+                    wants.contains(&MetadataSource::Ecs),
+                );
+                let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+                (now.to_string(), members)
+            }
             None => (String::new(), Arc::from("")),
         };
         let source = Source {

@@ -4,7 +4,10 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::{AwsSettings, FlowSettings, Oversize, Settings, StartAt};
+use super::{
+    AwsSettings, FlowSettings, MetadataSource, Oversize, RecordSettings, Settings, StartAt,
+};
+use crate::envelope::Placement;
 use crate::multiline::Rule;
 
 fn ms(d: Duration) -> u128 {
@@ -118,6 +121,7 @@ fn describe_flow(s: &mut String, f: &FlowSettings) {
         }
         None => s.push_str("# ignore_older_secs: off\n"),
     }
+    describe_record(s, &f.record);
     match &f.multiline {
         None => s.push_str("# multiline: off\n"),
         Some(m) => {
@@ -135,4 +139,62 @@ fn describe_flow(s: &mut String, f: &FlowSettings) {
             );
         }
     }
+}
+
+fn describe_record(s: &mut String, r: &RecordSettings) {
+    match &r.envelope {
+        None => s.push_str("format = \"raw\"\n"),
+        Some(env) => {
+            s.push_str("format = \"json\"\n");
+            let k = &env.keys;
+            for (name, value) in [
+                ("message_key", &k.message),
+                ("timestamp_key", &k.timestamp),
+                ("host_key", &k.host),
+                ("path_key", &k.path),
+                ("offset_key", &k.offset),
+                ("flow_key", &k.flow),
+                ("fields_key", &k.fields),
+                ("metadata_key", &k.metadata),
+            ] {
+                let _ = writeln!(s, "{name} = {value:?}");
+            }
+            let fields: Vec<String> = env
+                .fields
+                .iter()
+                .map(|(k, v)| format!("{k:?} = {v:?}"))
+                .collect();
+            let _ = writeln!(s, "fields = {{ {} }}", fields.join(", "));
+            match &env.parse {
+                None => s.push_str("parse = \"none\"\n"),
+                Some(Placement::Merge) => {
+                    s.push_str("parse = \"json\"\nparsed_key = \"\" # merged at the top\n")
+                }
+                Some(Placement::Under(key)) => {
+                    let _ = writeln!(s, "parse = \"json\"\nparsed_key = {key:?}");
+                }
+            }
+            let sources: Vec<&str> = r
+                .metadata
+                .iter()
+                .map(|m| match m {
+                    MetadataSource::Ec2 => "ec2",
+                    MetadataSource::Ecs => "ecs",
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "metadata = {sources:?}\nmetadata_tags = {}",
+                r.metadata_tags
+            );
+        }
+    }
+    let patterns = |v: &[crate::re::Re]| {
+        v.iter()
+            .map(|re| re.as_str().to_string())
+            .collect::<Vec<_>>()
+    };
+    let _ = writeln!(s, "include_lines = {:?}", patterns(&r.include_lines));
+    let _ = writeln!(s, "exclude_lines = {:?}", patterns(&r.exclude_lines));
+    let _ = writeln!(s, "compression = {:?}", r.compression.name());
 }
