@@ -63,6 +63,18 @@ impl Packer {
         }
     }
 
+    /// Whether a run of records of one shard, `bytes` long as read, is too
+    /// small to fill an aggregate's payload units (so, when more may come
+    /// within the linger, it is worth waiting for).
+    pub fn wants_more(&self, bytes: usize) -> bool {
+        let fill = if self.compression.is_on() {
+            (self.target() as f64 / self.ratio() * SAFETY) as usize
+        } else {
+            self.target()
+        };
+        bytes < fill
+    }
+
     /// `r` as an entry of its own: compressed when compression is on.
     pub fn single(&self, r: Record) -> Entry {
         let encoded = self

@@ -146,8 +146,8 @@ impl Lane {
                 Some(l) => Batch::with_limits(l.records_per_sec as usize, l.bytes_per_sec as usize),
                 None => Batch::new(),
             };
-            self.fill(&mut batch, &mut carry).await;
-            if batch.is_empty() {
+            let mut held = self.fill(&mut batch, &mut carry, false).await;
+            if batch.is_empty() && !held {
                 if !open {
                     break;
                 }
@@ -157,28 +157,48 @@ impl Lane {
                 }
                 continue;
             }
+            // Wait for more, up to the linger: to fill the call, or the
+            // aggregate being held back to its payload units.
             let deadline = tokio::time::Instant::now() + self.linger;
-            while open && carry.is_empty() && !batch.is_full() {
+            while open && (carry.is_empty() || held) && !batch.is_full() {
                 tokio::select! {
                     m = self.rx.recv() => match m {
                         Some(chunk) => {
                             carry.extend(chunk);
-                            self.fill(&mut batch, &mut carry).await;
+                            held = self.fill(&mut batch, &mut carry, false).await;
                         }
                         None => open = false,
                     },
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            self.deliver(batch.into_entries(), &mut windows).await;
+            if held {
+                self.fill(&mut batch, &mut carry, true).await;
+            }
+            if !batch.is_empty() {
+                self.deliver(batch.into_entries(), &mut windows).await;
+            }
         }
     }
 
     /// Moves records from `carry` into `batch` while they fit: each as an
     /// entry of its own, or, when aggregating, runs of records bound for the
-    /// same (known) shard packed into aggregates.
-    async fn fill(&self, batch: &mut Batch, carry: &mut VecDeque<Record>) {
-        while let Some(r) = carry.pop_front() {
+    /// same (known) shard packed into aggregates. Unless `last` (or the flow
+    /// is stopping), a run at the end of `carry` too small to fill its
+    /// aggregate's payload units is held back for more; returns whether
+    /// something was.
+    async fn fill(&self, batch: &mut Batch, carry: &mut VecDeque<Record>, last: bool) -> bool {
+        let hold = !last && self.aggregate_bytes > 0 && !self.stop.is_cancelled();
+        while let Some(front) = carry.front() {
+            if hold && front.shard != NO_SHARD {
+                let shard = front.shard;
+                let run = carry.iter().take_while(|r| r.shard == shard);
+                let (n, bytes) = run.fold((0, 0), |(n, b), r| (n + 1, b + r.api_size()));
+                if n == carry.len() && self.packer.wants_more(bytes) {
+                    return true;
+                }
+            }
+            let Some(r) = carry.pop_front() else { break };
             if r.api_size() > MAX_BYTES_PER_RECORD {
                 // Framing keeps data under the limit with room for any key,
                 // so this is a bug elsewhere; the record is kept, not lost.
@@ -194,6 +214,7 @@ impl Lane {
                 break;
             }
         }
+        false
     }
 
     /// Sends `entries` until each is confirmed or dead-lettered.

@@ -3,7 +3,13 @@ library, for kinetail's aggregation test.
 
 Input on stdin: one JSON object per Kinesis record, {"key": ..., "data": base64}.
 Output on stdout: one JSON object per user record, {"key": ..., "data": base64}.
+
+With `--gunzip`, each Kinesis record is first decompressed with Python's gzip
+module, as a consumer of a flow with `compression = "gzip"` does before it
+de-aggregates.
 """
+import base64
+import gzip
 import json
 import sys
 
@@ -11,9 +17,12 @@ from aws_kinesis_agg.deaggregator import deaggregate_records
 
 
 def main():
+    gunzip = "--gunzip" in sys.argv[1:]
     records = []
     for n, line in enumerate(sys.stdin):
         r = json.loads(line)
+        if gunzip:
+            r["data"] = base64.b64encode(gzip.decompress(base64.b64decode(r["data"]))).decode("ascii")
         records.append({
             "kinesis": {
                 "kinesisSchemaVersion": "1.0",

@@ -310,6 +310,12 @@ async fn explicit_hash_keys_pick_the_shard() {
 /// Runs the independent de-aggregator (the PyPI package aws-kinesis-agg)
 /// over Kinesis records; returns the user records as (key, data).
 fn deaggregate(records: &[Got]) -> Vec<(String, Vec<u8>)> {
+    deaggregate_with(records, &[])
+}
+
+/// As [`deaggregate`], with options of `tests/agg/deaggregate.py`
+/// (`--gunzip`: Python's gzip first).
+pub fn deaggregate_with(records: &[Got], args: &[&str]) -> Vec<(String, Vec<u8>)> {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/agg");
@@ -325,6 +331,7 @@ fn deaggregate(records: &[Got]) -> Vec<(String, Vec<u8>)> {
     }
     let mut child = std::process::Command::new(python)
         .arg(dir.join("deaggregate.py"))
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -9,4 +9,5 @@ mod hostile;
 mod lifecycle;
 mod model;
 mod pipeline;
+mod records;
 mod util;
