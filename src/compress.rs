@@ -2,7 +2,7 @@
 //! each record, or of each KPL aggregate, so a consumer decompresses once
 //! and then de-aggregates. Pure.
 
-use std::io::Write;
+use std::cell::RefCell;
 
 /// How record data is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,22 +39,91 @@ impl Compression {
         }
     }
 
-    /// `data` compressed (or as it is, for `None`).
+    /// `data` compressed (or as it is, for `None`). Each thread keeps its
+    /// compressor's state: setting one up costs more than compressing a
+    /// log line.
     pub fn apply(self, data: &[u8]) -> Vec<u8> {
         match self {
             Compression::None => data.to_vec(),
-            Compression::Gzip => {
-                let mut e = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(data.len() / 3 + 64),
-                    flate2::Compression::default(),
-                );
-                // Writing into a Vec cannot fail.
-                let _ = e.write_all(data);
-                e.finish().unwrap_or_default()
-            }
-            Compression::Zstd => zstd::bulk::compress(data, 1).unwrap_or_default(),
+            Compression::Gzip => DEFLATE
+                .with(|d| gzip(&mut d.borrow_mut(), data))
+                .unwrap_or_else(|| unavailable(self, data)),
+            Compression::Zstd => ZSTD.with(|z| {
+                let mut z = z.borrow_mut();
+                let c = match z.as_mut() {
+                    Some(c) => c,
+                    None => match zstd::bulk::Compressor::new(ZSTD_LEVEL) {
+                        Ok(c) => z.insert(c),
+                        // Cannot happen for a valid level; zstd's one-shot
+                        // function does the same work without the reuse.
+                        Err(_) => return unavailable(self, data),
+                    },
+                };
+                c.compress(data).unwrap_or_else(|_| unavailable(self, data))
+            }),
         }
     }
+}
+
+const ZSTD_LEVEL: i32 = 1;
+
+thread_local! {
+    static DEFLATE: RefCell<flate2::Compress> =
+        RefCell::new(flate2::Compress::new(flate2::Compression::default(), false));
+    static ZSTD: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// A gzip member (RFC 1952): a fixed header, raw deflate from a reused
+/// state, then CRC-32 and length.
+/// Compressing into memory does not fail; should the reused state ever
+/// fail, the one-shot encoder does the work, and should that fail too, the
+/// data goes as it is (a consumer's decompression then fails loudly; the
+/// line is never lost).
+fn unavailable(c: Compression, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let once = match c {
+        Compression::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).and_then(|()| e.finish()).ok()
+        }
+        Compression::Zstd => zstd::bulk::compress(data, ZSTD_LEVEL).ok(),
+        Compression::None => None,
+    };
+    once.unwrap_or_else(|| {
+        tracing::error!(
+            compression = c.name(),
+            "cannot compress a record; it is sent uncompressed"
+        );
+        data.to_vec()
+    })
+}
+
+fn gzip(d: &mut flate2::Compress, data: &[u8]) -> Option<Vec<u8>> {
+    const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    d.reset();
+    let mut out = Vec::with_capacity(HEADER.len() + data.len() / 2 + 64);
+    out.extend_from_slice(&HEADER);
+    loop {
+        let consumed = d.total_in() as usize;
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity().max(1024));
+        }
+        match d.compress_vec(
+            &data[consumed.min(data.len())..],
+            &mut out,
+            flate2::FlushCompress::Finish,
+        ) {
+            Ok(flate2::Status::StreamEnd) => break,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    // ISIZE: the length modulo 2^32.
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    Some(out)
 }
 
 #[cfg(test)]

@@ -68,7 +68,8 @@ async fn ec2(client: &imds::Client, tags: bool) -> Result<String, String> {
         .get("/latest/dynamic/instance-identity/document")
         .await
         .map_err(|e| e.to_string())?;
-    let doc: Value = serde_json::from_str(doc.as_ref()).map_err(|e| format!("instance identity document: {e}"))?;
+    let doc: Value = serde_json::from_str(doc.as_ref())
+        .map_err(|e| format!("instance identity document: {e}"))?;
     let mut out = vec![json_string("provider") + ":\"aws\""];
     out.extend(members(
         &doc,
@@ -87,21 +88,35 @@ async fn ec2(client: &imds::Client, tags: bool) -> Result<String, String> {
         // (InstanceMetadataTags): without them the rest still goes.
         match ec2_tags(client).await {
             Ok(t) => out.push(format!("\"tags\":{{{t}}}")),
-            Err(e) => tracing::warn!(error = %e, "cannot read the instance's tags from the instance metadata service (is access to tags in instance metadata allowed?); shipping without them"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the instance's tags from the instance metadata service (is access to tags in instance metadata allowed?); shipping without them")
+            }
         }
     }
     Ok(out.join(","))
 }
 
 async fn ec2_tags(client: &imds::Client) -> Result<String, String> {
-    let list = client.get("/latest/meta-data/tags/instance").await.map_err(|e| e.to_string())?;
+    let list = client
+        .get("/latest/meta-data/tags/instance")
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    for key in list.as_ref().lines().map(str::trim).filter(|k| !k.is_empty()) {
+    for key in list
+        .as_ref()
+        .lines()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
         let value = client
             .get(format!("/latest/meta-data/tags/instance/{key}"))
             .await
             .map_err(|e| e.to_string())?;
-        out.push(format!("{}:{}", json_string(key), json_string(value.as_ref())));
+        out.push(format!(
+            "{}:{}",
+            json_string(key),
+            json_string(value.as_ref())
+        ));
     }
     Ok(out.join(","))
 }
@@ -114,7 +129,9 @@ async fn http_get(url: &str) -> Result<Vec<u8>, String> {
     }
     let host = uri.host().ok_or_else(|| format!("{url}: no host"))?;
     let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| format!("{url}: {e}"))?;
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("{url}: {e}"))?;
@@ -123,9 +140,17 @@ async fn http_get(url: &str) -> Result<Vec<u8>, String> {
         .header(hyper::header::HOST, host)
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| format!("{url}: {e}"))?;
-    let resp = send.send_request(req).await.map_err(|e| format!("{url}: {e}"))?;
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
     let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(|e| format!("{url}: {e}"))?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?
+        .to_bytes();
     if !status.is_success() {
         return Err(format!("{url}: HTTP {status}"));
     }
@@ -133,9 +158,12 @@ async fn http_get(url: &str) -> Result<Vec<u8>, String> {
 }
 
 async fn ecs() -> Result<String, String> {
-    let base = std::env::var("ECS_CONTAINER_METADATA_URI_V4")
-        .map_err(|_| "ECS_CONTAINER_METADATA_URI_V4 is not set (not running as an ECS task?)".to_string())?;
-    let parse = |b: Vec<u8>, what: &str| serde_json::from_slice::<Value>(&b).map_err(|e| format!("{what}: {e}"));
+    let base = std::env::var("ECS_CONTAINER_METADATA_URI_V4").map_err(|_| {
+        "ECS_CONTAINER_METADATA_URI_V4 is not set (not running as an ECS task?)".to_string()
+    })?;
+    let parse = |b: Vec<u8>, what: &str| {
+        serde_json::from_slice::<Value>(&b).map_err(|e| format!("{what}: {e}"))
+    };
     let task = parse(http_get(&format!("{base}/task")).await?, "task metadata")?;
     let container = parse(http_get(&base).await?, "container metadata")?;
     let mut out = members(
@@ -151,7 +179,11 @@ async fn ecs() -> Result<String, String> {
     );
     out.extend(members(
         &container,
-        &[("container_name", "Name"), ("container_id", "DockerId"), ("image", "Image")],
+        &[
+            ("container_name", "Name"),
+            ("container_id", "DockerId"),
+            ("image", "Image"),
+        ],
     ));
     Ok(format!("\"ecs\":{{{}}}", out.join(",")))
 }
@@ -181,7 +213,11 @@ fn capped(members: String) -> String {
     if members.len() <= METADATA_MAX_BYTES {
         return members;
     }
-    tracing::warn!(bytes = members.len(), max = METADATA_MAX_BYTES, "cloud metadata is too large to add to every record (too many tags?); shipping without it");
+    tracing::warn!(
+        bytes = members.len(),
+        max = METADATA_MAX_BYTES,
+        "cloud metadata is too large to add to every record (too many tags?); shipping without it"
+    );
     String::new()
 }
 
@@ -189,7 +225,10 @@ fn report(what: &str, r: Result<String, String>, said: &mut Option<String>) -> S
     match r {
         Ok(m) => {
             if said.take().is_some() {
-                tracing::info!(source = what, "cloud metadata can be read again; records carry it from now on");
+                tracing::info!(
+                    source = what,
+                    "cloud metadata can be read again; records carry it from now on"
+                );
             }
             m
         }

@@ -43,6 +43,8 @@ struct Counts {
     bytes: AtomicU64,
     calls: AtomicU64,
     rejected: AtomicU64,
+    /// PUT payload units (25,000 bytes, key included, rounded up per record).
+    units: AtomicU64,
     /// Write-to-confirmation delays (microseconds) of lines carrying a
     /// `t=<unix nanos>` stamp.
     delays_us: std::sync::Mutex<Vec<u64>>,
@@ -92,6 +94,22 @@ struct RequestEntry<'a> {
     key: std::borrow::Cow<'a, str>,
 }
 
+/// gzip or zstd data decompressed, by its magic; `None` for other data.
+fn decompress(data: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Read;
+    if data.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(data)
+            .read_to_end(&mut out)
+            .ok()?;
+        Some(out)
+    } else if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        zstd::stream::decode_all(data).ok()
+    } else {
+        None
+    }
+}
+
 /// One PutRecords request, checked and counted as Kinesis would.
 fn put_records(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -101,6 +119,7 @@ fn put_records(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
     let records = req.records;
     let mut total = 0usize;
     let mut lines = 0u64;
+    let mut units = 0u64;
     if records.is_empty() || records.len() > 500 {
         counts.rejected.fetch_add(1, Ordering::Relaxed);
         return json(
@@ -126,10 +145,15 @@ fn put_records(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
             );
         }
         total += size;
-        lines += kinetail::aggregate::decode(&data)
+        units += size.div_ceil(25_000) as u64;
+        // Compressed data (compression = "gzip" | "zstd") is what a consumer
+        // decompresses first.
+        let plain = decompress(&data);
+        let data = plain.as_deref().unwrap_or(&data);
+        lines += kinetail::aggregate::decode(data)
             .map(|inner| inner.len() as u64)
             .unwrap_or(1);
-        if let Some(t) = stamp(&data) {
+        if let Some(t) = stamp(data) {
             // Answered now: the line is confirmed once this response lands.
             let d = now_nanos().saturating_sub(t) / 1000;
             counts
@@ -151,6 +175,7 @@ fn put_records(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
         .kinesis_records
         .fetch_add(records.len() as u64, Ordering::Relaxed);
     counts.lines.fetch_add(lines, Ordering::Relaxed);
+    counts.units.fetch_add(units, Ordering::Relaxed);
     counts.bytes.fetch_add(total as u64, Ordering::Relaxed);
     let mut out = String::with_capacity(records.len() * 80 + 64);
     out.push_str(r#"{"FailedRecordCount":0,"Records":["#);
@@ -223,6 +248,32 @@ async fn endpoint(counts: Arc<Counts>) -> std::io::Result<u16> {
         }
     });
     Ok(port)
+}
+
+/// The kind of lines a scenario ships.
+#[derive(Clone, Copy, PartialEq)]
+enum Lines {
+    Text,
+    Json,
+}
+
+/// Writes `n` JSON object lines of about 100 bytes to `path`.
+fn generate_json(path: &Path, n: u64) -> std::io::Result<u64> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut bytes = 0;
+    for i in 0..n {
+        let line = format!(
+            "{{\"ts\":\"2026-11-25T10:{:02}:{:02}.{:03}Z\",\"level\":\"info\",\"req\":{i},\"ms\":{},\"path\":\"/api/v1/items\"}}\n",
+            (i / 60_000) % 60,
+            (i / 1000) % 60,
+            i % 1000,
+            i % 250
+        );
+        f.write_all(line.as_bytes())?;
+        bytes += line.len() as u64;
+    }
+    f.flush()?;
+    Ok(bytes)
 }
 
 /// Writes `n` lines of about 100 bytes to `path`.
@@ -312,6 +363,10 @@ struct Row {
     anon_kib: u64,
     kinesis_records: u64,
     mb: f64,
+    /// PUT payload units of what was sent.
+    units: u64,
+    /// Megabytes sent (data and keys, as Kinesis counts them).
+    sent_mb: f64,
 }
 
 /// A fresh scratch directory, removed when dropped.
@@ -374,10 +429,14 @@ fn start_kinetail(dir: &Path, port: u16, top: &str, flow_extra: &str) -> std::io
 
 /// Ships `n` pre-written lines; returns the row once the endpoint counted
 /// every line.
-async fn backlog(name: &str, n: u64, flow_extra: &str) -> std::io::Result<Row> {
+async fn backlog(name: &str, n: u64, flow_extra: &str, kind: Lines) -> std::io::Result<Row> {
     let slug: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     let dir = Scratch::new(&slug)?;
-    let bytes = generate(&dir.path().join("logs/app.log"), n)?;
+    let log = dir.path().join("logs/app.log");
+    let bytes = match kind {
+        Lines::Text => generate(&log, n)?,
+        Lines::Json => generate_json(&log, n)?,
+    };
     let counts = Arc::new(Counts::default());
     let port = endpoint(counts.clone()).await?;
     let started = Instant::now();
@@ -408,6 +467,8 @@ async fn backlog(name: &str, n: u64, flow_extra: &str) -> std::io::Result<Row> {
         anon_kib: peak.0.anon_kib,
         kinesis_records: counts.kinesis_records.load(Ordering::Relaxed),
         mb: bytes as f64 / 1e6,
+        units: counts.units.load(Ordering::Relaxed),
+        sent_mb: counts.bytes.load(Ordering::Relaxed) as f64 / 1e6,
     })
 }
 
@@ -472,6 +533,8 @@ async fn steady(rate: u64, seconds: u64) -> std::io::Result<(Row, u64, u64)> {
         anon_kib: peak.0.anon_kib,
         kinesis_records: counts.kinesis_records.load(Ordering::Relaxed),
         mb: written as f64 * 100.0 / 1e6,
+        units: 0,
+        sent_mb: 0.0,
     };
     Ok((row, pct(0.5) / 1000, pct(0.99) / 1000))
 }
@@ -529,6 +592,8 @@ async fn quiet_files(files: u64, seconds: u64) -> std::io::Result<Row> {
         anon_kib: peak.0.anon_kib,
         kinesis_records: counts.kinesis_records.load(Ordering::Relaxed),
         mb: 0.0,
+        units: 0,
+        sent_mb: 0.0,
     })
 }
 
@@ -585,12 +650,14 @@ fn floor(n: u64) -> std::io::Result<Row> {
         anon_kib: end.anon_kib,
         kinesis_records: 0,
         mb: bytes as f64 / 1e6,
+        units: 0,
+        sent_mb: 0.0,
     })
 }
 
 fn print(rows: &[Row], floor: &Row) {
     println!(
-        "{:<44} {:>10} {:>12} {:>8} {:>7} {:>14} {:>10} {:>9} {:>9} {:>12}",
+        "{:<44} {:>10} {:>12} {:>8} {:>7} {:>14} {:>10} {:>9} {:>9} {:>12} {:>10} {:>9} {:>14}",
         "scenario",
         "lines",
         "lines/s",
@@ -600,7 +667,10 @@ fn print(rows: &[Row], floor: &Row) {
         "vs floor",
         "peak RSS",
         "anon RSS",
-        "Kinesis recs"
+        "Kinesis recs",
+        "units/GB",
+        "sent MB",
+        "CPU s/GB sent"
     );
     for r in rows.iter().chain(std::iter::once(floor)) {
         let per_m = if r.lines > 0 {
@@ -610,7 +680,7 @@ fn print(rows: &[Row], floor: &Row) {
         };
         let floor_per_m = floor.cpu / (floor.lines as f64 / 1e6);
         println!(
-            "{:<44} {:>10} {:>12.0} {:>8.1} {:>7.1} {:>14.3} {:>9.1}x {:>6} MiB {:>6} MiB {:>12}",
+            "{:<44} {:>10} {:>12.0} {:>8.1} {:>7.1} {:>14.3} {:>9.1}x {:>6} MiB {:>6} MiB {:>12} {:>10.0} {:>9.1} {:>14.2}",
             r.name,
             r.lines,
             r.lines as f64 / r.wall.max(1e-9),
@@ -624,7 +694,15 @@ fn print(rows: &[Row], floor: &Row) {
             },
             r.rss_kib / 1024,
             r.anon_kib / 1024,
-            r.kinesis_records
+            r.kinesis_records,
+            // PUT payload units per GB of log read.
+            r.units as f64 / (r.mb / 1000.0).max(1e-9),
+            r.sent_mb,
+            if r.sent_mb > 0.0 {
+                r.cpu / (r.sent_mb / 1000.0)
+            } else {
+                0.0
+            }
         );
     }
 }
@@ -639,6 +717,7 @@ fn to_json(rows: &[Row], floor: &Row) -> String {
                 "lines_per_second": r.lines as f64 / r.wall.max(1e-9),
                 "cpu_seconds_per_million_lines": if r.lines > 0 { r.cpu / (r.lines as f64 / 1e6) } else { 0.0 },
                 "peak_rss_kib": r.rss_kib, "peak_anon_rss_kib": r.anon_kib, "kinesis_records": r.kinesis_records, "megabytes": r.mb,
+                "put_payload_units": r.units, "units_per_gb": r.units as f64 / (r.mb / 1000.0).max(1e-9), "sent_megabytes": r.sent_mb,
             })
         })
         .collect();
@@ -665,33 +744,62 @@ async fn main() -> std::io::Result<()> {
         );
         std::process::exit(2);
     }
-    // Scenarios to run: all unless `--only` lists some (letters a to d).
-    let only = value("--only").unwrap_or_else(|| "a,b,c,d".into());
+    // Scenarios to run: all unless `--only` lists some (letters a to h).
+    let only = value("--only").unwrap_or_else(|| "a,b,c,d,e,f,g,h".into());
     let wants = |s: &str| only.split(',').any(|o| o.trim() == s);
     let mut rows = Vec::new();
     let repeat: usize = value("--repeat")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
         .max(1);
+    let fast = "pace = false\nmax_in_flight = 8\nlinger_ms = 20";
     let backlogs = [
         (
             "a",
             "(a) backlog, 100-byte lines",
-            "pace = false\nmax_in_flight = 8\nlinger_ms = 20",
+            String::new(),
+            Lines::Text,
         ),
         (
             "d",
             "(d) backlog, aggregated (4 shards)",
-            "pace = false\nmax_in_flight = 8\nlinger_ms = 20\naggregate = true",
+            "aggregate = true".into(),
+            Lines::Text,
+        ),
+        (
+            "e",
+            "(e) backlog, JSON lines in JSON envelopes",
+            "format = \"json\"\nparse = \"json\"".into(),
+            Lines::Json,
+        ),
+        (
+            "f",
+            "(f) backlog, gzip",
+            "compression = \"gzip\"".into(),
+            Lines::Text,
+        ),
+        (
+            "g",
+            "(g) backlog, zstd",
+            "compression = \"zstd\"".into(),
+            Lines::Text,
+        ),
+        (
+            "h",
+            "(h) backlog, aggregated + zstd (4 shards)",
+            "aggregate = true\ncompression = \"zstd\"".into(),
+            Lines::Text,
         ),
     ];
-    for (letter, name, flow) in backlogs {
+    for (letter, name, extra, kind) in backlogs {
+        let flow = format!("{fast}\n{extra}");
+        let flow = flow.as_str();
         if !wants(letter) {
             continue;
         }
         let mut runs = Vec::new();
         for _ in 0..repeat {
-            runs.push(backlog(name, n, flow).await?);
+            runs.push(backlog(name, n, flow, kind).await?);
         }
         runs.sort_by(|x, y| x.cpu.total_cmp(&y.cpu));
         if repeat > 1 {
@@ -734,7 +842,7 @@ async fn main() -> std::io::Result<()> {
     let summary: BTreeMap<&str, u64> = rows.iter().map(|r| (r.name.as_str(), r.lines)).collect();
     let short: Vec<_> = rows
         .iter()
-        .filter(|r| r.name.starts_with("(a)") || r.name.starts_with("(d)"))
+        .filter(|r| r.name.contains("backlog"))
         .filter(|r| r.lines < n)
         .collect();
     if !short.is_empty() {

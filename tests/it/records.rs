@@ -133,9 +133,12 @@ fields = { pod = "${TEST_POD_NAME}", env = "prod" }
         (b"b first", "b.log", 0),
         (b"after rename", "c.log", 8),
     ] {
-        let v = by_line
-            .get(line)
-            .unwrap_or_else(|| panic!("a record of {:?}: {records:?}", String::from_utf8_lossy(line)));
+        let v = by_line.get(line).unwrap_or_else(|| {
+            panic!(
+                "a record of {:?}: {records:?}",
+                String::from_utf8_lossy(line)
+            )
+        });
         assert_eq!(v["path"], format!("{logs}/{path}"), "{v}");
         assert_eq!(v["offset"], offset, "{v}");
         assert_eq!(v["flow"], "env");
@@ -143,7 +146,10 @@ fields = { pod = "${TEST_POD_NAME}", env = "prod" }
         assert_eq!(v["fields"]["pod"], "pod-7", "from the environment");
         assert_eq!(v["fields"]["env"], "prod");
         let ts = v["timestamp"].as_str().expect("timestamp");
-        assert!(ts.ends_with('Z') && ts.len() == 24, "RFC 3339 UTC with ms: {ts}");
+        assert!(
+            ts.ends_with('Z') && ts.len() == 24,
+            "RFC 3339 UTC with ms: {ts}"
+        );
         let t = humantime::parse_rfc3339(ts).expect("timestamp parses");
         assert!(
             t + Duration::from_millis(1) >= window.start && t <= window.end,
@@ -166,7 +172,11 @@ fields = { pod = "${TEST_POD_NAME}", env = "prod" }
     let bad = by_line[&b"caf\xe9 \xff bytes".to_vec()];
     assert_eq!(bad["message"], "caf\u{fffd} \u{fffd} bytes");
     let m = parse_prometheus(&http_get(port, "/metrics").1);
-    assert_eq!(m.get("kinetail_parse_failures_total"), Some(&4.0), "plain, invalid, b first, after rename");
+    assert_eq!(
+        m.get("kinetail_parse_failures_total"),
+        Some(&4.0),
+        "plain, invalid, b first, after rename"
+    );
     assert_eq!(m.get("kinetail_parse_collisions_total"), Some(&1.0), "host");
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
@@ -193,7 +203,10 @@ async fn loghub_lines_in_json_envelopes_give_back_every_line_and_its_offset() {
     // A line of invalid UTF-8 beside them.
     let odd = s.logs().join("odd.log");
     std::fs::write(&odd, b"ok\n\xc3\x28 broken \xa0\xa1\n").expect("write");
-    files.insert(odd.display().to_string(), std::fs::read(&odd).expect("read"));
+    files.insert(
+        odd.display().to_string(),
+        std::fs::read(&odd).expect("read"),
+    );
     expected += 2;
     // 4 shards: pacing (the default) ships the backlog in a few seconds.
     let config = s.config(
@@ -311,58 +324,63 @@ async fn metadata_stand_in(silent: bool) -> (u16, Arc<Mutex<Seen>>) {
             }
             let log = log.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let log = log.clone();
-                    async move {
-                        let path = req.uri().path().to_string();
-                        let token = req
-                            .headers()
-                            .get("x-aws-ec2-metadata-token")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string);
-                        let ttl = req
-                            .headers()
-                            .get("x-aws-ec2-metadata-token-ttl-seconds")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string);
-                        let mut seen = log.lock().expect("lock");
-                        let (status, body, ttl_back) = if path.starts_with("/v4/abc") {
-                            seen.ecs_gets += 1;
-                            match path.as_str() {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let token = req
+                                .headers()
+                                .get("x-aws-ec2-metadata-token")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string);
+                            let ttl = req
+                                .headers()
+                                .get("x-aws-ec2-metadata-token-ttl-seconds")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string);
+                            let mut seen = log.lock().expect("lock");
+                            let (status, body, ttl_back) = if path.starts_with("/v4/abc") {
+                                seen.ecs_gets += 1;
+                                match path.as_str() {
                                 "/v4/abc/task" => (200, r#"{"Cluster":"arn:aws:ecs:eu-west-1:111122223333:cluster/prod","TaskARN":"arn:aws:ecs:eu-west-1:111122223333:task/prod/0a1b","Family":"shop","Revision":"12","AvailabilityZone":"eu-west-1b","LaunchType":"FARGATE"}"#.to_string(), None),
                                 "/v4/abc" => (200, r#"{"DockerId":"c0ffee","Name":"app","Image":"shop:1.2"}"#.to_string(), None),
                                 _ => (404, String::new(), None),
                             }
-                        } else if req.method() == hyper::Method::PUT && path == "/latest/api/token" {
-                            match ttl {
-                                Some(t) => {
-                                    seen.token_puts += 1;
-                                    (200, TOKEN.to_string(), Some(t))
+                            } else if req.method() == hyper::Method::PUT
+                                && path == "/latest/api/token"
+                            {
+                                match ttl {
+                                    Some(t) => {
+                                        seen.token_puts += 1;
+                                        (200, TOKEN.to_string(), Some(t))
+                                    }
+                                    None => (400, String::new(), None),
                                 }
-                                None => (400, String::new(), None),
-                            }
-                        } else if token.as_deref() != Some(TOKEN) {
-                            seen.unauthorized += 1;
-                            (401, String::new(), None)
-                        } else {
-                            seen.gets += 1;
-                            match path.as_str() {
+                            } else if token.as_deref() != Some(TOKEN) {
+                                seen.unauthorized += 1;
+                                (401, String::new(), None)
+                            } else {
+                                seen.gets += 1;
+                                match path.as_str() {
                                 "/latest/dynamic/instance-identity/document" => (200, r#"{"accountId":"111122223333","architecture":"x86_64","availabilityZone":"eu-west-1a","imageId":"ami-0123","instanceId":"i-0abc123","instanceType":"m7g.large","privateIp":"10.1.2.3","region":"eu-west-1"}"#.to_string(), None),
                                 "/latest/meta-data/tags/instance" => (200, "Name\nteam".to_string(), None),
                                 "/latest/meta-data/tags/instance/Name" => (200, "web-7".to_string(), None),
                                 "/latest/meta-data/tags/instance/team" => (200, "payments \"core\"".to_string(), None),
                                 _ => (404, String::new(), None),
                             }
-                        };
-                        let mut resp = hyper::Response::builder().status(status);
-                        if let Some(t) = ttl_back {
-                            resp = resp.header("x-aws-ec2-metadata-token-ttl-seconds", t);
+                            };
+                            let mut resp = hyper::Response::builder().status(status);
+                            if let Some(t) = ttl_back {
+                                resp = resp.header("x-aws-ec2-metadata-token-ttl-seconds", t);
+                            }
+                            Ok::<_, std::convert::Infallible>(
+                                resp.body(Full::new(bytes::Bytes::from(body)))
+                                    .expect("response"),
+                            )
                         }
-                        Ok::<_, std::convert::Infallible>(
-                            resp.body(Full::new(bytes::Bytes::from(body))).expect("response"),
-                        )
-                    }
-                });
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                     .await;
@@ -421,16 +439,28 @@ async fn records_carry_ec2_metadata_through_imdsv2_tokens_and_ecs_task_metadata(
         assert_eq!(c["private_ip"], "10.1.2.3");
         assert_eq!(c["tags"]["Name"], "web-7");
         assert_eq!(c["tags"]["team"], "payments \"core\"");
-        assert_eq!(c["ecs"]["cluster"], "arn:aws:ecs:eu-west-1:111122223333:cluster/prod");
-        assert_eq!(c["ecs"]["task_arn"], "arn:aws:ecs:eu-west-1:111122223333:task/prod/0a1b");
+        assert_eq!(
+            c["ecs"]["cluster"],
+            "arn:aws:ecs:eu-west-1:111122223333:cluster/prod"
+        );
+        assert_eq!(
+            c["ecs"]["task_arn"],
+            "arn:aws:ecs:eu-west-1:111122223333:task/prod/0a1b"
+        );
         assert_eq!(c["ecs"]["family"], "shop");
         assert_eq!(c["ecs"]["container_name"], "app");
         assert_eq!(c["ecs"]["launch_type"], "FARGATE");
     }
     {
         let seen = seen.lock().expect("lock");
-        assert!(seen.token_puts >= 1, "a session token was asked for: {seen:?}");
-        assert_eq!(seen.unauthorized, 0, "every metadata GET carried the token: {seen:?}");
+        assert!(
+            seen.token_puts >= 1,
+            "a session token was asked for: {seen:?}"
+        );
+        assert_eq!(
+            seen.unauthorized, 0,
+            "every metadata GET carried the token: {seen:?}"
+        );
         assert!(seen.gets >= 4 && seen.ecs_gets >= 2, "{seen:?}");
     }
     assert!(
@@ -465,7 +495,12 @@ async fn unreachable_metadata_is_reported_once_and_records_ship_without_it() {
         ],
     );
     let got = wait_for_count(&client, "meta", 2, TIMEOUT).await;
-    assert_eq!(got.len(), 2, "records ship anyway; log:\n{}", daemon.log_text());
+    assert_eq!(
+        got.len(),
+        2,
+        "records ship anyway; log:\n{}",
+        daemon.log_text()
+    );
     for v in json_records(&got) {
         assert!(v.get("cloud").is_none(), "{v}");
         assert!(v["message"].is_string());
@@ -488,7 +523,12 @@ async fn gzip_compressed_aggregates_decode_with_python_gzip_then_aws_kinesis_agg
     let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
     let mut text = Vec::new();
     for i in 0..20_000 {
-        let line = format!("{i:06} user-{} GET /api/items/{} 200 {} ms", i % 97, i * 31 % 5000, i % 400);
+        let line = format!(
+            "{i:06} user-{} GET /api/items/{} 200 {} ms",
+            i % 97,
+            i * 31 % 5000,
+            i % 400
+        );
         expected.push((format!("user-{}", i % 97), line.clone().into_bytes()));
         text.extend_from_slice(line.as_bytes());
         text.push(b'\n');
@@ -515,7 +555,11 @@ partition_key = { from = "regex", pattern = '(user-\d+)', fallback = "random" }
         "every record is gzip"
     );
     let sent: usize = records.iter().map(|r| r.data.len()).sum();
-    assert!(sent * 4 < text.len(), "{sent} bytes sent for {} read", text.len());
+    assert!(
+        sent * 4 < text.len(),
+        "{sent} bytes sent for {} read",
+        text.len()
+    );
     let users = crate::delivery::deaggregate_with(&records, &["--gunzip"]);
     assert_eq!(
         multiset(users),
@@ -574,7 +618,11 @@ async fn an_aggregated_backlog_costs_whole_put_payload_units() {
         }
     }
     let generated = s.logs().join("generated.log");
-    let lines = numbered_lines("a generated line of about a hundred bytes, padded out with text to look like a log", 0, 30_000);
+    let lines = numbered_lines(
+        "a generated line of about a hundred bytes, padded out with text to look like a log",
+        0,
+        30_000,
+    );
     std::fs::write(&generated, &lines).expect("write");
     files.push(generated);
     let config = s.config(
@@ -596,7 +644,10 @@ async fn an_aggregated_backlog_costs_whole_put_payload_units() {
         .map(|r| (r.data.len() + r.key.len()).div_ceil(25_000))
         .sum();
     let floor = bytes as f64 / 25_000.0;
-    println!("{total} bytes read, {} Kinesis records, {bytes} bytes sent: {units} PUT payload units for {floor:.1} units of data", records.len());
+    println!(
+        "{total} bytes read, {} Kinesis records, {bytes} bytes sent: {units} PUT payload units for {floor:.1} units of data",
+        records.len()
+    );
     // A partial aggregate per shard at the very end is allowed.
     assert!(
         units as f64 <= floor * 1.05 + shards as f64,
