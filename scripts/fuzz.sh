@@ -17,7 +17,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
         exit 0
     fi
 fi
-for target in config framing kpl answers; do
+for target in config framing kpl answers envelope; do
     echo "== fuzzing $target for ${secs}s"
     # A scratch copy of the corpus: what a run finds stays out of the tree
     # (copy it into fuzz/corpus deliberately, after `cargo fuzz cmin`).

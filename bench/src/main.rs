@@ -45,6 +45,8 @@ struct Counts {
     rejected: AtomicU64,
     /// PUT payload units (25,000 bytes, key included, rounded up per record).
     units: AtomicU64,
+    /// Shards the endpoint's `ListShards` answers (4 when 0).
+    shards: AtomicU64,
     /// Write-to-confirmation delays (microseconds) of lines carrying a
     /// `t=<unix nanos>` stamp.
     delays_us: std::sync::Mutex<Vec<u64>>,
@@ -191,14 +193,16 @@ fn put_records(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
     json(200, out)
 }
 
-/// Four shards with equal hash-key ranges, for pacing and aggregation.
-fn list_shards() -> Response<Full<Bytes>> {
-    let quarter = u128::MAX / 4 + 1;
-    let shards: Vec<serde_json::Value> = (0..4u128)
+/// `n` shards with equal hash-key ranges, for pacing and aggregation.
+fn list_shards(n: u64) -> Response<Full<Bytes>> {
+    let n = u128::from(n.max(1));
+    let width = u128::MAX / n + 1;
+    let shards: Vec<serde_json::Value> = (0..n)
         .map(|i| {
+            let end = if i + 1 == n { u128::MAX } else { i * width + (width - 1) };
             serde_json::json!({
                 "ShardId": format!("shardId-{i:012}"),
-                "HashKeyRange": {"StartingHashKey": (i * quarter).to_string(), "EndingHashKey": (i * quarter + (quarter - 1)).to_string()},
+                "HashKeyRange": {"StartingHashKey": (i * width).to_string(), "EndingHashKey": end.to_string()},
                 "SequenceNumberRange": {"StartingSequenceNumber": "0"}
             })
         })
@@ -234,7 +238,10 @@ async fn endpoint(counts: Arc<Counts>) -> std::io::Result<u16> {
                         let resp = if target.ends_with(".PutRecords") {
                             put_records(&counts, &body)
                         } else if target.ends_with(".ListShards") {
-                            list_shards()
+                            list_shards(match counts.shards.load(Ordering::Relaxed) {
+                                0 => 4,
+                                n => n,
+                            })
                         } else {
                             json(400, r#"{"__type":"UnknownOperationException"}"#.into())
                         };
@@ -429,7 +436,13 @@ fn start_kinetail(dir: &Path, port: u16, top: &str, flow_extra: &str) -> std::io
 
 /// Ships `n` pre-written lines; returns the row once the endpoint counted
 /// every line.
-async fn backlog(name: &str, n: u64, flow_extra: &str, kind: Lines) -> std::io::Result<Row> {
+async fn backlog(
+    name: &str,
+    n: u64,
+    flow_extra: &str,
+    kind: Lines,
+    shards: u64,
+) -> std::io::Result<Row> {
     let slug: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     let dir = Scratch::new(&slug)?;
     let log = dir.path().join("logs/app.log");
@@ -438,6 +451,7 @@ async fn backlog(name: &str, n: u64, flow_extra: &str, kind: Lines) -> std::io::
         Lines::Json => generate_json(&log, n)?,
     };
     let counts = Arc::new(Counts::default());
+    counts.shards.store(shards, Ordering::Relaxed);
     let port = endpoint(counts.clone()).await?;
     let started = Instant::now();
     let mut child = start_kinetail(dir.path(), port, "", flow_extra)?;
@@ -744,8 +758,8 @@ async fn main() -> std::io::Result<()> {
         );
         std::process::exit(2);
     }
-    // Scenarios to run: all unless `--only` lists some (letters a to h).
-    let only = value("--only").unwrap_or_else(|| "a,b,c,d,e,f,g,h".into());
+    // Scenarios to run: all unless `--only` lists some (letters a to i).
+    let only = value("--only").unwrap_or_else(|| "a,b,c,d,e,f,g,h,i".into());
     let wants = |s: &str| only.split(',').any(|o| o.trim() == s);
     let mut rows = Vec::new();
     let repeat: usize = value("--repeat")
@@ -792,14 +806,19 @@ async fn main() -> std::io::Result<()> {
         ),
     ];
     for (letter, name, extra, kind) in backlogs {
-        let flow = format!("{fast}\n{extra}");
+        // Unpaced, but for the paced scenario (pacing is the default).
+        let (flow, shards) = if letter == "i" {
+            ("max_in_flight = 8\nlinger_ms = 20".to_string(), 64)
+        } else {
+            (format!("{fast}\n{extra}"), 4)
+        };
         let flow = flow.as_str();
         if !wants(letter) {
             continue;
         }
         let mut runs = Vec::new();
         for _ in 0..repeat {
-            runs.push(backlog(name, n, flow, kind).await?);
+            runs.push(backlog(name, n, flow, kind, shards).await?);
         }
         runs.sort_by(|x, y| x.cpu.total_cmp(&y.cpu));
         if repeat > 1 {

@@ -110,18 +110,6 @@ impl FlowSettings {
             },
             Some(k) => key_spec(loc, k)?,
         };
-        let ignore_older = loc
-            .in_range(
-                f.ignore_older_secs.as_ref(),
-                1..=u64::MAX,
-                "flow.ignore_older_secs",
-            )
-            .map_err(|mut e| {
-                e.message
-                    .push_str(" (leave it out to read files of any age)");
-                e
-            })?
-            .map(Duration::from_secs);
         Ok(FlowSettings {
             name,
             paths,
@@ -148,7 +136,7 @@ impl FlowSettings {
                 DEFAULT_IDLE_TIMEOUT_MS,
                 "flow.idle_timeout_ms",
             )?,
-            ignore_older,
+            ignore_older: ignore_older(loc, f)?,
             explicit_hash_key: f
                 .explicit_hash_key
                 .as_ref()
@@ -230,6 +218,22 @@ fn reaches_state_dir(
         pattern.matches_path_with(own, opts)
             && !exclude.iter().any(|x| x.matches_path_with(own, opts))
     })
+}
+
+/// How old a file may be to be picked up; `None` for any age.
+fn ignore_older(loc: &Locator<'_>, f: &RawFlow) -> Result<Option<Duration>, ConfigError> {
+    let secs = loc
+        .in_range(
+            f.ignore_older_secs.as_ref(),
+            1..=u64::MAX,
+            "flow.ignore_older_secs",
+        )
+        .map_err(|mut e| {
+            e.message
+                .push_str(" (leave it out to read files of any age)");
+            e
+        })?;
+    Ok(secs.map(Duration::from_secs))
 }
 
 /// The shard limits to pace under, unless `pace = false`.

@@ -1,0 +1,45 @@
+//! The JSON envelope: any line (any bytes, JSON or not) encodes to one
+//! valid JSON object, parsed or not, merged or under a key; a line that is
+//! kept as a message gives its exact bytes back.
+#![no_main]
+
+use kinetail::envelope::{Envelope, FieldKeys, LineContext, Placement};
+use kinetail::framing::{Line, Piece};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let line = Line {
+        data: data.to_vec(),
+        piece: Piece::Whole,
+        part: 0,
+        start: 0,
+        end: data.len() as u64 + 1,
+    };
+    let ctx = LineContext {
+        timestamp: "2026-11-26T00:00:00.000Z",
+        host: "h",
+        path: "/p",
+        flow: "f",
+        metadata: "\"provider\":\"aws\"",
+    };
+    for parse in [None, Some(Placement::Merge), Some(Placement::Under("json".into()))] {
+        let env = Envelope {
+            keys: FieldKeys::default(),
+            fields: vec![("k".into(), "v".into())],
+            parse,
+        };
+        let mut out = Vec::new();
+        let found = env.encode(&line, ctx, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("the envelope is JSON");
+        if env.parse.is_none() || found.parse_failed {
+            let back = match v.get("message_base64").and_then(|b| b.as_str()) {
+                Some(b) => {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.decode(b).expect("base64")
+                }
+                None => v["message"].as_str().expect("message").as_bytes().to_vec(),
+            };
+            assert_eq!(back, data);
+        }
+    }
+});
