@@ -10,7 +10,7 @@
 //! hash each with SHA-256 as SigV4 does; no network. Timings are wall-clock
 //! and noisy on shared machines: compare ratios taken in the same run.
 //!
-//! Usage: kinetail-bench [--quick] [--lines N] [--only a,b,c,d] [--repeat N] [--json FILE]
+//! Usage: kinetail-bench [--quick] [--lines N] [--only a,b,...,j] [--repeat N] [--json FILE]
 //!
 //! `--repeat N` runs each backlog scenario N times and reports the run with
 //! the median CPU per line (shared machines are noisy).
@@ -554,7 +554,10 @@ async fn steady(rate: u64, seconds: u64) -> std::io::Result<(Row, u64, u64)> {
 }
 
 /// 1,000 files that get one line a second each: idle CPU and memory.
-async fn quiet_files(files: u64, seconds: u64) -> std::io::Result<Row> {
+/// `files` files that each got a first line, then, for `seconds`, a line a
+/// second in each (`each`) or a line a second in all, to one file after the
+/// other.
+async fn quiet_files(files: u64, seconds: u64, each: bool) -> std::io::Result<Row> {
     let dir = Scratch::new("quiet")?;
     for i in 0..files {
         std::fs::write(
@@ -583,7 +586,12 @@ async fn quiet_files(files: u64, seconds: u64) -> std::io::Result<Row> {
     let cpu0 = peak.sample(pid).cpu;
     let started = Instant::now();
     for s in 0..seconds {
-        for i in 0..files {
+        let written = if each {
+            0..files
+        } else {
+            s % files..s % files + 1
+        };
+        for i in written {
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
                 .open(dir.path().join(format!("logs/f{i:05}.log")))?;
@@ -598,7 +606,11 @@ async fn quiet_files(files: u64, seconds: u64) -> std::io::Result<Row> {
     let _ = child.kill();
     let _ = child.wait();
     Ok(Row {
-        name: format!("(c) {files} quiet files, 1 line/s each"),
+        name: if each {
+            format!("(c) {files} quiet files, 1 line/s each")
+        } else {
+            format!("(j) {files} quiet files, 1 line/s in all")
+        },
         lines: counts.lines.load(Ordering::Relaxed),
         wall,
         cpu: cpu1 - cpu0,
@@ -758,8 +770,8 @@ async fn main() -> std::io::Result<()> {
         );
         std::process::exit(2);
     }
-    // Scenarios to run: all unless `--only` lists some (letters a to i).
-    let only = value("--only").unwrap_or_else(|| "a,b,c,d,e,f,g,h,i".into());
+    // Scenarios to run: all unless `--only` lists some (letters a to j).
+    let only = value("--only").unwrap_or_else(|| "a,b,c,d,e,f,g,h,i,j".into());
     let wants = |s: &str| only.split(',').any(|o| o.trim() == s);
     let mut rows = Vec::new();
     let repeat: usize = value("--repeat")
@@ -771,6 +783,12 @@ async fn main() -> std::io::Result<()> {
         (
             "a",
             "(a) backlog, 100-byte lines",
+            String::new(),
+            Lines::Text,
+        ),
+        (
+            "i",
+            "(i) backlog, paced (the default), 64 shards",
             String::new(),
             Lines::Text,
         ),
@@ -843,7 +861,11 @@ async fn main() -> std::io::Result<()> {
     }
     if wants("c") {
         let files = if quick { 100 } else { 1_000 };
-        rows.push(quiet_files(files, if quick { 3 } else { 30 }).await?);
+        rows.push(quiet_files(files, if quick { 3 } else { 30 }, true).await?);
+    }
+    if wants("j") {
+        let files = if quick { 100 } else { 1_000 };
+        rows.push(quiet_files(files, if quick { 3 } else { 30 }, false).await?);
     }
     let fl = floor(n)?;
     print(&rows, &fl);
