@@ -570,32 +570,71 @@ partition_key = { from = "regex", pattern = '(user-\d+)', fallback = "random" }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zstd_records_decode_to_their_envelopes() {
+async fn zstd_records_decode_to_their_envelopes_keyed_by_the_line_and_split_lines_say_their_part() {
     let server = Kinesalite::start();
     let client = server.client();
     create_stream(&client, "zs", 1).await;
     let s = Scratch::new();
-    std::fs::write(s.logs().join("a.log"), numbered_lines("z", 0, 200)).expect("write");
+    // 200 lines, then one of 300,000 bytes: an envelope of it would pass
+    // 1 MiB if every byte were escaped, so it goes in pieces.
+    let long = vec![b'x'; 300_000];
+    let mut text = numbered_lines("z", 0, 200);
+    text.extend_from_slice(&long);
+    text.push(b'\n');
+    std::fs::write(s.logs().join("a.log"), &text).expect("write");
     let config = s.config(
         &server.endpoint(),
         "",
-        "[[flow]]\nname = \"zs\"\npaths = [\"{logs}/*.log\"]\nstream = \"zs\"\nformat = \"json\"\ncompression = \"zstd\"\n",
+        "[[flow]]\nname = \"zs\"\npaths = [\"{logs}/*.log\"]\nstream = \"zs\"\nformat = \"json\"\ncompression = \"zstd\"\n\
+         partition_key = { from = \"deterministic\" }\n",
     );
     let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
-    let got = wait_for_count(&client, "zs", 200, TIMEOUT).await;
-    assert_eq!(got.len(), 200, "log:\n{}", daemon.log_text());
-    let mut messages: Vec<Vec<u8>> = got
-        .iter()
-        .map(|g| {
-            let plain = zstd::stream::decode_all(&g.data[..]).expect("zstd");
-            let v: Value = serde_json::from_slice(&plain).expect("json");
-            line_of(&v)
-        })
-        .collect();
+    let pieces = 300_000usize.div_ceil(kinetail::shaping::max_line_piece(
+        &kinetail::config::Settings::from_toml(
+            &config,
+            &std::fs::read_to_string(&config).expect("config"),
+        )
+        .expect("settings")
+        .flows[0],
+    ));
+    assert!(pieces >= 3, "{pieces} pieces");
+    let got = wait_for_count(&client, "zs", 200 + pieces, TIMEOUT).await;
+    assert_eq!(got.len(), 200 + pieces, "log:\n{}", daemon.log_text());
+    let mut messages: Vec<Vec<u8>> = Vec::new();
+    let mut parts: Vec<(u64, bool, Vec<u8>)> = Vec::new();
+    for g in &got {
+        let plain = zstd::stream::decode_all(&g.data[..]).expect("zstd");
+        let v: Value = serde_json::from_slice(&plain).expect("json");
+        let line = line_of(&v);
+        match v.get("part_index") {
+            Some(i) => parts.push((i.as_u64().expect("index"), v["part_last"] == true, line)),
+            None => {
+                // The key is the MD5 of the line, not of its envelope.
+                use md5::Digest;
+                let md5: String = md5::Md5::digest(&line)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                assert_eq!(g.key, md5, "{}", String::from_utf8_lossy(&line));
+                messages.push(line);
+            }
+        }
+    }
     messages.sort();
     let mut expected = complete_lines(&numbered_lines("z", 0, 200));
     expected.sort();
     assert_eq!(messages, expected);
+    parts.sort();
+    let indexes: Vec<u64> = parts.iter().map(|p| p.0).collect();
+    assert_eq!(indexes, (0..pieces as u64).collect::<Vec<_>>());
+    assert!(
+        parts.iter().all(|p| p.1 == (p.0 + 1 == pieces as u64)),
+        "only the last piece says it is"
+    );
+    assert_eq!(
+        parts.into_iter().flat_map(|p| p.2).collect::<Vec<u8>>(),
+        long
+    );
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
 
