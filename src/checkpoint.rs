@@ -512,6 +512,17 @@ impl Checkpoints {
         old
     }
 
+    /// Where each file `flow` reads now is, by identity: what discovery
+    /// compares a scan with, once per scan.
+    pub fn paths(&self, flow: &str) -> HashMap<FileKey, PathBuf> {
+        self.lock()
+            .live
+            .values()
+            .filter(|l| l.flow == flow && l.detached_at.is_none())
+            .map(|l| (l.key, l.path.clone()))
+            .collect()
+    }
+
     pub fn path_of(&self, id: FileId) -> Option<PathBuf> {
         self.lock().live.get(&id).map(|l| l.path.clone())
     }

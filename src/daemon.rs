@@ -684,6 +684,17 @@ fn watch(watched: Watched) -> Option<notify::RecommendedWatcher> {
             return;
         }
         let flows = watched.lock().unwrap_or_else(|p| p.into_inner());
+        if event.need_rescan() {
+            // The kernel dropped events (its queue overflowed): every file
+            // may have changed unseen, so every tailer and every flow looks.
+            for (hint, reg) in flows.iter() {
+                for n in reg.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                    n.notify_one();
+                }
+                hint.notify_one();
+            }
+            return;
+        }
         let structural = matches!(
             event.kind,
             EventKind::Create(_)

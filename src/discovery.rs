@@ -53,6 +53,9 @@ struct Known {
     active: HashMap<FileKey, Active>,
     /// Possible copies of followed files, by identity, since when.
     held: HashMap<FileKey, Instant>,
+    /// Where the checkpoint table says each followed file is, as of the
+    /// start of this scan (one lookup per scan, not one per file).
+    paths: HashMap<FileKey, PathBuf>,
 }
 
 /// Files whose names are not UTF-8 that `pattern` names: the glob crate
@@ -146,6 +149,7 @@ pub async fn run(
     let mut first = true;
     while !shutdown.is_cancelled() {
         known.active.retain(|_, a| !a.join.is_finished());
+        known.paths = flow.checkpoints.paths(&flow.settings.name);
         let settings = flow.settings.clone();
         let scan = tokio::task::spawn_blocking(move || expand(&settings)).await;
         let (paths, problems) = scan.unwrap_or_default();
@@ -170,8 +174,13 @@ pub async fn run(
         // Copies no longer seen are forgotten.
         known.held = held;
         {
+            let live: HashSet<*const Notify> = known
+                .active
+                .values()
+                .map(|a| Arc::as_ptr(&a.wake))
+                .collect();
             let mut w = wakes.lock().unwrap_or_else(|p| p.into_inner());
-            w.retain(|_, n| known.active.values().any(|a| Arc::ptr_eq(&a.wake, n)));
+            w.retain(|_, n| live.contains(&Arc::as_ptr(n)));
         }
         first = false;
         let wait = if known.held.is_empty() {
@@ -266,7 +275,8 @@ fn consider(
     if let Some(a) = known.active.get(&key) {
         // The checkpoint table owns the path (the tailer asks it); the wake
         // registry is only an index from the paths notify reports.
-        if let Some(old) = flow.checkpoints.set_path(name, key, path) {
+        let moved = known.paths.get(&key).is_none_or(|p| p != path);
+        if moved && let Some(old) = flow.checkpoints.set_path(name, key, path) {
             tracing::info!(flow = %name, from = %crate::redact::path(&old), to = %crate::redact::path(path), "file renamed; following it");
             let mut w = wakes.lock().unwrap_or_else(|e| e.into_inner());
             if w.get(&old).is_some_and(|n| Arc::ptr_eq(n, &a.wake)) {

@@ -58,8 +58,11 @@ const HANDOFF_BYTES: usize = 512 * 1024;
 const POLL_MIN: Duration = Duration::from_millis(50);
 const POLL_MAX: Duration = Duration::from_millis(1000);
 /// How often a file whose changes are announced by notifications is
-/// checked anyway, in case one was missed.
-const POLL_SAFETY: Duration = Duration::from_secs(5);
+/// checked anyway. inotify does not lose events but when its queue
+/// overflows, and then every tailer is woken (see `daemon::watch`); this
+/// is the net under that net, so it can be slow: a thousand quiet files
+/// cost a wake-up, an `fstat` and a `stat` each per period.
+const POLL_SAFETY: Duration = Duration::from_secs(30);
 /// A file whose path no longer names it is closed after this much quiet.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(5);
 
