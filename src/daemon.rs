@@ -36,7 +36,7 @@ use crate::metrics::Metrics;
 use crate::packing::Packer;
 use crate::shards::{Router, list_shards};
 use crate::sink::{Lane, SinkShared};
-use crate::tailer::{FlowRuntime, Slots};
+use crate::tailer::{EventDirs, FlowRuntime, Slots};
 
 /// How many record groups may wait in a lane's queue. The byte budget is the
 /// real bound on memory; this only keeps the queue short.
@@ -114,6 +114,8 @@ struct Env {
     /// Cloud metadata for the JSON envelope, and what the flows ask of it.
     metadata: Arc<SharedMetadata>,
     wanted: tokio::sync::watch::Sender<Wanted>,
+    /// Where file notifications arrive (the watcher notes, tailers ask).
+    event_dirs: Arc<EventDirs>,
 }
 
 /// A started flow: its discovery (which owns its tailers) and its lanes.
@@ -261,6 +263,7 @@ fn start_flow(
         router,
         hostname: env.hostname.clone(),
         metadata: env.metadata.clone(),
+        event_dirs: env.event_dirs.clone(),
     });
     let hint = Arc::new(Notify::new());
     let wakes = WakeRegistry::default();
@@ -356,6 +359,7 @@ pub async fn run(
         rescan_interval: settings.rescan_interval,
         metadata,
         wanted,
+        event_dirs: Arc::default(),
     };
 
     let watched: Watched = Arc::default();
@@ -365,7 +369,7 @@ pub async fn run(
         .zip(maps)
         .map(|(flow, map)| start_flow(&env, flow, map, &watched))
         .collect();
-    let mut watcher = watch(watched.clone());
+    let mut watcher = watch(watched.clone(), env.event_dirs.clone());
     add_watches(watcher.as_mut(), &settings.flows);
 
     let stop_saving = CancellationToken::new();
@@ -675,13 +679,16 @@ async fn save_periodically(
 /// tailer of a changed file, and make discovery rescan at once when files
 /// appear, vanish or are renamed. If watching fails, polling and the
 /// periodic rescan still find everything.
-fn watch(watched: Watched) -> Option<notify::RecommendedWatcher> {
+fn watch(watched: Watched, event_dirs: Arc<EventDirs>) -> Option<notify::RecommendedWatcher> {
     let handler = move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         // Opens, closes and reads (our own among them) say nothing new:
         // waking a tailer for them would only cost a read and a stat.
         if matches!(event.kind, EventKind::Access(_)) {
             return;
+        }
+        for dir in event.paths.iter().filter_map(|p| p.parent()) {
+            event_dirs.note(dir);
         }
         let flows = watched.lock().unwrap_or_else(|p| p.into_inner());
         if event.need_rescan() {

@@ -19,11 +19,12 @@
 //! local files they complete from the page cache in microseconds, which
 //! costs the runtime less than a hop to a blocking thread per read.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -100,6 +101,28 @@ impl Slots {
     }
 }
 
+/// Directories where file notifications have been seen to arrive (a
+/// network filesystem accepts a watch and then tells nothing of remote
+/// writes): the watcher notes them, tailers ask.
+#[derive(Debug, Default)]
+pub struct EventDirs(Mutex<HashSet<PathBuf>>);
+
+impl EventDirs {
+    pub fn note(&self, dir: &std::path::Path) {
+        let mut dirs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !dirs.contains(dir) {
+            dirs.insert(dir.to_path_buf());
+        }
+    }
+
+    pub fn has(&self, dir: &std::path::Path) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(dir)
+    }
+}
+
 /// What the tailers of one flow share.
 #[derive(Debug)]
 pub struct FlowRuntime {
@@ -115,6 +138,8 @@ pub struct FlowRuntime {
     /// Cloud metadata for the JSON envelope (empty when none is asked for
     /// or none could be fetched).
     pub metadata: Arc<SharedMetadata>,
+    /// Where notifications are known to arrive.
+    pub event_dirs: Arc<EventDirs>,
 }
 
 /// Everything a tailer starts with.
@@ -223,8 +248,18 @@ impl Tailer {
     }
 
     /// The poll interval after one that found nothing: doubled, up to the
-    /// longest for this file.
-    fn slower(&self, poll: Duration) -> Duration {
+    /// longest for this file. A file that has had no event of its own yet
+    /// counts as announced once any file of its directory has had one:
+    /// events arrive there, so a quiet file need not be polled each second.
+    fn slower(&mut self, poll: Duration) -> Duration {
+        if !self.notified
+            && self
+                .path()
+                .parent()
+                .is_some_and(|dir| self.flow.event_dirs.has(dir))
+        {
+            self.notified = true;
+        }
         (poll * 2).min(if self.notified { POLL_SAFETY } else { POLL_MAX })
     }
 
