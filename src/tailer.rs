@@ -60,10 +60,12 @@ const POLL_MIN: Duration = Duration::from_millis(50);
 const POLL_MAX: Duration = Duration::from_millis(1000);
 /// How often a file whose changes are announced by notifications is
 /// checked anyway. inotify does not lose events but when its queue
-/// overflows, and then every tailer is woken (see `daemon::watch`); this
-/// is the net under that net, so it can be slow: a thousand quiet files
-/// cost a wake-up, an `fstat` and a `stat` each per period.
-const POLL_SAFETY: Duration = Duration::from_secs(30);
+/// overflows, and then every tailer is woken (see `daemon::watch`); but a
+/// file renamed out of the globs gets its events under a name nobody
+/// watches, and this poll is how its tailer notices it left its path (and
+/// from then on polls it fast until it is drained). A thousand quiet files
+/// cost a wake-up and an `fstat` each per period.
+const POLL_SAFETY: Duration = Duration::from_secs(5);
 /// A file whose path no longer names it is closed after this much quiet.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(5);
 
@@ -179,9 +181,13 @@ pub struct Tailer {
     /// whether the tailer waited since (for budget, a slot, a poll).
     checked_at: u64,
     waited: bool,
-    /// Set once a file notification has woken this tailer: its changes are
-    /// announced, so polling is only a slow safety net (see `next_poll`).
+    /// Set once a file notification has woken this tailer (or one arrived
+    /// for its directory): its changes are announced, so polling is only a
+    /// slow safety net (see `next_poll`).
     notified: bool,
+    /// Its path no longer leads to it (renamed out of the globs, deleted):
+    /// events do not reach it any more, so it is polled.
+    away: bool,
     shutdown: CancellationToken,
 }
 
@@ -226,6 +232,7 @@ impl Tailer {
             checked_at: offset,
             waited: false,
             notified: false,
+            away: false,
             shutdown,
         };
         // Reads continue from `offset`; seeking is what positions them.
@@ -253,6 +260,7 @@ impl Tailer {
     /// events arrive there, so a quiet file need not be polled each second.
     fn slower(&mut self, poll: Duration) -> Duration {
         if !self.notified
+            && !self.away
             && self
                 .path()
                 .parent()
@@ -512,7 +520,12 @@ impl Tailer {
             .shaper
             .pending_timeout()
             .is_some_and(|timeout| self.last_line_at.elapsed() >= timeout);
+        let was_away = self.away;
         let action = self.at_eof(orphan_since);
+        if self.away && !was_away {
+            // Just left its path: drained quickly, then closed.
+            *poll = POLL_MIN;
+        }
         // A file about to be closed sends its pending event first (one
         // about to restart at 0 does so in `truncated`).
         if timed_out || action == EofAction::Close {
@@ -651,10 +664,14 @@ impl Tailer {
         let still_here = std::fs::metadata(&path)
             .map(|m| file_key(&m) == self.key)
             .unwrap_or(false);
+        // Away from its path, the file's events carry another name (or
+        // none): it is polled, not woken.
+        self.away = !still_here;
         if still_here {
             *orphan_since = None;
             return EofAction::Wait;
         }
+        self.notified = false;
         match orphan_since {
             None => {
                 *orphan_since = Some(Instant::now());
