@@ -53,6 +53,20 @@ const QUICK_MAX: Duration = Duration::from_secs(5);
 /// How often a persistent error is logged again while it lasts.
 const STUCK_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
+/// The records at the end of `carry` bound for one known shard, and their
+/// bytes. The record before them is of another shard, so packing what
+/// precedes them never takes from them.
+fn tail_run(carry: &VecDeque<Record>) -> (usize, usize) {
+    let Some(shard) = carry.back().map(|r| r.shard).filter(|s| *s != NO_SHARD) else {
+        return (0, 0);
+    };
+    carry
+        .iter()
+        .rev()
+        .take_while(|r| r.shard == shard)
+        .fold((0, 0), |(n, b), r| (n + 1, b + r.api_size()))
+}
+
 /// What every lane of every flow shares.
 #[derive(Debug)]
 pub struct SinkShared {
@@ -188,30 +202,37 @@ impl Lane {
     /// aggregate's payload units is held back for more; returns whether
     /// something was.
     async fn fill(&self, batch: &mut Batch, carry: &mut VecDeque<Record>, last: bool) -> bool {
+        // The run of one shard at the end of `carry`, and its bytes as it
+        // is packed: once only it is left and it is short of an
+        // aggregate's units, it waits for more.
         let hold = !last && self.aggregate_bytes > 0 && !self.stop.is_cancelled();
-        while let Some(front) = carry.front() {
-            if hold && front.shard != NO_SHARD {
-                let shard = front.shard;
-                let run = carry.iter().take_while(|r| r.shard == shard);
-                let (n, bytes) = run.fold((0, 0), |(n, b), r| (n + 1, b + r.api_size()));
-                if n == carry.len() && self.packer.wants_more(bytes) {
-                    return true;
-                }
+        let (tail_n, mut tail_bytes) = if hold { tail_run(carry) } else { (0, 0) };
+        while !carry.is_empty() {
+            let in_tail = carry.len() <= tail_n;
+            if in_tail && self.packer.wants_more(tail_bytes) {
+                return true;
             }
             let Some(r) = carry.pop_front() else { break };
             if r.api_size() > MAX_BYTES_PER_RECORD {
                 // Framing keeps data under the limit with room for any key,
                 // so this is a bug elsewhere; the record is kept, not lost.
+                if in_tail {
+                    tail_bytes -= r.api_size();
+                }
                 self.dead_letter(vec![r], "record larger than 1 MiB with its partition key")
                     .await;
                 continue;
             }
             let entry = self.entry(r, carry);
+            let used: usize = entry.records.iter().map(Record::api_size).sum();
             if let Err(entry) = batch.try_push(entry) {
                 for r in entry.records.into_iter().rev() {
                     carry.push_front(r);
                 }
                 break;
+            }
+            if in_tail {
+                tail_bytes = tail_bytes.saturating_sub(used);
             }
         }
         false
