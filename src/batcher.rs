@@ -225,7 +225,7 @@ pub fn put_records_body(entries: &[Entry], stream_name: &str, stream_arn: Option
 }
 
 /// `s` as a JSON string literal.
-fn json_string(b: &mut Vec<u8>, s: &str) {
+pub fn json_string(b: &mut Vec<u8>, s: &str) {
     if s.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\') {
         // Nothing to escape (the usual key): copied as it is.
         b.push(b'"');

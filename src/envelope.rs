@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::batcher::json_string as string;
 use crate::framing::{Line, Piece};
 
 /// Where a parsed JSON line goes.
@@ -154,9 +155,11 @@ impl<'de> Deserialize<'de> for Members<'de> {
     }
 }
 
-fn string(out: &mut Vec<u8>, s: &str) {
+/// A number, written without an intermediate `String`.
+fn number(out: &mut Vec<u8>, n: impl std::fmt::Display) {
+    use std::io::Write;
     // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    let _ = write!(out, "{n}");
 }
 
 /// Writes the member `name` (unless the name is empty, which removes it)
@@ -196,14 +199,10 @@ impl Envelope {
         put(out, own, &k.timestamp, |o| string(o, ctx.timestamp));
         put(out, own, &k.host, |o| string(o, ctx.host));
         put(out, own, &k.path, |o| string(o, ctx.path));
-        put(out, own, &k.offset, |o| {
-            o.extend_from_slice(line.start.to_string().as_bytes())
-        });
+        put(out, own, &k.offset, |o| number(o, line.start));
         put(out, own, &k.flow, |o| string(o, ctx.flow));
         if line.piece != Piece::Whole {
-            put(out, own, "part_index", |o| {
-                o.extend_from_slice(line.part.to_string().as_bytes())
-            });
+            put(out, own, "part_index", |o| number(o, line.part));
             let last: &[u8] = if line.piece == Piece::Tail {
                 b"true"
             } else {
