@@ -264,39 +264,24 @@ enum Lines {
     Json,
 }
 
-/// Writes `n` JSON object lines of about 100 bytes to `path`.
-fn generate_json(path: &Path, n: u64) -> std::io::Result<u64> {
+/// Writes `n` lines of about 100 bytes of `kind` to `path`.
+fn generate(path: &Path, n: u64, kind: Lines) -> std::io::Result<u64> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut bytes = 0;
     for i in 0..n {
-        let line = format!(
-            "{{\"ts\":\"2026-11-25T10:{:02}:{:02}.{:03}Z\",\"level\":\"info\",\"req\":{i},\"ms\":{},\"path\":\"/api/v1/items\"}}\n",
-            (i / 60_000) % 60,
-            (i / 1000) % 60,
-            i % 1000,
-            i % 250
-        );
-        f.write_all(line.as_bytes())?;
-        bytes += line.len() as u64;
-    }
-    f.flush()?;
-    Ok(bytes)
-}
-
-/// Writes `n` lines of about 100 bytes to `path`.
-fn generate(path: &Path, n: u64) -> std::io::Result<u64> {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut bytes = 0;
-    for i in 0..n {
-        let line = format!(
-            "2026-11-25T10:{:02}:{:02}.{:03}Z host-{} app[{}]: request {i:010} served in {} ms status 200 path /api/v1/items\n",
-            (i / 60_000) % 60,
-            (i / 1000) % 60,
-            i % 1000,
-            i % 7,
-            1000 + i % 97,
-            i % 250
-        );
+        let (m, s, ms) = ((i / 60_000) % 60, (i / 1000) % 60, i % 1000);
+        let line = match kind {
+            Lines::Text => format!(
+                "2026-11-25T10:{m:02}:{s:02}.{ms:03}Z host-{} app[{}]: request {i:010} served in {} ms status 200 path /api/v1/items\n",
+                i % 7,
+                1000 + i % 97,
+                i % 250
+            ),
+            Lines::Json => format!(
+                "{{\"ts\":\"2026-11-25T10:{m:02}:{s:02}.{ms:03}Z\",\"level\":\"info\",\"req\":{i},\"ms\":{},\"path\":\"/api/v1/items\"}}\n",
+                i % 250
+            ),
+        };
         f.write_all(line.as_bytes())?;
         bytes += line.len() as u64;
     }
@@ -446,10 +431,7 @@ async fn backlog(
     let slug: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     let dir = Scratch::new(&slug)?;
     let log = dir.path().join("logs/app.log");
-    let bytes = match kind {
-        Lines::Text => generate(&log, n)?,
-        Lines::Json => generate_json(&log, n)?,
-    };
+    let bytes = generate(&log, n, kind)?;
     let counts = Arc::new(Counts::default());
     counts.shards.store(shards, Ordering::Relaxed);
     let port = endpoint(counts.clone()).await?;
@@ -628,7 +610,7 @@ async fn quiet_files(files: u64, seconds: u64, each: bool) -> std::io::Result<Ro
 fn floor(n: u64) -> std::io::Result<Row> {
     let dir = Scratch::new("floor")?;
     let path = dir.path().join("app.log");
-    let bytes = generate(&path, n)?;
+    let bytes = generate(&path, n, Lines::Text)?;
     let b64 = base64::engine::general_purpose::STANDARD;
     let cpu0 = usage(std::process::id()).cpu;
     let started = Instant::now();
