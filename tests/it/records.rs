@@ -406,6 +406,27 @@ metadata_tags = true
     )
 }
 
+/// The daemon, with IMDS at `imds_port` and the ECS endpoint v4 at
+/// `ecs_port` (both on loopback).
+fn start_with_metadata(
+    s: &Scratch,
+    config: &std::path::Path,
+    imds_port: u16,
+    ecs_port: u16,
+) -> Daemon {
+    let imds = format!("http://127.0.0.1:{imds_port}");
+    let ecs = format!("http://127.0.0.1:{ecs_port}/v4/abc");
+    Daemon::start_with(
+        config,
+        &s.path("daemon.log"),
+        &[
+            ("AWS_EC2_METADATA_DISABLED", "false"),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
+            ("ECS_CONTAINER_METADATA_URI_V4", ecs.as_str()),
+        ],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_carry_ec2_metadata_through_imdsv2_tokens_and_ecs_task_metadata() {
     let server = Kinesalite::start();
@@ -415,17 +436,7 @@ async fn records_carry_ec2_metadata_through_imdsv2_tokens_and_ecs_task_metadata(
     let s = Scratch::new();
     std::fs::write(s.logs().join("a.log"), b"one\ntwo\n").expect("write");
     let config = metadata_config(&s, &server.endpoint());
-    let imds = format!("http://127.0.0.1:{port}");
-    let ecs = format!("http://127.0.0.1:{port}/v4/abc");
-    let mut daemon = Daemon::start_with(
-        &config,
-        &s.path("daemon.log"),
-        &[
-            ("AWS_EC2_METADATA_DISABLED", "false"),
-            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
-            ("ECS_CONTAINER_METADATA_URI_V4", ecs.as_str()),
-        ],
-    );
+    let mut daemon = start_with_metadata(&s, &config, port, port);
     let got = wait_for_count(&client, "meta", 2, TIMEOUT).await;
     assert_eq!(got.len(), 2, "log:\n{}", daemon.log_text());
     for v in json_records(&got) {
@@ -483,17 +494,7 @@ async fn unreachable_metadata_is_reported_once_and_records_ship_without_it() {
     let s = Scratch::new();
     std::fs::write(s.logs().join("a.log"), b"one\ntwo\n").expect("write");
     let config = metadata_config(&s, &server.endpoint());
-    let imds = format!("http://127.0.0.1:{silent}");
-    let ecs = format!("http://127.0.0.1:{closed}/v4/abc");
-    let mut daemon = Daemon::start_with(
-        &config,
-        &s.path("daemon.log"),
-        &[
-            ("AWS_EC2_METADATA_DISABLED", "false"),
-            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
-            ("ECS_CONTAINER_METADATA_URI_V4", ecs.as_str()),
-        ],
-    );
+    let mut daemon = start_with_metadata(&s, &config, silent, closed);
     let got = wait_for_count(&client, "meta", 2, TIMEOUT).await;
     assert_eq!(
         got.len(),
