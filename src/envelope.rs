@@ -14,7 +14,11 @@
 //!   as the bytes it was written with (numbers such as `1e3` stay as they
 //!   are): under `parsed_key`, or merged at the top when `parsed_key` is
 //!   empty. Envelope keys win a collision, which is counted. A line that is
-//!   not a JSON object stays a `message`, and the failure is counted.
+//!   not a JSON object stays a `message`, and the failure is counted. So
+//!   does an object that strict readers refuse although its grammar is
+//!   right (a number beyond a double's range such as `1e400`, a lone
+//!   surrogate escape such as `"\ud800"`): one such value would make the
+//!   whole record unreadable to them, so the line is kept as a string.
 //! - A piece of a split line says which piece it is: `part_index` (from 0)
 //!   and `part_last`.
 
@@ -155,6 +159,53 @@ impl<'de> Deserialize<'de> for Members<'de> {
     }
 }
 
+/// Any JSON value, read as strict readers read it (numbers within a
+/// double's range, strings without lone surrogate escapes) and kept
+/// nowhere. `IgnoredAny` would check only the grammar.
+struct Strict;
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Strict;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_unit<E>(self) -> Result<Strict, E> {
+                Ok(Strict)
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> Result<Strict, S::Error> {
+                while seq.next_element::<Strict>()?.is_some() {}
+                Ok(Strict)
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Strict, M::Error> {
+                while map.next_entry::<Strict, Strict>()?.is_some() {}
+                Ok(Strict)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A number, written without an intermediate `String`.
 fn number(out: &mut Vec<u8>, n: impl std::fmt::Display) {
     use std::io::Write;
@@ -286,7 +337,7 @@ impl Envelope {
         }
         match placement {
             Placement::Under(name) => {
-                if serde_json::from_slice::<&RawValue>(trimmed).is_err() {
+                if serde_json::from_slice::<Strict>(trimmed).is_err() {
                     result.parse_failed = true;
                     return false;
                 }
@@ -298,6 +349,15 @@ impl Envelope {
                     result.parse_failed = true;
                     return false;
                 };
+                // The keys were read strictly (as Strings); the values as
+                // written, so they are checked once more.
+                if members
+                    .iter()
+                    .any(|(_, v)| serde_json::from_str::<Strict>(v.get()).is_err())
+                {
+                    result.parse_failed = true;
+                    return false;
+                }
                 for (name, value) in members {
                     if own.contains(&name.as_str()) {
                         result.collisions += 1;
@@ -422,10 +482,27 @@ mod tests {
             "{s}"
         );
 
-        for not_object in [&b"plain text"[..], b"[1,2]", b"{\"open\":", b"{} trailing"] {
-            let (v, r, _) = encode(&env, &line(not_object, 0));
-            assert!(r.parse_failed, "{not_object:?}");
-            assert_eq!(v["message"], String::from_utf8_lossy(not_object).as_ref());
+        // Objects by the grammar that strict readers refuse (found by the
+        // envelope fuzz target) stay messages too, under both placements.
+        let refused = [
+            &br#"{"a":1e333333,"b":[1.50]}"#[..],
+            br#"{"a":{"b":[-1E+400]}}"#,
+            br#"{"a":"\ud800"}"#,
+            br#"{"\udc00":1}"#,
+        ];
+        for placement in [Placement::Merge, Placement::Under("json".into())] {
+            env.parse = Some(placement);
+            let cases = [&b"plain text"[..], b"[1,2]", b"{\"open\":", b"{} trailing"];
+            for not_object in cases.into_iter().chain(refused) {
+                let (v, r, _) = encode(&env, &line(not_object, 0));
+                assert!(r.parse_failed, "{not_object:?}");
+                assert_eq!(v["message"], String::from_utf8_lossy(not_object).as_ref());
+            }
+            // Large integers and tiny numbers are read (as doubles) by them.
+            let fine =
+                br#"{"big":123456789012345678901234567890,"tiny":1e-400,"s":"\ud83d\ude00"}"#;
+            let (_, r, out) = encode(&env, &line(fine, 0));
+            assert!(!r.parse_failed, "{}", String::from_utf8_lossy(&out));
         }
     }
 
