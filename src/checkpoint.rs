@@ -12,7 +12,7 @@
 //! only way a watermark moves is [`Checkpoints::ack`], which the sink calls
 //! after exactly those two events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -164,6 +164,9 @@ struct State {
 pub struct Checkpoints {
     dir: PathBuf,
     state: Mutex<State>,
+    /// Held for a whole save: saves are written in the order their
+    /// snapshots were taken, one at a time; it keeps the body's buffer.
+    writing: Mutex<Vec<u8>>,
 }
 
 impl Checkpoints {
@@ -178,6 +181,7 @@ impl Checkpoints {
         Ok(Checkpoints {
             dir: dir.to_path_buf(),
             state: Mutex::new(state),
+            writing: Mutex::new(Vec::new()),
         })
     }
 
@@ -563,6 +567,7 @@ impl Checkpoints {
 
     /// Writes the store if anything changed since the last save.
     pub fn save(&self) -> Result<bool, StoreError> {
+        let mut body = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let files = {
             let mut st = self.lock();
             if !st.dirty {
@@ -571,7 +576,7 @@ impl Checkpoints {
             st.dirty = false;
             snapshot(&mut st)
         };
-        let result = crate::store::write(&self.dir, files);
+        let result = crate::store::write(&self.dir, &files, &mut body);
         if result.is_err() {
             self.lock().dirty = true;
         }
@@ -630,12 +635,26 @@ fn snapshot(st: &mut State) -> Vec<SavedFile> {
     // acks, if any, are of content that is gone.
     st.live
         .retain(|_, l| l.detached_at.is_none_or(|t| t.elapsed() < COPY_WINDOW));
-    let mut out: HashMap<(String, FileKey), SavedFile> = st.saved.clone();
+    // One entry per file: a file read again has a saved entry and a live
+    // one, and the live one is newer.
+    let mut seen: HashSet<(&str, FileKey)> = HashSet::with_capacity(st.live.len());
+    let mut files: Vec<SavedFile> = Vec::with_capacity(st.live.len() + st.saved.len());
     for l in st.live.values().filter(|l| l.detached_at.is_none()) {
-        out.insert((l.flow.clone(), l.key), l.to_saved(now));
+        if seen.insert((l.flow.as_str(), l.key)) {
+            files.push(l.to_saved(now));
+        }
     }
-    let mut files: Vec<SavedFile> = out.into_values().collect();
-    files.sort_by(|a, b| (&a.flow, &a.path).cmp(&(&b.flow, &b.path)));
+    for ((flow, key), s) in &st.saved {
+        if seen.insert((flow.as_str(), *key)) {
+            files.push(s.clone());
+        }
+    }
+    // Sorted for the reader of the file; by bytes, which is cheaper than
+    // by path components.
+    files.sort_unstable_by(|a, b| {
+        (a.flow.as_str(), a.path.as_os_str().as_encoded_bytes())
+            .cmp(&(b.flow.as_str(), b.path.as_os_str().as_encoded_bytes()))
+    });
     files
 }
 

@@ -58,9 +58,9 @@ pub struct SavedFile {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct StoreFile {
+struct StoreFile<F = Vec<SavedFile>> {
     version: u32,
-    files: Vec<SavedFile>,
+    files: F,
 }
 
 /// Only the version, read first so that a newer format is recognised as
@@ -186,13 +186,20 @@ pub fn load(dir: &Path) -> Result<Vec<SavedFile>, StoreError> {
 
 /// Writes `files` as the new current store, keeping the current one as the
 /// previous generation (see the module's documentation for the order).
-pub fn write(dir: &Path, files: Vec<SavedFile>) -> Result<(), StoreError> {
+///
+/// `body` is scratch space, kept by the caller from one write to the next
+/// (a store of a thousand files is a few hundred KiB).
+pub fn write(dir: &Path, files: &[SavedFile], body: &mut Vec<u8>) -> Result<(), StoreError> {
     let current = dir.join(STORE_FILE);
     let tmp = dir.join(TMP_FILE);
-    let body = serde_json::to_vec_pretty(&StoreFile {
-        version: STORE_VERSION,
-        files,
-    })
+    body.clear();
+    serde_json::to_writer_pretty(
+        &mut *body,
+        &StoreFile {
+            version: STORE_VERSION,
+            files,
+        },
+    )
     .map_err(|source| StoreError::Parse {
         path: current.clone(),
         source,
@@ -202,7 +209,7 @@ pub fn write(dir: &Path, files: Vec<SavedFile>) -> Result<(), StoreError> {
     // never through a link.
     remove_if_there(&tmp)?;
     let mut f = create_private(&tmp).map_err(io(&tmp, "cannot create"))?;
-    f.write_all(&body).map_err(io(&tmp, "cannot write"))?;
+    f.write_all(body).map_err(io(&tmp, "cannot write"))?;
     f.sync_all().map_err(io(&tmp, "cannot fsync"))?;
     drop(f);
     if current.exists() {
@@ -324,8 +331,8 @@ mod tests {
             fs::metadata(&state).unwrap().permissions().mode() & 0o777,
             0o700
         );
-        write(&state, vec![entry("/a".into(), 1)]).unwrap();
-        write(&state, vec![entry("/a".into(), 2)]).unwrap();
+        write(&state, &[entry("/a".into(), 1)], &mut Vec::new()).unwrap();
+        write(&state, &[entry("/a".into(), 2)], &mut Vec::new()).unwrap();
         assert_eq!(read_one(&state.join(STORE_FILE)).unwrap()[0].offset, 2);
         assert_eq!(read_one(&state.join(PREVIOUS_FILE)).unwrap()[0].offset, 1);
         for f in [STORE_FILE, PREVIOUS_FILE] {
@@ -343,8 +350,8 @@ mod tests {
             b"",
         ] {
             let dir = tempfile::tempdir().unwrap();
-            write(dir.path(), vec![entry("/a".into(), 7)]).unwrap();
-            write(dir.path(), vec![entry("/a".into(), 9)]).unwrap();
+            write(dir.path(), &[entry("/a".into(), 7)], &mut Vec::new()).unwrap();
+            write(dir.path(), &[entry("/a".into(), 9)], &mut Vec::new()).unwrap();
             fs::write(dir.path().join(STORE_FILE), broken).unwrap();
             assert_eq!(load(dir.path()).unwrap()[0].offset, 7, "{broken:?}");
         }
@@ -362,8 +369,8 @@ mod tests {
         );
 
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), vec![entry("/a".into(), 7)]).unwrap();
-        write(dir.path(), vec![entry("/a".into(), 8)]).unwrap();
+        write(dir.path(), &[entry("/a".into(), 7)], &mut Vec::new()).unwrap();
+        write(dir.path(), &[entry("/a".into(), 8)], &mut Vec::new()).unwrap();
         fs::write(
             dir.path().join(STORE_FILE),
             b"{\"version\": 3, \"files\": [], \"more\": {}}",
@@ -387,12 +394,12 @@ mod tests {
         let target = dir.path().join("victim");
         fs::write(&target, b"precious").unwrap();
         std::os::unix::fs::symlink(&target, dir.path().join(TMP_FILE)).unwrap();
-        write(dir.path(), vec![entry("/a".into(), 3)]).unwrap();
+        write(dir.path(), &[entry("/a".into(), 3)], &mut Vec::new()).unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"precious");
         assert_eq!(load(dir.path()).unwrap()[0].offset, 3);
         // A crash between writing the temporary file and renaming it.
         fs::write(dir.path().join(TMP_FILE), b"half").unwrap();
-        write(dir.path(), vec![entry("/a".into(), 4)]).unwrap();
+        write(dir.path(), &[entry("/a".into(), 4)], &mut Vec::new()).unwrap();
         assert_eq!(load(dir.path()).unwrap()[0].offset, 4);
     }
 
@@ -400,7 +407,7 @@ mod tests {
     fn paths_that_are_not_utf8_are_stored_exactly_and_version_1_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let odd = PathBuf::from(std::ffi::OsString::from_vec(b"/logs/caf\xe9.log".to_vec()));
-        write(dir.path(), vec![entry(odd.clone(), 5)]).unwrap();
+        write(dir.path(), &[entry(odd.clone(), 5)], &mut Vec::new()).unwrap();
         assert_eq!(load(dir.path()).unwrap()[0].path, odd);
         let v1 = r#"{"version": 1, "files": [{"flow": "f", "dev": 1, "ino": 2,
             "fingerprint": {"len": 4, "md5": "x"}, "path": "/a.log", "offset": 11,

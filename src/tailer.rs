@@ -103,6 +103,17 @@ impl Slots {
     }
 }
 
+/// What a look at an open file's size (and, when it grew, its bytes)
+/// finds.
+enum Check {
+    /// Truncated, or replaced in place: its content is not what was read.
+    Changed { len: u64 },
+    /// The content read is still there; `len` is its size now.
+    Same { len: u64 },
+    /// No file, or its size cannot be read.
+    Unknown,
+}
+
 /// Directories where file notifications have been seen to arrive (a
 /// network filesystem accepts a watch and then tells nothing of remote
 /// writes): the watcher notes them, tailers ask.
@@ -355,20 +366,36 @@ impl Tailer {
     /// head). `Some(size)` when it changed. A file of the same size as what
     /// was read is taken as unchanged, which keeps quiet files cheap.
     fn content_changed(&mut self) -> Option<u64> {
+        match self.check_content() {
+            Check::Changed { len } => Some(len),
+            _ => None,
+        }
+    }
+
+    /// What `content_changed` finds, with the size it saw.
+    fn check_content(&mut self) -> Check {
         self.checked_at = self.read_offset;
         self.waited = false;
-        let file = self.file.as_ref()?;
-        let len = file.metadata().ok()?.len();
+        let Some(file) = self.file.as_ref() else {
+            return Check::Unknown;
+        };
+        let Ok(len) = file.metadata().map(|m| m.len()) else {
+            return Check::Unknown;
+        };
         if len < self.read_offset {
-            return Some(len);
+            return Check::Changed { len };
         }
         if len == self.read_offset {
-            return None;
+            return Check::Same { len };
         }
         let moved = self.read_offset > 0
             && self.last_byte.is_some()
             && byte_at(file, self.read_offset - 1) != self.last_byte;
-        (moved || !head_matches(file, &self.fingerprint)).then_some(len)
+        if moved || !head_matches(file, &self.fingerprint) {
+            Check::Changed { len }
+        } else {
+            Check::Same { len }
+        }
     }
 
     /// Reads until shutdown, or until the file is gone from its path and
@@ -647,15 +674,12 @@ impl Tailer {
         if self.file.is_none() {
             return EofAction::Wait;
         }
-        if let Some(len) = self.content_changed() {
-            return EofAction::Truncated { len };
-        }
-        if self
-            .file
-            .as_ref()
-            .and_then(|f| f.metadata().ok())
-            .is_none_or(|m| m.len() > self.read_offset)
-        {
+        let len = match self.check_content() {
+            Check::Changed { len } => return EofAction::Truncated { len },
+            Check::Same { len } => Some(len),
+            Check::Unknown => None,
+        };
+        if len.is_none_or(|len| len > self.read_offset) {
             // More to read: whether the path still leads here matters only
             // once the file is drained.
             return EofAction::Wait;
