@@ -1,7 +1,8 @@
 //! Discovery: which files a flow tails.
 //!
-//! Every `rescan_interval`, and sooner when a notify event hints at a
-//! change, the flow's globs are expanded again. Files are known by identity
+//! When a notify event says a file appeared, vanished or was renamed, and
+//! periodically (every `rescan_interval`, or every [`RESCAN_SAFETY`] where
+//! such events are known to arrive), the flow's globs are expanded again. Files are known by identity
 //! (device, inode), not by path: a file renamed within the globs keeps its
 //! tailer (which is told the new path); a new identity at a known path is a
 //! new file (rotation) and gets its own tailer, while the old one drains.
@@ -46,6 +47,28 @@ struct Active {
 
 /// How often discovery looks again while it holds a possible copy.
 const HOLD_RESCAN: Duration = Duration::from_millis(100);
+
+/// The periodic rescan of a flow whose directories are known to announce
+/// changes (an event has arrived from under each of its globs' bases):
+/// files that appear, vanish or are renamed there make discovery scan at
+/// once, so the periodic scan is only a safety net, at least this far
+/// apart. Elsewhere (a network filesystem, a base that does not exist
+/// yet) the flow is scanned every `rescan_interval`.
+pub const RESCAN_SAFETY: Duration = Duration::from_secs(60);
+
+/// The wait before the next periodic scan of `flow`.
+fn next_rescan(flow: &FlowRuntime, rescan: Duration) -> Duration {
+    let announced = flow
+        .settings
+        .paths
+        .iter()
+        .all(|p| flow.event_dirs.has_under(&crate::globs::glob_base(p)));
+    if announced {
+        rescan.max(RESCAN_SAFETY)
+    } else {
+        rescan
+    }
+}
 
 /// What discovery keeps between scans.
 #[derive(Default)]
@@ -184,7 +207,7 @@ pub async fn run(
         }
         first = false;
         let wait = if known.held.is_empty() {
-            rescan
+            next_rescan(&flow, rescan)
         } else {
             rescan.min(HOLD_RESCAN)
         };

@@ -60,12 +60,12 @@ const POLL_MIN: Duration = Duration::from_millis(50);
 const POLL_MAX: Duration = Duration::from_millis(1000);
 /// How often a file whose changes are announced by notifications is
 /// checked anyway. inotify does not lose events but when its queue
-/// overflows, and then every tailer is woken (see `daemon::watch`); but a
-/// file renamed out of the globs gets its events under a name nobody
-/// watches, and this poll is how its tailer notices it left its path (and
-/// from then on polls it fast until it is drained). A thousand quiet files
-/// cost a wake-up and an `fstat` each per period.
-const POLL_SAFETY: Duration = Duration::from_secs(5);
+/// overflows, and then every tailer is woken (see `daemon::watch`); a file
+/// renamed out of the globs is woken by the rename's event (it names the
+/// old path), notices it left its path and from then on polls it fast
+/// until it is drained. This poll is the net under both. A thousand quiet
+/// files cost a wake-up and two `stat`s each per period.
+const POLL_SAFETY: Duration = Duration::from_secs(30);
 /// A file whose path no longer names it is closed after this much quiet.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(5);
 
@@ -133,6 +133,15 @@ impl EventDirs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(dir)
+    }
+
+    /// Whether events have arrived from `base` or a directory under it.
+    pub fn has_under(&self, base: &std::path::Path) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|d| d.starts_with(base))
     }
 }
 
