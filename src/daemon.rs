@@ -690,6 +690,13 @@ fn watch(watched: Watched, event_dirs: Arc<EventDirs>) -> Option<notify::Recomme
         for dir in event.paths.iter().filter_map(|p| p.parent()) {
             event_dirs.note(dir);
         }
+        if matches!(event.kind, EventKind::Remove(_)) {
+            // A removed directory takes its watch with it: files in one
+            // made again at its path are polled and rescanned for.
+            for p in &event.paths {
+                event_dirs.forget_under(p);
+            }
+        }
         let flows = watched.lock().unwrap_or_else(|p| p.into_inner());
         if event.need_rescan() {
             // The kernel dropped events (its queue overflowed): every file

@@ -135,6 +135,15 @@ impl EventDirs {
             .contains(dir)
     }
 
+    /// Forgets `dir` and the directories under it (it was removed: a
+    /// directory made again at its path is not watched).
+    pub fn forget_under(&self, dir: &std::path::Path) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|d| !d.starts_with(dir));
+    }
+
     /// Whether events have arrived from `base` or a directory under it.
     pub fn has_under(&self, base: &std::path::Path) -> bool {
         self.0

@@ -796,3 +796,83 @@ async fn bad_paths_are_reported_once_and_the_others_keep_flowing() {
     );
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
+
+/// The directory of the globs removed and made again under the daemon: its
+/// watch went with it, so its files are found by rescans and polled, on
+/// default settings, as on a filesystem without events (not left to the
+/// slow safety nets of a watched one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_directory_removed_and_made_again_keeps_flowing() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "remade", 1).await;
+    let s = Scratch::new();
+    let dir = s.logs().join("app");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let lines =
+        |tag: &str| -> String { (0..100).map(|i| format!("{tag} line {i:03}\n")).collect() };
+    std::fs::write(dir.join("a.log"), lines("first")).expect("write");
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        "[[flow]]\nname = \"app\"\npaths = [\"{logs}/app/*.log\"]\nstream = \"remade\"\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    assert_eq!(
+        wait_for_count(&client, "remade", 100, TIMEOUT).await.len(),
+        100
+    );
+    // Events arrive from it: an append is announced.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("a.log"))
+        .expect("open");
+    f.write_all(b"announced\n").expect("append");
+    drop(f);
+    assert_eq!(
+        wait_for_count(&client, "remade", 101, TIMEOUT).await.len(),
+        101
+    );
+
+    std::fs::remove_dir_all(&dir).expect("rm -r");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::create_dir(&dir).expect("mkdir again");
+    let started = Instant::now();
+    std::fs::write(dir.join("b.log"), lines("second")).expect("write");
+    let got = wait_for_count(&client, "remade", 201, Duration::from_secs(30)).await;
+    assert_eq!(
+        got.len(),
+        201,
+        "the new directory's file arrives; log:\n{}",
+        daemon.log_text()
+    );
+    // The rescan every 5 s (the default) finds it, not the 60 s safety net.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "found by the regular rescan, after {:?}",
+        started.elapsed()
+    );
+    // And it is polled as a file without events is (up to every 1 s), not
+    // every 30 s as one with events: a line after a quiet while arrives
+    // within seconds although nothing announces it.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("b.log"))
+        .expect("open");
+    let appended = Instant::now();
+    f.write_all(b"polled\n").expect("append");
+    drop(f);
+    assert_eq!(
+        wait_for_count(&client, "remade", 202, Duration::from_secs(60))
+            .await
+            .len(),
+        202
+    );
+    assert!(
+        appended.elapsed() < Duration::from_secs(6),
+        "read by polling, after {:?}",
+        appended.elapsed()
+    );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
