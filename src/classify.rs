@@ -57,9 +57,151 @@ pub fn entry_outcome(
     }
 }
 
+/// The entries of a successful `PutRecords` answer (HTTP 200), each read
+/// as [`entry_outcome`] does, from the body's bytes: only the two members
+/// that decide an entry are kept (no shard id, no message), and strings
+/// are copied once, into what is kept. `None` when the body is not
+/// such an answer (the caller then lets the SDK read it as before).
+pub fn read_answer(body: &[u8]) -> Option<Vec<Result<String, String>>> {
+    // Valid UTF-8 as a whole, as the SDK's reader wants it (serde_json
+    // does not check the strings of members it skips).
+    let answer: Answer = serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
+    Some(answer.0)
+}
+
+/// A `PutRecords` answer's entries; objects only (serde's derived structs
+/// would take arrays too, which the SDK does not).
+struct Answer(Vec<Result<String, String>>);
+
+/// One entry of an answer, read by [`entry_outcome`].
+struct AnswerEntry(Result<String, String>);
+
+/// The members of an answer or an entry that matter; the others are
+/// skipped unread.
+enum Member {
+    Records,
+    SequenceNumber,
+    ErrorCode,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Member {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Member;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E>(self, name: &str) -> Result<Member, E> {
+                Ok(match name {
+                    "Records" => Member::Records,
+                    "SequenceNumber" => Member::SequenceNumber,
+                    "ErrorCode" => Member::ErrorCode,
+                    _ => Member::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Answer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Answer;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a PutRecords answer")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Answer, M::Error> {
+                let mut records = None;
+                while let Some(member) = m.next_key::<Member>()? {
+                    match member {
+                        Member::Records => {
+                            let entries: Vec<AnswerEntry> = m.next_value()?;
+                            records = Some(entries.into_iter().map(|e| e.0).collect());
+                        }
+                        _ => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                records
+                    .map(Answer)
+                    .ok_or_else(|| serde::de::Error::missing_field("Records"))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for AnswerEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AnswerEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a PutRecords answer entry")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<AnswerEntry, M::Error> {
+                let (mut seq, mut code) = (None, None);
+                while let Some(member) = m.next_key::<Member>()? {
+                    match member {
+                        Member::SequenceNumber => seq = m.next_value::<Option<String>>()?,
+                        Member::ErrorCode => code = m.next_value::<Option<String>>()?,
+                        _ => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(AnswerEntry(entry_outcome(seq, code)))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_read_as_the_sdk_reads_them() {
+        let body = br#"{"EncryptionType":"NONE","FailedRecordCount":3,"Records":[
+            {"SequenceNumber":"4962","ShardId":"shardId-000000000000"},
+            {"ErrorCode":"ProvisionedThroughputExceededException","ErrorMessage":"Rate exceeded for shard"},
+            {"SequenceNumber":"49\u0036","ShardId":"shardId-000000000001","ErrorCode":"InternalFailure"},
+            {"SequenceNumber":null,"ErrorCode":null},
+            {"SequenceNumber":"4970","ErrorCode":"","Unknown":{"a":[1,2]}}
+        ]}"#;
+        assert_eq!(
+            read_answer(body),
+            Some(vec![
+                Ok("4962".to_string()),
+                Err("ProvisionedThroughputExceededException".to_string()),
+                Err("InternalFailure".to_string()),
+                Err("NoSequenceNumber".to_string()),
+                Err("NoSequenceNumber".to_string()),
+            ])
+        );
+        assert_eq!(read_answer(br#"{"Records":[]}"#), Some(vec![]));
+        for not_an_answer in [
+            &b""[..],
+            b"{}",
+            b"{\"Records\":{}}",
+            b"{\"Records\":[{\"SequenceNumber\":7}]}",
+            b"<html>",
+            b"{\"Records\":[],\"Other\":\"\xac\"}",
+            b"[[]]",
+            b"{\"Records\":[[\"1\",null]]}",
+        ] {
+            assert_eq!(read_answer(not_an_answer), None, "{not_an_answer:?}");
+        }
+    }
 
     #[test]
     fn classification_follows_the_error_table() {

@@ -1,12 +1,27 @@
 //! What Kinesis's answers mean: any error code and status classify without
 //! a panic; an entry is confirmed exactly when it has a sequence number and
-//! no error code, and every other entry is retried.
+//! no error code, and every other entry is retried. Any bytes read as a
+//! `PutRecords` answer give one entry per element of its `Records`, or
+//! nothing (and then the SDK reads the body).
 #![no_main]
 
-use kinetail::classify::{Failure, classify, entry_outcome};
+use kinetail::classify::{Failure, classify, entry_outcome, read_answer};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    if let Some(entries) = read_answer(data) {
+        let v: serde_json::Value = serde_json::from_slice(data).expect("an answer is JSON");
+        let records = v["Records"].as_array().expect("an answer has Records");
+        assert_eq!(entries.len(), records.len());
+        for (e, r) in entries.iter().zip(records) {
+            let seq = r.get("SequenceNumber").and_then(|s| s.as_str());
+            let code = r.get("ErrorCode").and_then(|s| s.as_str());
+            match e {
+                Ok(s) => assert!(seq == Some(s.as_str()) && code.is_none()),
+                Err(_) => assert!(seq.is_none() || code.is_some()),
+            }
+        }
+    }
     let text = String::from_utf8_lossy(data);
     let mut parts = text.split('|');
     let code = parts.next().map(str::to_string);
