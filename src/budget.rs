@@ -7,15 +7,40 @@
 //! memory, so waiting would only hold the stop up: [`Budget::force`] takes
 //! what is free and books the rest as a debt that the next give-backs pay
 //! first, so the budget never grows past its size.
+//!
+//! While a tailer waits for room, the budget is *starved*: no more records
+//! can arrive at the lanes until some are acked ([`Budget::starved`], and
+//! [`Budget::until_starved`] to be woken when it starts).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 #[derive(Debug)]
 pub struct Budget {
     sem: Semaphore,
     debt: AtomicUsize,
+    /// Tailers waiting for room.
+    waiting: AtomicUsize,
+    starving: Notify,
+}
+
+/// Counts one waiting tailer for as long as it waits (its wait may be
+/// dropped at a stop).
+struct Waiting<'a>(&'a Budget);
+
+impl<'a> Waiting<'a> {
+    fn new(budget: &'a Budget) -> Waiting<'a> {
+        budget.waiting.fetch_add(1, Ordering::SeqCst);
+        budget.starving.notify_waiters();
+        Waiting(budget)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Budget {
@@ -23,6 +48,8 @@ impl Budget {
         Budget {
             sem: Semaphore::new(bytes.min(Semaphore::MAX_PERMITS)),
             debt: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            starving: Notify::new(),
         }
     }
 
@@ -39,9 +66,33 @@ impl Budget {
 
     /// Waits until `bytes` are free and takes them.
     pub async fn take(&self, bytes: usize) {
+        if self.try_take(bytes) {
+            return;
+        }
+        let _waiting = Waiting::new(self);
         // The semaphore is never closed, so acquiring only ends by success.
         if let Ok(p) = self.sem.acquire_many(permits(bytes)).await {
             p.forget();
+        }
+    }
+
+    /// Whether a tailer waits for room now.
+    pub fn starved(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
+    }
+
+    /// Returns once a tailer waits for room (at once if one does).
+    pub async fn until_starved(&self) {
+        loop {
+            let notified = self.starving.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a wait that starts between the
+            // check and the await still wakes this one.
+            notified.as_mut().enable();
+            if self.starved() {
+                return;
+            }
+            notified.await;
         }
     }
 

@@ -266,9 +266,17 @@ impl Lane {
                 continue;
             }
             // Wait for more, up to the linger: to fill the call, or the
-            // aggregate being held back to its payload units.
+            // aggregate being held back to its payload units. A call of
+            // aggregates does not wait while the budget is starved: nothing
+            // more comes until what is here is acked (such a call, up to
+            // 5 MiB, never fills from the default 4 MiB budget, and waited
+            // the whole linger each time). It goes without the short run
+            // held back, which stays for the next call.
             let deadline = tokio::time::Instant::now() + self.linger;
-            while open && (carry.is_empty() || held) && !batch.is_full() {
+            let budget = self.shared.budget.clone();
+            let aggregating = self.aggregate_bytes > 0;
+            let starved = |batch: &Batch| aggregating && !batch.is_empty() && budget.starved();
+            while open && (carry.is_empty() || held) && !batch.is_full() && !starved(&batch) {
                 tokio::select! {
                     m = self.rx.recv() => match m {
                         Some(chunk) => {
@@ -278,9 +286,10 @@ impl Lane {
                         None => open = false,
                     },
                     _ = tokio::time::sleep_until(deadline) => break,
+                    _ = budget.until_starved(), if aggregating && !batch.is_empty() => break,
                 }
             }
-            if held {
+            if held && !starved(&batch) {
                 self.fill(&mut batch, &mut carry, true).await;
             }
             if !batch.is_empty() {
