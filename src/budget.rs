@@ -143,4 +143,42 @@ mod tests {
         assert_eq!(b.available(), 100, "the budget is whole, never more");
         assert!(!b.try_take(101));
     }
+
+    #[test]
+    fn it_is_starved_exactly_while_a_taker_waits_and_says_so_to_a_waiting_lane() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let b = std::sync::Arc::new(Budget::new(100));
+            assert!(b.try_take(90));
+            assert!(!b.starved(), "room was taken without waiting");
+            // A lane waits to be told; a taker then waits for room.
+            let lane = tokio::spawn({
+                let b = b.clone();
+                async move { b.until_starved().await }
+            });
+            tokio::task::yield_now().await;
+            assert!(!lane.is_finished());
+            let taker = tokio::spawn({
+                let b = b.clone();
+                async move { b.take(50).await }
+            });
+            tokio::time::timeout(std::time::Duration::from_secs(5), lane)
+                .await
+                .expect("the lane is told")
+                .expect("lane");
+            assert!(b.starved());
+            b.give_back(90);
+            taker.await.expect("taker");
+            assert!(!b.starved(), "no one waits once the taker has its room");
+            // A wait dropped (a stop) is no longer counted.
+            assert!(!b.try_take(60));
+            let dropped =
+                tokio::time::timeout(std::time::Duration::from_millis(20), b.take(60)).await;
+            assert!(dropped.is_err());
+            assert!(!b.starved());
+        });
+    }
 }
