@@ -809,9 +809,7 @@ async fn a_log_directory_removed_and_made_again_keeps_flowing() {
     let s = Scratch::new();
     let dir = s.logs().join("app");
     std::fs::create_dir(&dir).expect("mkdir");
-    let lines =
-        |tag: &str| -> String { (0..100).map(|i| format!("{tag} line {i:03}\n")).collect() };
-    std::fs::write(dir.join("a.log"), lines("first")).expect("write");
+    std::fs::write(dir.join("a.log"), numbered_lines("first", 0, 100)).expect("write");
     let config = s.config(
         &server.endpoint(),
         "",
@@ -823,12 +821,7 @@ async fn a_log_directory_removed_and_made_again_keeps_flowing() {
         100
     );
     // Events arrive from it: an append is announced.
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(dir.join("a.log"))
-        .expect("open");
-    f.write_all(b"announced\n").expect("append");
-    drop(f);
+    append(&dir.join("a.log"), b"announced\n");
     assert_eq!(
         wait_for_count(&client, "remade", 101, TIMEOUT).await.len(),
         101
@@ -838,7 +831,7 @@ async fn a_log_directory_removed_and_made_again_keeps_flowing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     std::fs::create_dir(&dir).expect("mkdir again");
     let started = Instant::now();
-    std::fs::write(dir.join("b.log"), lines("second")).expect("write");
+    std::fs::write(dir.join("b.log"), numbered_lines("second", 0, 100)).expect("write");
     let got = wait_for_count(&client, "remade", 201, Duration::from_secs(30)).await;
     assert_eq!(
         got.len(),
@@ -856,13 +849,8 @@ async fn a_log_directory_removed_and_made_again_keeps_flowing() {
     // every 30 s as one with events: a line after a quiet while arrives
     // within seconds although nothing announces it.
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(dir.join("b.log"))
-        .expect("open");
     let appended = Instant::now();
-    f.write_all(b"polled\n").expect("append");
-    drop(f);
+    append(&dir.join("b.log"), b"polled\n");
     assert_eq!(
         wait_for_count(&client, "remade", 202, Duration::from_secs(60))
             .await
