@@ -4,8 +4,9 @@
 //! [`Watermark`] is the pure core: it takes acknowledged byte ranges in any
 //! order and reports the end of the longest contiguous confirmed prefix.
 //! [`Checkpoints`] holds one watermark per open file, the entries loaded from
-//! disk for files not (yet) open, and writes them atomically: temp file,
-//! `fsync`, rename, `fsync` of the directory.
+//! disk for files not (yet) open, and saves what changed to the store
+//! (`store`: a base written atomically, and a journal of the entries that
+//! changed since, each save fsynced).
 //!
 //! Invariant: an offset reaches the store only after every record before it
 //! was confirmed with a sequence number or durably dead-lettered, because the
@@ -162,11 +163,10 @@ struct State {
 /// The checkpoints of every file of every flow.
 #[derive(Debug)]
 pub struct Checkpoints {
-    dir: PathBuf,
     state: Mutex<State>,
     /// Held for a whole save: saves are written in the order their
-    /// snapshots were taken, one at a time; it keeps the body's buffer.
-    writing: Mutex<Vec<u8>>,
+    /// snapshots were taken, one at a time.
+    store: Mutex<crate::store::Store>,
 }
 
 impl Checkpoints {
@@ -175,13 +175,13 @@ impl Checkpoints {
     pub fn open(dir: &Path) -> Result<Checkpoints, StoreError> {
         crate::store::create_dir(dir)?;
         let mut state = State::default();
-        for f in crate::store::load(dir)? {
+        let (store, files) = crate::store::Store::open(dir)?;
+        for f in files {
             state.saved.insert((f.flow.clone(), f.key), f);
         }
         Ok(Checkpoints {
-            dir: dir.to_path_buf(),
             state: Mutex::new(state),
-            writing: Mutex::new(Vec::new()),
+            store: Mutex::new(store),
         })
     }
 
@@ -565,9 +565,10 @@ impl Checkpoints {
         self.lock().live.get(&id).map(|l| l.watermark.offset())
     }
 
-    /// Writes the store if anything changed since the last save.
+    /// Writes what changed since the last save to the store, if anything
+    /// did.
     pub fn save(&self) -> Result<bool, StoreError> {
-        let mut body = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         let files = {
             let mut st = self.lock();
             if !st.dirty {
@@ -576,11 +577,11 @@ impl Checkpoints {
             st.dirty = false;
             snapshot(&mut st)
         };
-        let result = crate::store::write(&self.dir, &files, &mut body);
+        let result = store.save(&files);
         if result.is_err() {
             self.lock().dirty = true;
         }
-        result.map(|()| true)
+        result
     }
 }
 

@@ -11,9 +11,16 @@
 //! and noisy on shared machines: compare ratios taken in the same run.
 //!
 //! Usage: kinetail-bench [--quick] [--lines N] [--only a,b,...,k] [--repeat N] [--json FILE]
+//!                       [--against NAME=COMMAND]
 //!
 //! `--repeat N` runs each backlog scenario N times and reports the run with
 //! the median CPU per line (shared machines are noisy).
+//!
+//! `--against NAME=COMMAND` runs another shipper on the backlog of (a), after
+//! each run of (a), and reports it as row (x): `COMMAND` is run by the shell
+//! with `{port}` (the endpoint's) and `{dir}` (whose `logs/app.log` is the
+//! backlog) filled in; it should ship every line to
+//! `http://127.0.0.1:{port}` and keep its own state under `{dir}`.
 //!
 //! `KINETAIL_BENCH_TOP` (say `max_buffer_bytes = 4194304`) is added to the
 //! top of every configuration, to try other settings.
@@ -419,12 +426,39 @@ fn start_kinetail(dir: &Path, port: u16, top: &str, flow_extra: &str) -> std::io
         .spawn()
 }
 
+/// What ships a backlog: kinetail with a flow's extra settings, or another
+/// shipper's command (see `--against`).
+enum Shipper<'a> {
+    Kinetail { flow_extra: &'a str },
+    Other { command: &'a str },
+}
+
+/// Starts another shipper: `command` run by `sh -c "exec ..."` (so the
+/// process measured is the shipper itself), with `{port}` replaced by the
+/// endpoint's port and `{dir}` by the scratch directory, whose `logs/`
+/// holds the log to ship.
+fn start_other(dir: &Path, port: u16, command: &str) -> std::io::Result<Child> {
+    let command = command
+        .replace("{port}", &port.to_string())
+        .replace("{dir}", &dir.display().to_string());
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {command}"))
+        .current_dir(dir)
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
 /// Ships `n` pre-written lines; returns the row once the endpoint counted
 /// every line.
 async fn backlog(
     name: &str,
     n: u64,
-    flow_extra: &str,
+    shipper: Shipper<'_>,
     kind: Lines,
     shards: u64,
 ) -> std::io::Result<Row> {
@@ -436,7 +470,10 @@ async fn backlog(
     counts.shards.store(shards, Ordering::Relaxed);
     let port = endpoint(counts.clone()).await?;
     let started = Instant::now();
-    let mut child = start_kinetail(dir.path(), port, "", flow_extra)?;
+    let mut child = match shipper {
+        Shipper::Kinetail { flow_extra } => start_kinetail(dir.path(), port, "", flow_extra)?,
+        Shipper::Other { command } => start_other(dir.path(), port, command)?,
+    };
     let pid = child.id();
     let mut peak = Peak::default();
     let deadline = started + Duration::from_secs(600);
@@ -664,6 +701,20 @@ fn floor(n: u64) -> std::io::Result<Row> {
     })
 }
 
+/// The run with the median CPU of `runs`, after printing every run's CPU
+/// per million lines when there are several.
+fn median(name: &str, mut runs: Vec<Row>, repeat: usize) -> Row {
+    runs.sort_by(|x, y| x.cpu.total_cmp(&y.cpu));
+    if repeat > 1 {
+        let per_m: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{:.3}", r.cpu / (r.lines.max(1) as f64 / 1e6)))
+            .collect();
+        eprintln!("{name}: CPU s per million lines over {repeat} runs: {per_m:?}");
+    }
+    runs.swap_remove(runs.len() / 2)
+}
+
 fn print(rows: &[Row], floor: &Row) {
     println!(
         "{:<44} {:>10} {:>12} {:>8} {:>7} {:>14} {:>10} {:>9} {:>9} {:>12} {:>10} {:>9} {:>14}",
@@ -761,6 +812,12 @@ async fn main() -> std::io::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
         .max(1);
+    // `--against NAME=COMMAND`: another shipper measured on the backlog of
+    // (a), interleaved with it (see `start_other`).
+    let against = value("--against").map(|v| match v.split_once('=') {
+        Some((name, command)) => (name.to_string(), command.to_string()),
+        None => ("other".to_string(), v),
+    });
     // Default settings but `pace = false` (pacing holds a backlog to the
     // shards' write limits; (i) measures it).
     let unpaced = "pace = false";
@@ -826,19 +883,22 @@ async fn main() -> std::io::Result<()> {
             continue;
         }
         let mut runs = Vec::new();
+        let mut theirs = Vec::new();
         for _ in 0..repeat {
-            runs.push(backlog(name, n, flow, kind, shards).await?);
+            let shipper = Shipper::Kinetail { flow_extra: flow };
+            runs.push(backlog(name, n, shipper, kind, shards).await?);
+            // Another shipper on the same backlog, run after each run of (a).
+            if let (Some((other, command)), "a") = (&against, letter) {
+                let name = format!("(x) {other}, the backlog of (a)");
+                let shipper = Shipper::Other { command };
+                theirs.push(backlog(&name, n, shipper, kind, shards).await?);
+            }
         }
-        runs.sort_by(|x, y| x.cpu.total_cmp(&y.cpu));
-        if repeat > 1 {
-            let per_m: Vec<String> = runs
-                .iter()
-                .map(|r| format!("{:.3}", r.cpu / (r.lines.max(1) as f64 / 1e6)))
-                .collect();
-            eprintln!("{name}: CPU s per million lines over {repeat} runs: {per_m:?}");
+        rows.push(median(name, runs, repeat));
+        if let Some(first) = theirs.first() {
+            let name = first.name.clone();
+            rows.push(median(&name, theirs, repeat));
         }
-        let median = runs.swap_remove(repeat / 2);
-        rows.push(median);
     }
     let mut delay = None;
     if wants("b") {

@@ -207,17 +207,14 @@ fn reaches_state_dir(
     state_dir: &Path,
 ) -> Option<PathBuf> {
     let opts = crate::globs::MATCH_OPTIONS;
-    [
-        crate::store::STORE_FILE,
-        crate::store::PREVIOUS_FILE,
-        crate::dead_letter::DEAD_LETTER_FILE,
-    ]
-    .iter()
-    .map(|name| state_dir.join(name))
-    .find(|own| {
-        pattern.matches_path_with(own, opts)
-            && !exclude.iter().any(|x| x.matches_path_with(own, opts))
-    })
+    crate::store::FILES
+        .iter()
+        .chain(&[crate::dead_letter::DEAD_LETTER_FILE])
+        .map(|name| state_dir.join(name))
+        .find(|own| {
+            pattern.matches_path_with(own, opts)
+                && !exclude.iter().any(|x| x.matches_path_with(own, opts))
+        })
 }
 
 /// How old a file may be to be picked up; `None` for any age.
