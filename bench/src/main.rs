@@ -449,7 +449,7 @@ fn start_other(dir: &Path, port: u16, command: &str) -> std::io::Result<Child> {
         .env("AWS_SECRET_ACCESS_KEY", "bench")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
 }
 
