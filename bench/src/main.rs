@@ -17,10 +17,11 @@
 //! the median CPU per line (shared machines are noisy).
 //!
 //! `--against NAME=COMMAND` runs another shipper on the backlog of (a), after
-//! each run of (a), and reports it as row (x): `COMMAND` is run by the shell
-//! with `{port}` (the endpoint's) and `{dir}` (whose `logs/app.log` is the
-//! backlog) filled in; it should ship every line to
-//! `http://127.0.0.1:{port}` and keep its own state under `{dir}`.
+//! each run of (a), and on the quiet files of (c) and (j), after kinetail,
+//! and reports it as rows (x): `COMMAND` is run by the shell with `{port}`
+//! (the endpoint's) and `{dir}` (whose `logs/*.log` are the files to ship)
+//! filled in; it should ship every line to `http://127.0.0.1:{port}` and
+//! keep its own state under `{dir}`.
 //!
 //! `KINETAIL_BENCH_TOP` (say `max_buffer_bytes = 4194304`) is added to the
 //! top of every configuration, to try other settings.
@@ -576,7 +577,12 @@ async fn steady(rate: u64, seconds: u64) -> std::io::Result<(Row, u64, u64)> {
 /// `files` files that each got a first line, then, for `seconds`, a line a
 /// second in each (`each`) or a line a second in all, to one file after the
 /// other.
-async fn quiet_files(files: u64, seconds: u64, each: bool) -> std::io::Result<Row> {
+async fn quiet_files(
+    files: u64,
+    seconds: u64,
+    each: bool,
+    shipper: Shipper<'_>,
+) -> std::io::Result<Row> {
     let dir = Scratch::new("quiet")?;
     for i in 0..files {
         std::fs::write(
@@ -589,12 +595,16 @@ async fn quiet_files(files: u64, seconds: u64, each: bool) -> std::io::Result<Ro
     // Every file keeps its descriptor: above max_open_files (512 by
     // default) quiet files would take turns, reopened when they change.
     // Everything else is the default.
-    let mut child = start_kinetail(
-        dir.path(),
-        port,
-        &format!("max_open_files = {}", files + 64),
-        "",
-    )?;
+    let mut child = match shipper {
+        Shipper::Kinetail { flow_extra } => start_kinetail(
+            dir.path(),
+            port,
+            &format!("max_open_files = {}", files + 64),
+            flow_extra,
+        )?,
+        Shipper::Other { command } => start_other(dir.path(), port, command)?,
+    };
+    let other = matches!(shipper, Shipper::Other { .. });
     let pid = child.id();
     // Let it open everything, then measure a quiet period with a line a
     // second per file.
@@ -626,10 +636,13 @@ async fn quiet_files(files: u64, seconds: u64, each: bool) -> std::io::Result<Ro
     let _ = child.kill();
     let _ = child.wait();
     Ok(Row {
-        name: if each {
-            format!("(c) {files} quiet files, 1 line/s each")
-        } else {
-            format!("(j) {files} quiet files, 1 line/s in all")
+        name: match (each, other) {
+            (true, false) => format!("(c) {files} quiet files, 1 line/s each"),
+            (false, false) => format!("(j) {files} quiet files, 1 line/s in all"),
+            (_, true) => format!(
+                "(x) the other shipper on ({})",
+                if each { 'c' } else { 'j' }
+            ),
         },
         lines: counts.lines.load(Ordering::Relaxed),
         wall,
@@ -912,13 +925,25 @@ async fn main() -> std::io::Result<()> {
     }
     if wants("c") {
         let files = if quick { 100 } else { 1_000 };
-        rows.push(quiet_files(files, if quick { 3 } else { 30 }, true).await?);
+        let seconds = if quick { 3 } else { 30 };
+        let shipper = Shipper::Kinetail { flow_extra: "" };
+        rows.push(quiet_files(files, seconds, true, shipper).await?);
+        if let Some((_, command)) = &against {
+            let shipper = Shipper::Other { command };
+            rows.push(quiet_files(files, seconds, true, shipper).await?);
+        }
     }
     if wants("j") {
         // Two minutes: two of the periodic rescans and four of the safety
         // polls of each file fall in it.
         let files = if quick { 100 } else { 1_000 };
-        rows.push(quiet_files(files, if quick { 3 } else { 120 }, false).await?);
+        let seconds = if quick { 3 } else { 120 };
+        let shipper = Shipper::Kinetail { flow_extra: "" };
+        rows.push(quiet_files(files, seconds, false, shipper).await?);
+        if let Some((_, command)) = &against {
+            let shipper = Shipper::Other { command };
+            rows.push(quiet_files(files, seconds, false, shipper).await?);
+        }
     }
     let fl = floor(n)?;
     print(&rows, &fl);
