@@ -275,6 +275,7 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
 fn run(settings: Settings) -> ExitCode {
     raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.worker_threads)
         .enable_all()
         .build()
     {

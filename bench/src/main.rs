@@ -430,8 +430,14 @@ fn start_kinetail(dir: &Path, port: u16, top: &str, flow_extra: &str) -> std::io
 /// What ships a backlog: kinetail with a flow's extra settings, or another
 /// shipper's command (see `--against`).
 enum Shipper<'a> {
-    Kinetail { flow_extra: &'a str },
-    Other { command: &'a str },
+    /// `top` goes before the first table, `flow_extra` into the flow.
+    Kinetail {
+        top: &'a str,
+        flow_extra: &'a str,
+    },
+    Other {
+        command: &'a str,
+    },
 }
 
 /// Starts another shipper: `command` run by `sh -c "exec ..."` (so the
@@ -472,7 +478,7 @@ async fn backlog(
     let port = endpoint(counts.clone()).await?;
     let started = Instant::now();
     let mut child = match shipper {
-        Shipper::Kinetail { flow_extra } => start_kinetail(dir.path(), port, "", flow_extra)?,
+        Shipper::Kinetail { top, flow_extra } => start_kinetail(dir.path(), port, top, flow_extra)?,
         Shipper::Other { command } => start_other(dir.path(), port, command)?,
     };
     let pid = child.id();
@@ -596,10 +602,10 @@ async fn quiet_files(
     // default) quiet files would take turns, reopened when they change.
     // Everything else is the default.
     let mut child = match shipper {
-        Shipper::Kinetail { flow_extra } => start_kinetail(
+        Shipper::Kinetail { top, flow_extra } => start_kinetail(
             dir.path(),
             port,
-            &format!("max_open_files = {}", files + 64),
+            &format!("max_open_files = {}\n{top}", files + 64),
             flow_extra,
         )?,
         Shipper::Other { command } => start_other(dir.path(), port, command)?,
@@ -817,8 +823,8 @@ async fn main() -> std::io::Result<()> {
         );
         std::process::exit(2);
     }
-    // Scenarios to run: all unless `--only` lists some (letters a to k).
-    let only = value("--only").unwrap_or_else(|| "a,b,c,d,e,f,g,h,i,j,k".into());
+    // Scenarios to run: all unless `--only` lists some (letters a to l).
+    let only = value("--only").unwrap_or_else(|| "a,b,c,d,e,f,g,h,i,j,k,l".into());
     let wants = |s: &str| only.split(',').any(|o| o.trim() == s);
     let mut rows = Vec::new();
     let repeat: usize = value("--repeat")
@@ -838,6 +844,12 @@ async fn main() -> std::io::Result<()> {
         (
             "a",
             "(a) backlog, 100-byte lines",
+            String::new(),
+            Lines::Text,
+        ),
+        (
+            "l",
+            "(l) backlog, worker_threads 2",
             String::new(),
             Lines::Text,
         ),
@@ -898,7 +910,16 @@ async fn main() -> std::io::Result<()> {
         let mut runs = Vec::new();
         let mut theirs = Vec::new();
         for _ in 0..repeat {
-            let shipper = Shipper::Kinetail { flow_extra: flow };
+            // (l): the same as (a) with a second worker thread.
+            let top = if letter == "l" {
+                "worker_threads = 2"
+            } else {
+                ""
+            };
+            let shipper = Shipper::Kinetail {
+                top,
+                flow_extra: flow,
+            };
             runs.push(backlog(name, n, shipper, kind, shards).await?);
             // Another shipper on the same backlog, run after each run of (a).
             if let (Some((other, command)), "a") = (&against, letter) {
@@ -926,7 +947,10 @@ async fn main() -> std::io::Result<()> {
     if wants("c") {
         let files = if quick { 100 } else { 1_000 };
         let seconds = if quick { 3 } else { 30 };
-        let shipper = Shipper::Kinetail { flow_extra: "" };
+        let shipper = Shipper::Kinetail {
+            top: "",
+            flow_extra: "",
+        };
         rows.push(quiet_files(files, seconds, true, shipper).await?);
         if let Some((_, command)) = &against {
             let shipper = Shipper::Other { command };
@@ -938,7 +962,10 @@ async fn main() -> std::io::Result<()> {
         // polls of each file fall in it.
         let files = if quick { 100 } else { 1_000 };
         let seconds = if quick { 3 } else { 120 };
-        let shipper = Shipper::Kinetail { flow_extra: "" };
+        let shipper = Shipper::Kinetail {
+            top: "",
+            flow_extra: "",
+        };
         rows.push(quiet_files(files, seconds, false, shipper).await?);
         if let Some((_, command)) = &against {
             let shipper = Shipper::Other { command };

@@ -28,6 +28,7 @@ impl Settings {
         let _ = writeln!(s, "rescan_interval_ms = {}", ms(self.rescan_interval));
         let _ = writeln!(s, "max_buffer_bytes = {}", self.max_buffer_bytes);
         let _ = writeln!(s, "max_open_files = {}", self.max_open_files);
+        let _ = writeln!(s, "worker_threads = {}", self.worker_threads);
         match self.api {
             Some(a) => {
                 let _ = write!(s, "\n[api]\nlisten = \"{a}\"\n");

@@ -53,6 +53,11 @@ pub const DEFAULT_MAX_BUFFER_BYTES: u64 = 4 * 1024 * 1024;
 /// large line could never be admitted.
 const MIN_BUFFER_BYTES: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_OPEN_FILES: u64 = 512;
+/// One thread runs every task: on two cores a second worker cost about 20%
+/// more CPU per line in a backlog (threads waking each other, tasks moving
+/// between them) for the same throughput (ARCHITECTURE.md, "Threads").
+pub const DEFAULT_WORKER_THREADS: u64 = 1;
+const MAX_WORKER_THREADS: u64 = 64;
 
 /// A configuration error, positioned in the file when the position is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +106,8 @@ pub struct Settings {
     pub max_buffer_bytes: usize,
     /// Files held open at once, across all flows.
     pub max_open_files: usize,
+    /// Threads that run kinetail's tasks (reading, batching, calls).
+    pub worker_threads: usize,
     pub flows: Vec<FlowSettings>,
 }
 
@@ -122,6 +129,7 @@ impl Settings {
             rescan_interval,
             max_buffer_bytes,
             max_open_files,
+            worker_threads,
             flows: _,
         } = new;
         let AwsSettings {
@@ -150,6 +158,7 @@ impl Settings {
                 *max_buffer_bytes != self.max_buffer_bytes,
             ),
             ("max_open_files", *max_open_files != self.max_open_files),
+            ("worker_threads", *worker_threads != self.worker_threads),
             ("aws.region", *region != old.region),
             ("aws.endpoint_url", *endpoint_url != old.endpoint_url),
             ("aws.profile", *profile != old.profile),
@@ -247,6 +256,12 @@ impl Settings {
                 1..=1_000_000,
                 "max_open_files",
             )?,
+            worker_threads: loc.size(
+                raw.worker_threads.as_ref(),
+                DEFAULT_WORKER_THREADS,
+                1..=MAX_WORKER_THREADS,
+                "worker_threads",
+            )?,
             state_dir,
             flows,
         })
@@ -325,6 +340,7 @@ mod tests {
             ("rescan_interval_ms = 9000", "rescan_interval_ms"),
             ("max_buffer_bytes = 8388608", "max_buffer_bytes"),
             ("max_open_files = 10", "max_open_files"),
+            ("worker_threads = 2", "worker_threads"),
             ("[api]\nlisten = \"127.0.0.1:9999\"", "api.listen"),
         ] {
             let state = "state_dir = \"/s\"\n";

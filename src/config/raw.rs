@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     pub rescan_interval_ms: Option<Num>,
     pub max_buffer_bytes: Option<Num>,
     pub max_open_files: Option<Num>,
+    pub worker_threads: Option<Num>,
     #[serde(default)]
     pub flow: Vec<Spanned<RawFlow>>,
 }
