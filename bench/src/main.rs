@@ -849,7 +849,7 @@ async fn main() -> std::io::Result<()> {
         ),
         (
             "l",
-            "(l) backlog, worker_threads 2",
+            "(l) backlog, worker_threads 1",
             String::new(),
             Lines::Text,
         ),
@@ -910,9 +910,9 @@ async fn main() -> std::io::Result<()> {
         let mut runs = Vec::new();
         let mut theirs = Vec::new();
         for _ in 0..repeat {
-            // (l): the same as (a) with a second worker thread.
+            // (l): the same as (a) with one worker thread.
             let top = if letter == "l" {
-                "worker_threads = 2"
+                "worker_threads = 1"
             } else {
                 ""
             };

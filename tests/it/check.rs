@@ -62,7 +62,7 @@ fn valid_config_prints_effective_settings() {
     assert!(out.contains("name = \"syslog\""), "{out}");
     assert!(out.contains("linger_ms = 200"), "defaults are shown: {out}");
     assert!(out.contains("max_in_flight = 4"), "{out}");
-    assert!(out.contains("worker_threads = 1"), "{out}");
+    assert!(out.contains("worker_threads = 2"), "{out}");
 }
 
 #[test]
@@ -72,10 +72,10 @@ fn worker_threads_out_of_range_is_located() {
         let text = GOOD.replacen(state, &format!("{state}{bad}\n"), 1);
         assert_error_at(&text, &[], 2, "worker_threads must be between 1 and 64");
     }
-    let text = GOOD.replacen(state, &format!("{state}worker_threads = 2\n"), 1);
+    let text = GOOD.replacen(state, &format!("{state}worker_threads = 1\n"), 1);
     let (code, out, err, _, _dir) = check(&text, &[]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("worker_threads = 2"), "{out}");
+    assert!(out.contains("worker_threads = 1"), "{out}");
 }
 
 #[test]
