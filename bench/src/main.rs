@@ -944,32 +944,23 @@ async fn main() -> std::io::Result<()> {
         rows.push(row);
         delay = Some((p50, p99));
     }
-    if wants("c") {
-        let files = if quick { 100 } else { 1_000 };
-        let seconds = if quick { 3 } else { 30 };
-        let shipper = Shipper::Kinetail {
-            top: "",
-            flow_extra: "",
-        };
-        rows.push(quiet_files(files, seconds, true, shipper).await?);
-        if let Some((_, command)) = &against {
-            let shipper = Shipper::Other { command };
-            rows.push(quiet_files(files, seconds, true, shipper).await?);
+    // (c) a line a second in each file, 30 s; (j) a line a second in all,
+    // two minutes: two of the periodic rescans and four of the safety
+    // polls of each file fall in it.
+    for (letter, each, full_seconds) in [("c", true, 30), ("j", false, 120)] {
+        if !wants(letter) {
+            continue;
         }
-    }
-    if wants("j") {
-        // Two minutes: two of the periodic rescans and four of the safety
-        // polls of each file fall in it.
         let files = if quick { 100 } else { 1_000 };
-        let seconds = if quick { 3 } else { 120 };
+        let seconds = if quick { 3 } else { full_seconds };
         let shipper = Shipper::Kinetail {
             top: "",
             flow_extra: "",
         };
-        rows.push(quiet_files(files, seconds, false, shipper).await?);
+        rows.push(quiet_files(files, seconds, each, shipper).await?);
         if let Some((_, command)) = &against {
             let shipper = Shipper::Other { command };
-            rows.push(quiet_files(files, seconds, false, shipper).await?);
+            rows.push(quiet_files(files, seconds, each, shipper).await?);
         }
     }
     let fl = floor(n)?;
