@@ -367,6 +367,8 @@ struct Row {
     units: u64,
     /// Megabytes sent (data and keys, as Kinesis counts them).
     sent_mb: f64,
+    /// PutRecords calls answered (retries included).
+    calls: u64,
 }
 
 /// A fresh scratch directory, removed when dropped.
@@ -509,6 +511,7 @@ async fn backlog(
         mb: bytes as f64 / 1e6,
         units: counts.units.load(Ordering::Relaxed),
         sent_mb: counts.bytes.load(Ordering::Relaxed) as f64 / 1e6,
+        calls: counts.calls.load(Ordering::Relaxed),
     })
 }
 
@@ -575,6 +578,7 @@ async fn steady(rate: u64, seconds: u64) -> std::io::Result<(Row, u64, u64)> {
         mb: written as f64 * 100.0 / 1e6,
         units: 0,
         sent_mb: 0.0,
+        calls: counts.calls.load(Ordering::Relaxed),
     };
     Ok((row, pct(0.5) / 1000, pct(0.99) / 1000))
 }
@@ -659,6 +663,7 @@ async fn quiet_files(
         mb: 0.0,
         units: 0,
         sent_mb: 0.0,
+        calls: counts.calls.load(Ordering::Relaxed),
     })
 }
 
@@ -717,6 +722,7 @@ fn floor(n: u64) -> std::io::Result<Row> {
         mb: bytes as f64 / 1e6,
         units: 0,
         sent_mb: 0.0,
+        calls: 0,
     })
 }
 
@@ -736,7 +742,7 @@ fn median(name: &str, mut runs: Vec<Row>, repeat: usize) -> Row {
 
 fn print(rows: &[Row], floor: &Row) {
     println!(
-        "{:<44} {:>10} {:>12} {:>8} {:>7} {:>14} {:>10} {:>9} {:>9} {:>12} {:>10} {:>9} {:>14}",
+        "{:<44} {:>10} {:>12} {:>8} {:>7} {:>14} {:>10} {:>9} {:>9} {:>12} {:>10} {:>9} {:>14} {:>10}",
         "scenario",
         "lines",
         "lines/s",
@@ -749,7 +755,8 @@ fn print(rows: &[Row], floor: &Row) {
         "Kinesis recs",
         "units/GB",
         "sent MB",
-        "CPU s/GB sent"
+        "CPU s/GB sent",
+        "recs/call"
     );
     for r in rows.iter().chain(std::iter::once(floor)) {
         let per_m = if r.lines > 0 {
@@ -759,7 +766,7 @@ fn print(rows: &[Row], floor: &Row) {
         };
         let floor_per_m = floor.cpu / (floor.lines as f64 / 1e6);
         println!(
-            "{:<44} {:>10} {:>12.0} {:>8.1} {:>7.1} {:>14.3} {:>9.1}x {:>6} MiB {:>6} MiB {:>12} {:>10.0} {:>9.1} {:>14.2}",
+            "{:<44} {:>10} {:>12.0} {:>8.1} {:>7.1} {:>14.3} {:>9.1}x {:>6} MiB {:>6} MiB {:>12} {:>10.0} {:>9.1} {:>14.2} {:>10.1}",
             r.name,
             r.lines,
             r.lines as f64 / r.wall.max(1e-9),
@@ -781,7 +788,8 @@ fn print(rows: &[Row], floor: &Row) {
                 r.cpu / (r.sent_mb / 1000.0)
             } else {
                 0.0
-            }
+            },
+            r.kinesis_records as f64 / r.calls.max(1) as f64
         );
     }
 }
@@ -797,6 +805,7 @@ fn to_json(rows: &[Row], floor: &Row) -> String {
                 "cpu_seconds_per_million_lines": if r.lines > 0 { r.cpu / (r.lines as f64 / 1e6) } else { 0.0 },
                 "peak_rss_kib": r.rss_kib, "peak_anon_rss_kib": r.anon_kib, "kinesis_records": r.kinesis_records, "megabytes": r.mb,
                 "put_payload_units": r.units, "units_per_gb": r.units as f64 / (r.mb / 1000.0).max(1e-9), "sent_megabytes": r.sent_mb,
+                "calls": r.calls,
             })
         })
         .collect();
