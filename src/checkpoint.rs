@@ -134,6 +134,8 @@ struct Live {
     /// Records of finished chunks confirmed past the watermark, by the
     /// chunk's start: what a restart would send again.
     ahead: BTreeMap<u64, usize>,
+    /// Its saved form changed since the last save.
+    unsaved: bool,
 }
 
 impl Live {
@@ -158,6 +160,10 @@ struct State {
     next_id: FileId,
     next_chunk: ChunkId,
     dirty: bool,
+    /// An entry may have been added, moved or dropped since the last save,
+    /// not only changed: the next save looks at every entry. Otherwise it
+    /// writes only the live readings marked `unsaved`.
+    whole: bool,
 }
 
 /// The checkpoints of every file of every flow.
@@ -174,7 +180,10 @@ impl Checkpoints {
     /// `store::load` for what happens to a store that cannot be read.
     pub fn open(dir: &Path) -> Result<Checkpoints, StoreError> {
         crate::store::create_dir(dir)?;
-        let mut state = State::default();
+        let mut state = State {
+            whole: true,
+            ..State::default()
+        };
         let (store, files) = crate::store::Store::open(dir)?;
         for f in files {
             state.saved.insert((f.flow.clone(), f.key), f);
@@ -254,6 +263,7 @@ impl Checkpoints {
                 cut: None,
                 detached_at: None,
                 ahead: BTreeMap::new(),
+                unsaved: true,
             },
         )
     }
@@ -281,6 +291,7 @@ impl Checkpoints {
             cut: None,
             detached_at: None,
             ahead: BTreeMap::new(),
+            unsaved: true,
         };
         Some(insert_live(&mut st, fresh))
     }
@@ -334,6 +345,7 @@ impl Checkpoints {
         l.closed_at = None;
         l.cut = None;
         st.dirty = true;
+        st.whole = true;
         Some(from)
     }
 
@@ -466,7 +478,10 @@ impl Checkpoints {
             if let Some((start, end, records)) = range
                 && let Some(l) = st.live.get_mut(&file)
             {
-                moved |= l.watermark.ack(start, end);
+                if l.watermark.ack(start, end) {
+                    moved = true;
+                    l.unsaved = true;
+                }
                 note_ahead(l, start, end, records);
                 if l.closed_at.is_some_and(|c| l.watermark.offset() >= c) {
                     finished.push(file);
@@ -485,6 +500,7 @@ impl Checkpoints {
         if let Some(l) = st.live.get_mut(&id) {
             l.last_sequence = Some(sequence);
             l.last_confirmed_unix_ms = Some(now_ms());
+            l.unsaved = true;
             st.dirty = true;
         }
     }
@@ -493,6 +509,7 @@ impl Checkpoints {
         let mut st = self.lock();
         if let Some(l) = st.live.get_mut(&id) {
             l.fingerprint = fingerprint;
+            l.unsaved = true;
             st.dirty = true;
         }
     }
@@ -509,6 +526,7 @@ impl Checkpoints {
             .filter(|l| l.flow == flow && l.key == key && l.detached_at.is_none() && l.path != path)
         {
             old = Some(std::mem::replace(&mut l.path, path.to_path_buf()));
+            l.unsaved = true;
         }
         if old.is_some() {
             st.dirty = true;
@@ -569,17 +587,33 @@ impl Checkpoints {
     /// did.
     pub fn save(&self) -> Result<bool, StoreError> {
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        let files = {
+        let (files, whole) = {
             let mut st = self.lock();
             if !st.dirty {
                 return Ok(false);
             }
             st.dirty = false;
-            snapshot(&mut st)
+            if st.whole || store.wants_base() {
+                st.whole = false;
+                for l in st.live.values_mut() {
+                    l.unsaved = false;
+                }
+                (snapshot(&mut st), true)
+            } else {
+                (changed(&mut st), false)
+            }
         };
-        let result = store.save(&files);
+        let result = if whole {
+            store.save(&files)
+        } else {
+            store.update(&files)
+        };
         if result.is_err() {
-            self.lock().dirty = true;
+            // What was not written is no longer marked: the next save looks
+            // at every entry.
+            let mut st = self.lock();
+            st.dirty = true;
+            st.whole = true;
         }
         result
     }
@@ -605,6 +639,7 @@ fn insert_live(st: &mut State, live: Live) -> FileId {
     st.next_id += 1;
     st.live.insert(id, live);
     st.dirty = true;
+    st.whole = true;
     id
 }
 
@@ -624,7 +659,25 @@ fn retire(st: &mut State, id: FileId) {
         st.saved
             .insert((l.flow.clone(), l.key), l.to_saved(now_ms()));
         st.dirty = true;
+        st.whole = true;
     }
+}
+
+/// The saved form of the live readings marked `unsaved`, unmarked: what a
+/// save writes when no entry was added, moved or dropped (a changed offset,
+/// sequence number, fingerprint or path). One a second with 1,000 quiet
+/// files and a line in one of them, so it does not build, hash or sort the
+/// whole table as [`snapshot`] does.
+fn changed(st: &mut State) -> Vec<SavedFile> {
+    st.live
+        .retain(|_, l| l.detached_at.is_none_or(|t| t.elapsed() < COPY_WINDOW));
+    let now = now_ms();
+    st.live
+        .values_mut()
+        .filter_map(|l| {
+            (std::mem::take(&mut l.unsaved) && l.detached_at.is_none()).then(|| l.to_saved(now))
+        })
+        .collect()
 }
 
 fn snapshot(st: &mut State) -> Vec<SavedFile> {
@@ -769,6 +822,73 @@ mod tests {
         std::fs::write(dir.path().join(crate::store::STORE_FILE), b"{not json").unwrap();
         let e = Checkpoints::open(dir.path()).unwrap_err();
         assert!(e.needs_operator(), "{e}");
+    }
+
+    #[test]
+    fn a_save_after_a_change_writes_only_the_changed_readings_and_a_load_sees_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_lines = || {
+            std::fs::read_to_string(dir.path().join(crate::store::JOURNAL_FILE))
+                .unwrap()
+                .lines()
+                .count()
+        };
+        let cp = Checkpoints::open(dir.path()).unwrap();
+        let ids: Vec<FileId> = (0..3u64)
+            .map(|i| {
+                let path = PathBuf::from(format!("/{i}.log"));
+                cp.register(
+                    "f",
+                    FileKey {
+                        dev: 1,
+                        ino: 10 + i,
+                    },
+                    Fingerprint::of(b"h"),
+                    path,
+                    0,
+                )
+            })
+            .collect();
+        let ack = |id: FileId, end: u64| {
+            cp.ack(&[Ack::Range {
+                file: id,
+                start: 0,
+                end,
+            }])
+        };
+        for &id in &ids {
+            ack(id, 5);
+        }
+        assert!(cp.save().unwrap());
+        let head = journal_lines();
+        assert_eq!(head, 1, "the first save writes a base and an empty journal");
+
+        ack(ids[1], 9);
+        assert!(cp.save().unwrap());
+        assert_eq!(journal_lines(), head + 1, "one reading changed, one line");
+        assert!(!cp.save().unwrap(), "nothing changed, nothing written");
+
+        let moved = cp.set_path("f", FileKey { dev: 1, ino: 12 }, Path::new("/moved.log"));
+        assert_eq!(moved, Some(PathBuf::from("/2.log")));
+        cp.note_sequence(ids[0], "49".into());
+        assert!(cp.save().unwrap());
+        assert_eq!(journal_lines(), head + 3);
+
+        // A reading that ends leaves the live table for the saved one: the
+        // next save looks at every entry, and the file keeps its offset.
+        cp.close(ids[1], 12);
+        ack(ids[1], 12);
+        assert!(cp.save().unwrap());
+
+        let again = Checkpoints::open(dir.path()).unwrap();
+        let at = |ino| again.lookup("f", FileKey { dev: 1, ino }).unwrap();
+        assert_eq!(at(10).offset, 5);
+        assert_eq!(at(10).last_sequence.as_deref(), Some("49"));
+        assert_eq!(at(11).offset, 12);
+        assert_eq!(
+            (at(12).offset, at(12).path.clone()),
+            (5, PathBuf::from("/moved.log"))
+        );
     }
 
     #[test]

@@ -478,20 +478,26 @@ impl Store {
         Ok((Store::new(dir, &loaded), loaded.files))
     }
 
+    /// Whether the next save must write a new base, from every entry: at
+    /// the first save of a process, after a failed write, when the journal
+    /// outgrew the base, and at least every [`COMPACT_EVERY`].
+    pub fn wants_base(&self) -> bool {
+        self.journal.is_none()
+            || self.journal_bytes > self.base_bytes.max(JOURNAL_MIN_BYTES)
+            || self
+                .compacted_at
+                .is_none_or(|t| t.elapsed() >= COMPACT_EVERY)
+    }
+
     /// Makes the store hold exactly `files` (one entry per file and flow):
     /// the entries that changed are appended to the journal and fsynced,
-    /// or, when the journal outgrew the base, when an entry is gone, at the
-    /// first save and at least every [`COMPACT_EVERY`], a new base is
+    /// or, when an entry is gone or [`Store::wants_base`], a new base is
     /// written. Returns whether anything was written.
     pub fn save(&mut self, files: &[SavedFile]) -> Result<bool, StoreError> {
         let mut known = 0usize;
         let mut changed: Vec<&SavedFile> = Vec::new();
         for f in files {
-            match self
-                .written
-                .get(&f.key)
-                .and_then(|v| v.iter().find(|w| w.flow == f.flow))
-            {
+            match self.find(f) {
                 Some(w) => {
                     known += 1;
                     if !w.same_as(f) {
@@ -502,15 +508,35 @@ impl Store {
             }
         }
         let written = self.written.values().map(Vec::len).sum::<usize>();
-        let compact = self.journal.is_none()
-            || known < written
-            || self.journal_bytes > self.base_bytes.max(JOURNAL_MIN_BYTES)
-            || self
-                .compacted_at
-                .is_none_or(|t| t.elapsed() >= COMPACT_EVERY);
-        if compact {
+        if known < written || self.wants_base() {
             return self.compact(files).map(|()| true);
         }
+        self.append(changed)
+    }
+
+    /// Writes the entries of `files` that changed, leaving every other
+    /// entry as it is: what a save does when only these may have changed
+    /// and none is gone. Falls back to a whole save of `files` (which then
+    /// must be every entry) when [`Store::wants_base`].
+    pub fn update(&mut self, files: &[SavedFile]) -> Result<bool, StoreError> {
+        if self.wants_base() {
+            return self.save(files);
+        }
+        let changed = files
+            .iter()
+            .filter(|f| self.find(f).is_none_or(|w| !w.same_as(f)))
+            .collect();
+        self.append(changed)
+    }
+
+    fn find(&self, f: &SavedFile) -> Option<&SavedFile> {
+        self.written
+            .get(&f.key)
+            .and_then(|v| v.iter().find(|w| w.flow == f.flow))
+    }
+
+    /// Appends `changed` to the journal and fsyncs it.
+    fn append(&mut self, changed: Vec<&SavedFile>) -> Result<bool, StoreError> {
         if changed.is_empty() {
             return Ok(false);
         }
