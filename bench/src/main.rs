@@ -649,10 +649,8 @@ async fn quiet_files(
         name: match (each, other) {
             (true, false) => format!("(c) {files} quiet files, 1 line/s each"),
             (false, false) => format!("(j) {files} quiet files, 1 line/s in all"),
-            (_, true) => format!(
-                "(x) the other shipper on ({})",
-                if each { 'c' } else { 'j' }
-            ),
+            // Named by the caller, which knows the other shipper's name.
+            (_, true) => String::new(),
         },
         lines: counts.lines.load(Ordering::Relaxed),
         wall,
@@ -967,9 +965,11 @@ async fn main() -> std::io::Result<()> {
             flow_extra: "",
         };
         rows.push(quiet_files(files, seconds, each, shipper).await?);
-        if let Some((_, command)) = &against {
+        if let Some((other, command)) = &against {
             let shipper = Shipper::Other { command };
-            rows.push(quiet_files(files, seconds, each, shipper).await?);
+            let mut row = quiet_files(files, seconds, each, shipper).await?;
+            row.name = format!("(x) {other} on ({letter})");
+            rows.push(row);
         }
     }
     let fl = floor(n)?;
