@@ -516,11 +516,16 @@ impl Store {
 
     /// Writes the entries of `files` that changed, leaving every other
     /// entry as it is: what a save does when only these may have changed
-    /// and none is gone. Falls back to a whole save of `files` (which then
-    /// must be every entry) when [`Store::wants_base`].
+    /// and none is gone. Never a new base (`files` need not be every
+    /// entry): the caller asks [`Store::wants_base`] first, under the same
+    /// hold of the store, and saves every entry when it says so.
     pub fn update(&mut self, files: &[SavedFile]) -> Result<bool, StoreError> {
-        if self.wants_base() {
-            return self.save(files);
+        if self.journal.is_none() {
+            // Only after a failed write, which the caller saw: it saves
+            // every entry next.
+            return Err(io(&self.dir.join(JOURNAL_FILE), "cannot append to")(
+                std::io::Error::other("the journal is not open"),
+            ));
         }
         let changed = files
             .iter()
