@@ -21,7 +21,7 @@ pub struct FileKey {
 /// A hash of the first `len` bytes of a file (at most
 /// [`Fingerprint::MAX_LEN`]), so that a new file on a reused inode is not
 /// taken for the old one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Fingerprint {
     pub len: u64,
     pub md5: String,
@@ -41,7 +41,7 @@ impl Fingerprint {
 }
 
 /// The first `len` bytes of a file, or fewer if it is shorter.
-fn read_head(file: &File, len: usize) -> std::io::Result<Vec<u8>> {
+pub fn read_head(file: &File, len: usize) -> std::io::Result<Vec<u8>> {
     let mut head = vec![0u8; len];
     let mut n = 0;
     while n < head.len() {
@@ -68,6 +68,24 @@ pub fn head_matches(file: &File, fp: &Fingerprint) -> bool {
         Ok(head) => head.len() as u64 == fp.len && Fingerprint::of(&head) == *fp,
         Err(_) => false,
     }
+}
+
+/// Whether `file` still begins with exactly `head` (at most
+/// [`Fingerprint::MAX_LEN`] bytes): the tailer's check after every read,
+/// compared byte for byte without hashing or allocating.
+pub fn head_is(file: &File, head: &[u8]) -> bool {
+    let mut buf = [0u8; Fingerprint::MAX_LEN as usize];
+    let Some(buf) = buf.get_mut(..head.len()) else {
+        return false;
+    };
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], n as u64) {
+            Ok(0) | Err(_) => return false,
+            Ok(k) => n += k,
+        }
+    }
+    buf == head
 }
 
 /// The identity of an open file.

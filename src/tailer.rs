@@ -39,7 +39,7 @@ use crate::config::{FlowSettings, MetadataSource};
 use crate::dead_letter::DeadLetter;
 use crate::envelope::SharedMetadata;
 use crate::framing::{Framer, Line};
-use crate::identity::{FileKey, Fingerprint, file_key, fingerprint, head_matches};
+use crate::identity::{FileKey, Fingerprint, file_key, head_is, head_matches, read_head};
 use crate::metrics::Metrics;
 use crate::route::{Keyer, Source};
 use crate::shaping::{Dead, Shaper, max_line_piece};
@@ -206,9 +206,11 @@ pub struct Tailer {
     /// The byte just before `read_offset`, as it was read: a file whose
     /// byte there changed is not the content being read any more.
     last_byte: Option<u8>,
-    /// Where the content was last checked (see `content_changed`), and
-    /// whether the tailer waited since (for budget, a slot, a poll).
-    checked_at: u64,
+    /// The file's first bytes, as far as the fingerprint covers them:
+    /// after every read the file must still begin with them.
+    head: Vec<u8>,
+    /// Whether the tailer waited (for budget, a slot, a poll) since the
+    /// content was last checked (see `content_changed`).
     waited: bool,
     /// Set once a file notification has woken this tailer (or one arrived
     /// for its directory): its changes are announced, so polling is only a
@@ -219,10 +221,6 @@ pub struct Tailer {
     away: bool,
     shutdown: CancellationToken,
 }
-
-/// How far a tailer reads between two checks that the file is still the
-/// content it reads, when it does not wait: one check per full read.
-const CHECK_EVERY: u64 = READ_CHUNK as u64;
 
 /// The byte of `file` at `offset`, if there is one.
 fn byte_at(file: &File, offset: u64) -> Option<u8> {
@@ -239,6 +237,7 @@ impl Tailer {
         // Without a free slot the tailer starts parked and waits its turn.
         let slot = flow.slots.sem.clone().try_acquire_owned().ok();
         let last_byte = offset.checked_sub(1).and_then(|o| byte_at(&start.file, o));
+        let head = read_head(&start.file, start.fingerprint.len as usize).unwrap_or_default();
         let file = slot.as_ref().map(|_| start.file);
         let strip_cr = flow.settings.strip_cr;
         let piece = max_line_piece(&flow.settings);
@@ -258,7 +257,7 @@ impl Tailer {
             last_line_at: Instant::now(),
             read_offset: offset,
             last_byte,
-            checked_at: offset,
+            head,
             waited: false,
             notified: false,
             away: false,
@@ -392,7 +391,6 @@ impl Tailer {
 
     /// What `content_changed` finds, with the size it saw.
     fn check_content(&mut self) -> Check {
-        self.checked_at = self.read_offset;
         self.waited = false;
         let Some(file) = self.file.as_ref() else {
             return Check::Unknown;
@@ -416,6 +414,23 @@ impl Tailer {
         }
     }
 
+    /// Whether the read just made (the file position moved, `read_offset`
+    /// not yet) may have read another content than the one being read:
+    /// the file no longer begins with the head read before, or the byte
+    /// before the read is not the one read there. The check runs after the
+    /// read, so a truncation and refill between an earlier check and the
+    /// read is seen; a refill with the same head and the same byte before
+    /// the offset is the one change no check can see.
+    fn read_was_stale(&self) -> bool {
+        let Some(file) = self.file.as_ref() else {
+            return false;
+        };
+        !head_is(file, &self.head)
+            || (self.read_offset > 0
+                && self.last_byte.is_some()
+                && byte_at(file, self.read_offset - 1) != self.last_byte)
+    }
+
     /// Reads until shutdown, or until the file is gone from its path and
     /// quiet.
     pub async fn run(mut self) {
@@ -433,9 +448,10 @@ impl Tailer {
                 }
                 break;
             }
-            // After any wait, and once per full read, check that the file
-            // is still the content being read before reading on.
-            if (self.waited || self.read_offset - self.checked_at >= CHECK_EVERY)
+            // After any wait, check that the file is still the content
+            // being read before reading on (a shrunk file reads nothing, so
+            // only this sees it at once).
+            if self.waited
                 && let Some(len) = self.content_changed()
             {
                 self.truncated(len, &mut lines).await;
@@ -456,6 +472,22 @@ impl Tailer {
                         EofAction::Truncated { len } => self.truncated(len, &mut lines).await,
                         EofAction::Close => break,
                     }
+                }
+                Ok(n) if self.read_was_stale() => {
+                    // Truncated and refilled between the last check and
+                    // this read: the bytes are the new content's, read at
+                    // the old content's offset. They are dropped (not
+                    // framed, so no pending partial line is joined to
+                    // them); the new content is read from its start, and
+                    // a copy of the old one (copytruncate) from where the
+                    // old content was read to.
+                    let len = self
+                        .file
+                        .as_ref()
+                        .and_then(|f| f.metadata().ok())
+                        .map_or(0, |m| m.len());
+                    tracing::debug!(path = %crate::redact::path(&self.path()), bytes = n, "a read found another content; dropped");
+                    self.truncated(len, &mut lines).await;
                 }
                 Ok(n) => {
                     poll = self.next_poll();
@@ -584,8 +616,13 @@ impl Tailer {
     fn grow_fingerprint(&mut self) {
         if self.fingerprint.len < Fingerprint::MAX_LEN
             && self.read_offset > self.fingerprint.len
-            && let Some(Ok(fp)) = self.file.as_ref().map(fingerprint)
+            && let Some(Ok(head)) = self
+                .file
+                .as_ref()
+                .map(|f| read_head(f, Fingerprint::MAX_LEN as usize))
         {
+            let fp = Fingerprint::of(&head);
+            self.head = head;
             self.fingerprint = fp.clone();
             self.flow.checkpoints.set_fingerprint(self.id, fp);
         }
@@ -616,11 +653,13 @@ impl Tailer {
             )])
             .await;
         }
-        let fp = self
+        let head = self
             .file
             .as_ref()
-            .and_then(|f| fingerprint(f).ok())
-            .unwrap_or_else(|| Fingerprint::of(b""));
+            .and_then(|f| read_head(f, Fingerprint::MAX_LEN as usize).ok())
+            .unwrap_or_default();
+        let fp = Fingerprint::of(&head);
+        self.head = head;
         self.id = match self.flow.checkpoints.restart(self.id, fp.clone(), read_to) {
             Some(id) => id,
             None => self.flow.checkpoints.register(
@@ -633,7 +672,6 @@ impl Tailer {
         };
         self.fingerprint = fp;
         self.read_offset = 0;
-        self.checked_at = 0;
         self.last_byte = None;
         if let Some(Err(e)) = self.file.as_mut().map(|f| f.seek(SeekFrom::Start(0))) {
             tracing::warn!(path = %crate::redact::path(&self.path()), error = %e, "cannot seek to the start of the file");

@@ -241,6 +241,97 @@ async fn logrotate_copytruncate_with_copies_in_the_globs_sends_the_copies_once()
     );
 }
 
+/// copytruncate done by a script, as an application's own rotation does
+/// it: every 0.4 s `app.log` is copied to `app.log.N` (under the flow's
+/// glob) and truncated, with no write in between (the writer and the
+/// rotator take turns on a lock), so every line is in exactly one copy or
+/// in the live file. The writer (about 10,000 lines a second) is far
+/// faster than two paced shards take, so kinetail is behind at every
+/// rotation, often mid-line. On
+/// default settings: every line arrives exactly once, no record is a piece.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_copytruncate_while_behind_sends_every_line_exactly_once() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    let stream = "rot-script";
+    // Two shards, paced: about 1,800 records a second, a fifth of what
+    // the writer writes.
+    create_stream(&client, stream, 2).await;
+    let s = Scratch::new();
+    let log = s.logs().join("app.log");
+    std::fs::write(&log, b"").expect("create log");
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        &format!(
+            "[[flow]]\nname = \"app\"\npaths = [\"{{logs}}/app.log*\"]\nstream = \"{stream}\"\n"
+        ),
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let n = 30_000;
+    let burst = 100;
+    let turn = Arc::new(std::sync::Mutex::new(()));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (turn, done, log) = (turn.clone(), done.clone(), log.clone());
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .expect("open log");
+            for start in (0..n).step_by(burst) {
+                let mut buf = Vec::new();
+                for j in start..(start + burst).min(n) {
+                    writeln!(buf, "w{j:07} the quick brown fox jumps over the lazy dog")
+                        .expect("format");
+                }
+                {
+                    let _t = turn.lock().unwrap_or_else(|p| p.into_inner());
+                    f.write_all(&buf).expect("append");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let rotator = {
+        let (dir, log) = (s.logs(), log.clone());
+        std::thread::spawn(move || {
+            let mut rotations = 0;
+            while !done.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(400));
+                let _t = turn.lock().unwrap_or_else(|p| p.into_inner());
+                rotations += 1;
+                std::fs::copy(&log, dir.join(format!("app.log.{rotations}"))).expect("copy");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&log)
+                    .and_then(|f| f.set_len(0))
+                    .expect("truncate");
+            }
+            rotations
+        })
+    };
+    writer.join().expect("writer");
+    let rotations = rotator.join().expect("rotator");
+    assert!(
+        rotations >= 3,
+        "the script rotated several times ({rotations})"
+    );
+    let expected = expected_lines(n);
+    let got = wait_for_lines(&client, stream, &expected, TIMEOUT).await;
+    let d = Delivery::of(got.into_iter().map(|g| g.data), expected);
+    eprintln!("scripted copytruncate: {rotations} rotations: {d}");
+    assert!(
+        d.exactly_once(),
+        "every line exactly once across {rotations} copytruncate rotations: {d}; log:\n{}",
+        daemon.log_tail(40)
+    );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_inode_is_a_new_file_read_from_its_start() {
     let server = Kinesalite::start();

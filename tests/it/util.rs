@@ -184,6 +184,30 @@ pub async fn wait_for_count(
     }
 }
 
+/// Reads the stream until every one of `want` has arrived (or `timeout`
+/// passes), then once more after a pause, so that duplicates still in
+/// flight are counted too. A count, not a few quiet seconds: a loaded
+/// machine can pause longer than any quiet spell.
+pub async fn wait_for_lines(
+    client: &Client,
+    stream: &str,
+    want: &[Vec<u8>],
+    timeout: Duration,
+) -> Vec<Got> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = read_all(client, stream).await;
+        let seen: std::collections::HashSet<&[u8]> =
+            got.iter().map(|g| g.data.as_slice()).collect();
+        if want.iter().all(|w| seen.contains(w.as_slice())) || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    read_all(client, stream).await
+}
+
 /// Lines of `bytes` as kinetail ships them: split on `\n`, `\r\n` stripped,
 /// a trailing line without `\n` left out.
 pub fn complete_lines(bytes: &[u8]) -> Vec<Vec<u8>> {
