@@ -62,6 +62,20 @@ struct Chunk {
 /// take over (see [`Checkpoints::take_over`]).
 pub const COPY_WINDOW: Duration = Duration::from_secs(5);
 
+/// A reading that a new file could be a copy of (see
+/// [`Checkpoints::copy_candidates`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyCandidate {
+    pub id: FileId,
+    pub key: FileKey,
+    pub fingerprint: Fingerprint,
+    pub path: PathBuf,
+    /// Its file was truncated and is read again under another id.
+    pub truncated: bool,
+    /// Its confirmed offset.
+    pub confirmed: u64,
+}
+
 /// The end of the longest contiguous confirmed prefix.
 #[derive(Debug, Clone, Default)]
 pub struct Watermark {
@@ -297,17 +311,63 @@ impl Checkpoints {
     }
 
     /// Readings of `flow` a new file could be a copy of: files followed now
-    /// and files truncated within [`COPY_WINDOW`], with their fingerprints
-    /// and whether they were truncated. Empty heads are left out: they
-    /// match anything.
-    pub fn copy_candidates(&self, flow: &str, except: FileKey) -> Vec<(FileId, Fingerprint, bool)> {
+    /// and files truncated within [`COPY_WINDOW`]. Empty heads are left
+    /// out: they match anything.
+    pub fn copy_candidates(&self, flow: &str, except: FileKey) -> Vec<CopyCandidate> {
         let st = self.lock();
         st.live
             .iter()
             .filter(|(_, l)| l.flow == flow && l.key != except && l.fingerprint.len > 0)
             .filter(|(_, l)| l.detached_at.is_none_or(|t| t.elapsed() < COPY_WINDOW))
-            .map(|(id, l)| (*id, l.fingerprint.clone(), l.detached_at.is_some()))
+            .map(|(id, l)| CopyCandidate {
+                id: *id,
+                key: l.key,
+                fingerprint: l.fingerprint.clone(),
+                path: l.path.clone(),
+                truncated: l.detached_at.is_some(),
+                confirmed: l.watermark.offset(),
+            })
             .collect()
+    }
+
+    /// Saved entries of `flow` (files not read since the start) that a new
+    /// file could be a copy of: the file was copied and truncated while
+    /// kinetail was stopped. Empty heads and entries of files read now are
+    /// left out.
+    pub fn saved_copy_candidates(&self, flow: &str, except: FileKey) -> Vec<SavedFile> {
+        let st = self.lock();
+        let read_now: HashSet<(FileKey, &Fingerprint)> = st
+            .live
+            .values()
+            .filter(|l| l.flow == flow)
+            .map(|l| (l.key, &l.fingerprint))
+            .collect();
+        st.saved
+            .values()
+            .filter(|s| s.flow == flow && s.key != except && s.fingerprint.len > 0)
+            .filter(|s| !read_now.contains(&(s.key, &s.fingerprint)))
+            .cloned()
+            .collect()
+    }
+
+    /// A copy of a file truncated while kinetail was stopped takes over
+    /// its saved entry: the copy is read on from the saved offset, and the
+    /// file the entry was for is read from its start (its content is new).
+    pub fn take_over_saved(
+        &self,
+        saved: &SavedFile,
+        key: FileKey,
+        fingerprint: Fingerprint,
+        path: PathBuf,
+    ) -> FileId {
+        {
+            let mut st = self.lock();
+            if let Some(s) = st.saved.get_mut(&(saved.flow.clone(), saved.key)) {
+                s.offset = 0;
+                s.fingerprint = Fingerprint::of(b"");
+            }
+        }
+        self.register(&saved.flow, key, fingerprint, path, saved.offset)
     }
 
     /// A copy of a truncated file (copytruncate) takes over the old
@@ -990,7 +1050,11 @@ mod tests {
         let fresh = cp.restart(id, Fingerprint::of(b""), 40).unwrap();
         assert_ne!(fresh, id);
         let cands = cp.copy_candidates("f", copy);
-        assert_eq!(cands, vec![(id, Fingerprint::of(b"head"), true)]);
+        assert_eq!(cands.len(), 1);
+        assert_eq!(
+            (cands[0].id, &cands[0].fingerprint, cands[0].truncated),
+            (id, &Fingerprint::of(b"head"), true)
+        );
         assert_eq!(
             cp.take_over(
                 id,

@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::COPY_WINDOW;
+use crate::checkpoint::{COPY_WINDOW, CopyCandidate, SavedFile};
 use crate::config::{FlowSettings, StartAt};
 use crate::identity::{FileKey, Fingerprint, file_key, fingerprint, head_matches};
 use crate::tailer::{FlowRuntime, TailStart, Tailer};
@@ -228,35 +228,152 @@ pub async fn run(
 }
 
 /// What a new file is with respect to the files the flow follows.
+#[derive(Debug, PartialEq, Eq)]
 enum Copy {
     /// Not a copy of any of them.
     No,
-    /// A copy of a followed file not (yet) truncated: wait and see.
+    /// A copy of a followed file not (yet) truncated, or not yet known
+    /// to be one: wait and see.
     Hold,
+    /// A copy of what a followed file holds, and every line of it is
+    /// confirmed through that file: it is read on from its end.
+    Sent,
     /// A copy of a file truncated within the window: it takes over that
     /// reading.
     TakeOver(crate::checkpoint::FileId),
+    /// A copy of a file truncated while kinetail was stopped: it takes over
+    /// that file's saved entry.
+    TakeOverSaved(SavedFile),
 }
 
-/// Whether `file` (a new identity) is a copytruncate copy of a file the
-/// flow follows: its head matches that file's fingerprint.
-fn copy_of(flow: &FlowRuntime, file: &File, key: FileKey, since: Option<Instant>) -> Copy {
+/// Bytes compared at the end of a possible copy against the original at
+/// the same offsets.
+const COPY_TAIL: u64 = 4096;
+
+/// What the file a followed reading is on says about a new file whose
+/// head matches that reading's fingerprint.
+#[derive(Debug, PartialEq, Eq)]
+enum Original {
+    /// It no longer begins with its head: truncated (and maybe refilled)
+    /// under a tailer that has not read since. The new file is its copy;
+    /// the tailer will restart the reading, and the copy then takes over.
+    Truncated,
+    /// It holds the new file's bytes at the same offsets, at the new
+    /// file's end as at its head: the new file is a copy of it.
+    Holds,
+    /// Different bytes at the same offsets: not a copy of it.
+    Differs,
+    /// Shorter than the new file, or not found at its path.
+    Unknown,
+}
+
+/// The last `n` bytes of `file` before `end`, if it has them.
+fn bytes_before(file: &File, end: u64, n: u64) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; n as usize];
+    file.read_exact_at(&mut buf, end - n).ok()?;
+    Some(buf)
+}
+
+/// Compares a new file of `copy_len` bytes with the file a candidate
+/// reading is on (see [`Original`]).
+fn original_of(c: &CopyCandidate, copy: &File, copy_len: u64) -> Original {
+    let Ok(orig) = File::open(&c.path) else {
+        return Original::Unknown;
+    };
+    let Ok(meta) = orig.metadata() else {
+        return Original::Unknown;
+    };
+    if file_key(&meta) != c.key {
+        return Original::Unknown;
+    }
+    if !head_matches(&orig, &c.fingerprint) {
+        return Original::Truncated;
+    }
+    if meta.len() < copy_len {
+        return Original::Unknown;
+    }
+    let n = copy_len.min(COPY_TAIL);
+    match (
+        bytes_before(copy, copy_len, n),
+        bytes_before(&orig, copy_len, n),
+    ) {
+        (Some(a), Some(b)) if a == b => Original::Holds,
+        (Some(_), Some(_)) => Original::Differs,
+        _ => Original::Unknown,
+    }
+}
+
+/// Whether `file` (a new identity of `len` bytes) is a copytruncate copy
+/// of a file the flow follows. Its head must match that file's
+/// fingerprint; then:
+/// - the file was truncated (its reading restarted within the window):
+///   the copy takes over that reading;
+/// - the file was truncated under a tailer that has not seen it yet: hold
+///   until it has;
+/// - the file still holds the copy's bytes (compared at the copy's end):
+///   hold while the file's confirmed offset is short of the copy's end
+///   (a truncation may still come, and the copy then takes over), and
+///   once it is past, the copy's lines are all sent: read on from its end;
+/// - otherwise (not found, shorter than the copy) hold for
+///   [`COPY_WINDOW`] from when the copy was first seen, then it is a new
+///   file. A new file whose head merely matches (a common banner) differs
+///   at its end, and is a new file at once.
+fn copy_of(
+    flow: &FlowRuntime,
+    file: &File,
+    len: u64,
+    key: FileKey,
+    since: Option<Instant>,
+) -> Copy {
     let candidates = flow.checkpoints.copy_candidates(&flow.settings.name, key);
+    let mut wait = false;
     let mut hold = false;
-    for (id, fp, truncated) in candidates {
-        if !head_matches(file, &fp) {
+    let mut sent = false;
+    for c in candidates {
+        if !head_matches(file, &c.fingerprint) {
             continue;
         }
-        if truncated {
-            return Copy::TakeOver(id);
+        if c.truncated {
+            return Copy::TakeOver(c.id);
         }
-        hold = true;
+        match original_of(&c, file, len) {
+            Original::Truncated => wait = true,
+            Original::Holds if c.confirmed < len => wait = true,
+            Original::Holds => sent = true,
+            Original::Differs => {}
+            Original::Unknown => hold = true,
+        }
     }
-    if hold && since.is_none_or(|t| t.elapsed() < COPY_WINDOW) {
-        Copy::Hold
-    } else {
-        Copy::No
+    if wait || (hold && since.is_none_or(|t| t.elapsed() < COPY_WINDOW)) {
+        return Copy::Hold;
     }
+    if sent {
+        return Copy::Sent;
+    }
+    // Copied and truncated while kinetail was stopped: the saved entry's
+    // file is still there, on the same identity, with another head.
+    let saved = flow
+        .checkpoints
+        .saved_copy_candidates(&flow.settings.name, key);
+    let Ok(head) = crate::identity::read_head(file, Fingerprint::MAX_LEN as usize) else {
+        return Copy::No;
+    };
+    for s in saved {
+        let matches = head
+            .get(..s.fingerprint.len as usize)
+            .is_some_and(|h| Fingerprint::of(h) == s.fingerprint);
+        if s.offset > len || !matches {
+            continue;
+        }
+        let truncated = File::open(&s.path).is_ok_and(|f| {
+            f.metadata().is_ok_and(|m| file_key(&m) == s.key) && !head_matches(&f, &s.fingerprint)
+        });
+        if truncated {
+            return Copy::TakeOverSaved(s);
+        }
+    }
+    Copy::No
 }
 
 /// Why a path is not tailed (reported once per path and reason).
@@ -334,14 +451,28 @@ fn consider(
         return Err(Skip::PseudoFile);
     }
     let fp = fingerprint(&file)?;
-    let resume = flow
-        .checkpoints
-        .resume_point(name, key)
+    let saved = flow.checkpoints.resume_point(name, key);
+    // A file with an entry whose head changed was truncated (and maybe
+    // refilled) while kinetail was stopped: read from its start whatever
+    // `start_at` says, since its new lines were written after the entry.
+    let known_file = saved.is_some();
+    let resume = saved
         .filter(|saved| saved.fingerprint.len <= fp.len && head_matches(&file, &saved.fingerprint));
     let mut taken_over = None;
     if resume.is_none() {
-        match copy_of(flow, &file, key, known.held.get(&key).copied()) {
+        match copy_of(flow, &file, meta.len(), key, known.held.get(&key).copied()) {
             Copy::No => {}
+            Copy::Sent => {
+                tracing::info!(flow = %name, path = %crate::redact::path(path), "copy of a followed file whose lines were all sent through it: reading on from its end");
+                let offset = meta.len();
+                let id =
+                    flow.checkpoints
+                        .register(name, key, fp.clone(), path.to_path_buf(), offset);
+                start_tailer(
+                    flow, path, file, key, fp, id, offset, known, wakes, shutdown,
+                );
+                return Ok(());
+            }
             Copy::Hold => {
                 held.insert(
                     key,
@@ -350,6 +481,17 @@ fn consider(
                 return Ok(());
             }
             Copy::TakeOver(id) => taken_over = Some(id),
+            Copy::TakeOverSaved(saved) => {
+                let offset = saved.offset;
+                tracing::info!(flow = %name, path = %crate::redact::path(path), offset, "copy of a file truncated while kinetail was stopped (copytruncate): reading on from that file's checkpoint");
+                let id =
+                    flow.checkpoints
+                        .take_over_saved(&saved, key, fp.clone(), path.to_path_buf());
+                start_tailer(
+                    flow, path, file, key, fp, id, offset, known, wakes, shutdown,
+                );
+                return Ok(());
+            }
         }
     }
     let (id, offset) = match (taken_over, resume) {
@@ -390,7 +532,7 @@ fn consider(
             )
         }
         (None, None) => {
-            let offset = if first_scan && flow.settings.start_at == StartAt::End {
+            let offset = if first_scan && flow.settings.start_at == StartAt::End && !known_file {
                 meta.len()
             } else {
                 0
