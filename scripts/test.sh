@@ -35,4 +35,12 @@ fi
 tests/agg/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/agg/requirements.txt
 
 echo "== cargo test"
+# Tests that cannot check what they are for (data absent, a case the
+# machine cannot make) skip themselves and list why here.
+skipped=target/tmp/skipped.txt
+rm -f "$skipped"
 cargo test --locked --workspace --all-targets -- --test-threads "${KINETAIL_TEST_THREADS:-2}"
+if [ -s "$skipped" ]; then
+    echo "== tests that skipped themselves:"
+    sed 's/^/   SKIPPED /' "$skipped"
+fi

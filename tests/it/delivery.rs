@@ -358,7 +358,11 @@ pub fn deaggregate_with(records: &[Got], args: &[&str]) -> Vec<(String, Vec<u8>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregated_loghub_lines_deaggregate_with_aws_kinesis_agg_to_the_original_lines_and_keys() {
-    let Some(src) = loghub_dir() else { return };
+    let Some(src) = loghub_dir(
+        "aggregated_loghub_lines_deaggregate_with_aws_kinesis_agg_to_the_original_lines_and_keys",
+    ) else {
+        return;
+    };
     let server = Kinesalite::start();
     let client = server.client();
     create_stream(&client, "agg", 4).await;

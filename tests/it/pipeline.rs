@@ -18,7 +18,11 @@ fn saved_offset(s: &Scratch, file: &std::path::Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loghub_samples_arrive_exactly_once_crlf_stripped_and_in_order_per_key() {
-    let Some(src) = loghub_dir() else { return };
+    let Some(src) =
+        loghub_dir("loghub_samples_arrive_exactly_once_crlf_stripped_and_in_order_per_key")
+    else {
+        return;
+    };
     let server = Kinesalite::start();
     let client = server.client();
     create_stream(&client, "loghub", 2).await;

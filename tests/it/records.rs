@@ -183,7 +183,11 @@ fields = { pod = "${TEST_POD_NAME}", env = "prod" }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loghub_lines_in_json_envelopes_give_back_every_line_and_its_offset() {
-    let Some(src) = loghub_dir() else { return };
+    let Some(src) =
+        loghub_dir("loghub_lines_in_json_envelopes_give_back_every_line_and_its_offset")
+    else {
+        return;
+    };
     let server = Kinesalite::start();
     let client = server.client();
     create_stream(&client, "lh", 4).await;
@@ -641,7 +645,9 @@ async fn zstd_records_decode_to_their_envelopes_keyed_by_the_line_and_split_line
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aggregated_backlog_costs_whole_put_payload_units() {
-    let Some(src) = loghub_dir() else { return };
+    let Some(src) = loghub_dir("an_aggregated_backlog_costs_whole_put_payload_units") else {
+        return;
+    };
     let server = Kinesalite::start();
     let client = server.client();
     let shards = 4;

@@ -235,15 +235,36 @@ pub fn multiset<T: std::hash::Hash + Eq + Clone>(
     m
 }
 
-/// The loghub samples, or `None` (with a message) when the folder is absent.
-pub fn loghub_dir() -> Option<PathBuf> {
+/// Where tests that skip themselves say so: `scripts/test.sh` empties it
+/// before the run and prints it after the summary, so a skip is seen
+/// without `--nocapture`.
+pub fn skipped_list() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("skipped.txt")
+}
+
+/// Reports that `test` did not check what it is for, and why.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    eprintln!("SKIPPED: {test}: {why}");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skipped_list())
+    {
+        let _ = writeln!(f, "{test}: {why}");
+    }
+}
+
+/// The loghub samples, or `None` (reported as a skip of `test`) when the
+/// folder is absent.
+pub fn loghub_dir(test: &str) -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/loghub");
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!(
-            "SKIPPED: {} is absent; the loghub samples are needed for this test",
-            dir.display()
+        skipped(
+            test,
+            &format!("{} is absent; the loghub samples are needed", dir.display()),
         );
         None
     }
