@@ -16,6 +16,20 @@ pub const MAX_RECORDS_PER_CALL: usize = 500;
 pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
 /// At most this many bytes (data plus partition key) in one record.
 pub const MAX_BYTES_PER_RECORD: usize = 1024 * 1024;
+/// What a destination takes in one record: at most `bytes`, counting the
+/// partition key when `key_counts`. Framing and shaping cut lines by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLimit {
+    pub bytes: usize,
+    pub key_counts: bool,
+}
+
+/// Kinesis Data Streams: 1 MiB, data and partition key.
+pub const KINESIS_RECORD: RecordLimit = RecordLimit {
+    bytes: MAX_BYTES_PER_RECORD,
+    key_counts: true,
+};
+
 /// The longest partition key in bytes: 256 characters of up to 4 bytes.
 pub const MAX_KEY_BYTES: usize = 256 * 4;
 /// The longest line data framing emits, so that any key still fits.

@@ -136,6 +136,29 @@ pub const METADATA_MAX_BYTES: usize = 64 * 1024;
 /// 6 + 4/3 per byte.
 pub const WORST_EXPANSION: usize = 8;
 
+/// How many bytes `data` takes as a record's message, counted in one pass
+/// (two for a line that is not UTF-8): the JSON string with its quotes,
+/// and for a line that is not UTF-8 also its base64 copy (U+FFFD, three
+/// bytes, counted for each byte of a non-ASCII sequence there). An upper
+/// bound of what [`Envelope::encode`] writes for the line; the members
+/// around it are in [`ENVELOPE_RESERVE`].
+pub fn message_len(data: &[u8]) -> usize {
+    let valid = std::str::from_utf8(data).is_ok();
+    let mut n = 2;
+    for &b in data {
+        n += match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            0x80.. if !valid => 3,
+            _ => 1,
+        };
+    }
+    if !valid {
+        n += data.len().div_ceil(3) * 4 + 2;
+    }
+    n
+}
+
 /// The top-level members of a JSON object, values as written.
 struct Members<'a>(Vec<(String, &'a RawValue)>);
 

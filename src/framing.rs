@@ -11,8 +11,11 @@
 //! `\r\n` is removed when `strip_cr` is set; a bare `\r` elsewhere is kept;
 //! bytes are bytes (invalid UTF-8 passes through). A trailing line without
 //! `\n` is held until its newline arrives. A line longer than `max_bytes` is
-//! emitted in pieces of `max_bytes`, so no line is ever held whole in memory
-//! beyond that bound and every piece fits in a Kinesis record.
+//! emitted in pieces of at most `max_bytes` (cut before a UTF-8
+//! continuation byte where one is within the last three), so no line is
+//! ever held whole in memory beyond that bound. `max_bytes` is what a
+//! record can hold of a line that needs no escaping; shaping cuts again
+//! what does not fit once encoded (`shaping::Fit`).
 
 /// Which part of a line a [`Line`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +150,13 @@ impl Framer {
             0
         };
         while self.pending.len() > self.max_bytes + allowance {
-            let rest = self.pending.split_off(self.max_bytes);
+            // Cut before a UTF-8 character's continuation bytes, so that
+            // the pieces of a text line stay text.
+            let mut at = self.max_bytes;
+            while at + 3 > self.max_bytes && at > 1 && self.pending[at] & 0xC0 == 0x80 {
+                at -= 1;
+            }
+            let rest = self.pending.split_off(at);
             let piece = std::mem::replace(&mut self.pending, rest);
             let len = piece.len() as u64;
             self.emit(piece, len, false, out);

@@ -34,6 +34,28 @@ pub enum KeySource {
     Hostname,
 }
 
+impl KeySource {
+    /// The most bytes a key from this source takes.
+    pub fn max_bytes(&self) -> usize {
+        match self {
+            // 64 bits in hex.
+            KeySource::Random => 16,
+            // An MD5 in hex.
+            KeySource::Deterministic => 32,
+            KeySource::Static(v) => v.len(),
+            _ => crate::batcher::MAX_KEY_BYTES,
+        }
+    }
+}
+
+impl KeySpec {
+    /// The most bytes a partition key from this spec takes: what a record
+    /// must leave room for beside its data.
+    pub fn max_bytes(&self) -> usize {
+        self.primary.max_bytes().max(self.fallback.max_bytes())
+    }
+}
+
 /// A primary source, and the fallback used when the primary yields nothing
 /// (regex without a match, JSON without the field, empty capture).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,9 +9,11 @@
 
 use std::time::Duration;
 
-use crate::batcher::MAX_DATA_BYTES;
+use crate::batcher::{KINESIS_RECORD, RecordLimit};
+#[cfg(test)]
+use crate::batcher::MAX_BYTES_PER_RECORD;
 use crate::config::{FlowSettings, Oversize};
-use crate::envelope::{ENVELOPE_RESERVE, METADATA_MAX_BYTES, WORST_EXPANSION};
+use crate::envelope::{ENVELOPE_RESERVE, METADATA_MAX_BYTES, WORST_EXPANSION, message_len};
 use crate::framing::{Line, Piece};
 use crate::multiline::Grouper;
 use crate::re::Re;
@@ -19,24 +21,109 @@ use crate::re::Re;
 /// Appended to the part of a truncated line that is sent.
 pub const TRUNCATION_MARKER: &[u8] = b" [truncated by kinetail]";
 
-/// The longest piece framing cuts an over-long line into, for a flow: what
-/// still fits one Kinesis record once it is shaped. The oversize rule
-/// applies to the final record: a line in a JSON envelope may grow by
-/// [`WORST_EXPANSION`] with the envelope around it, and compression may add
-/// its margin, so pieces are cut small enough for the worst case.
-pub fn max_line_piece(settings: &FlowSettings) -> usize {
-    let record = &settings.record;
-    let room = MAX_DATA_BYTES - record.compression.margin(MAX_DATA_BYTES);
-    let line_room = match &record.envelope {
-        None => room,
-        Some(env) => {
-            let fields: usize = env.fields.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
-            let reserve = ENVELOPE_RESERVE + fields * WORST_EXPANSION + METADATA_MAX_BYTES;
-            room.saturating_sub(reserve) / WORST_EXPANSION
+/// How much of a record a flow's line may take, and how a line is counted
+/// in it: a line is cut only when its record would pass the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fit {
+    /// What the line's bytes may count, as encoded: the record's limit
+    /// less the longest partition key of the flow, compression's margin
+    /// and, in an envelope, the members around the message.
+    room: usize,
+    envelope: bool,
+}
+
+impl Fit {
+    /// The fit of a flow's lines in Kinesis records.
+    pub fn new(settings: &FlowSettings) -> Fit {
+        Fit::for_limit(settings, KINESIS_RECORD)
+    }
+
+    /// The fit of a flow's lines in a destination's records.
+    pub fn for_limit(settings: &FlowSettings, limit: RecordLimit) -> Fit {
+        let record = &settings.record;
+        let key = if limit.key_counts {
+            settings.partition_key.max_bytes()
+        } else {
+            0
+        };
+        let limit = limit.bytes - key;
+        let room = limit - record.compression.margin(limit);
+        match &record.envelope {
+            None => Fit {
+                room,
+                envelope: false,
+            },
+            Some(env) => {
+                let fields: usize = env
+                    .fields
+                    .iter()
+                    .map(|(k, v)| message_len(k.as_bytes()) + message_len(v.as_bytes()) + 2)
+                    .sum();
+                let reserve = ENVELOPE_RESERVE + fields + METADATA_MAX_BYTES;
+                Fit {
+                    room: room.saturating_sub(reserve),
+                    envelope: true,
+                }
+            }
         }
-    };
-    // The truncation marker is part of the line, and grows with it.
-    line_room - TRUNCATION_MARKER.len()
+    }
+
+    /// What `data` counts against the room.
+    pub fn cost(&self, data: &[u8]) -> usize {
+        if self.envelope {
+            message_len(data)
+        } else {
+            data.len()
+        }
+    }
+
+    /// Whether `data` fits without counting it byte by byte.
+    fn surely_fits(&self, data: &[u8]) -> bool {
+        let grow = if self.envelope { WORST_EXPANSION } else { 1 };
+        data.len() * grow + 2 <= self.room
+    }
+
+    pub fn fits(&self, data: &[u8]) -> bool {
+        self.surely_fits(data) || self.cost(data) <= self.room
+    }
+
+    /// The longest prefix of `data` that fits with `extra` bytes after it
+    /// (on a character boundary when `data` is UTF-8); at least one byte.
+    fn prefix(&self, data: &[u8], extra: &[u8]) -> usize {
+        let text = std::str::from_utf8(data).ok();
+        // Text is cut between characters, so that each piece stays text
+        // (and the count grows with the prefix).
+        let boundary = |mut k: usize| {
+            if let Some(t) = text {
+                while k > 1 && !t.is_char_boundary(k) {
+                    k -= 1;
+                }
+            }
+            k
+        };
+        let fits = |k: usize| {
+            let mut d = data[..boundary(k)].to_vec();
+            d.extend_from_slice(extra);
+            self.fits(&d)
+        };
+        let (mut lo, mut hi) = (1, data.len());
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if fits(mid) { lo = mid } else { hi = mid - 1 }
+        }
+        boundary(lo)
+    }
+}
+
+/// The longest piece framing cuts an over-long line into, for a flow: a
+/// line of that length fits one record when its bytes need no escaping.
+/// A line that fits framing but not its record once encoded (or once the
+/// truncation marker is added) is cut again by [`Shaper::fit`], which
+/// counts it exactly.
+pub fn max_line_piece(settings: &FlowSettings) -> usize {
+    let fit = Fit::new(settings);
+    let quotes = if fit.envelope { 2 } else { 0 };
+    fit.room - quotes
 }
 
 /// A line that is not sent, and why.
@@ -44,6 +131,10 @@ pub type Dead = (Line, &'static str);
 
 #[derive(Debug)]
 pub struct Shaper {
+    fit: Fit,
+    /// Pieces [`Shaper::fit`] added to the line being cut, so that the
+    /// framer's later pieces of it are numbered after them.
+    extra_parts: u32,
     oversize: Oversize,
     grouper: Option<Grouper>,
     include: Vec<Re>,
@@ -58,6 +149,8 @@ impl Shaper {
             Grouper::new(m)
         });
         Shaper {
+            fit: Fit::new(settings),
+            extra_parts: 0,
             oversize: settings.oversize,
             grouper,
             include: settings.record.include_lines.clone(),
@@ -122,6 +215,69 @@ impl Shaper {
         grouped
     }
 
+    /// Cuts again what framing let through whole but does not fit its
+    /// record once encoded (a line of escaped bytes in an envelope, a
+    /// multi-line event), by the flow's oversize rule, counting each line
+    /// exactly: into pieces that fit (`split`), to the part that fits with
+    /// the marker and the rest dead-lettered (`truncate`), or all of it
+    /// dead-lettered (`drop`). Lines that fit are left as they are; only
+    /// those that might not are counted byte by byte.
+    pub fn fit(&mut self, lines: &mut Vec<Line>, dead: &mut Vec<Dead>) {
+        if self.extra_parts == 0 && lines.iter().all(|l| self.fit.surely_fits(&l.data)) {
+            return;
+        }
+        let mut out = Vec::with_capacity(lines.len());
+        for mut line in lines.drain(..) {
+            if line.piece != Piece::Whole {
+                line.part += self.extra_parts;
+            }
+            let last_of_line = matches!(line.piece, Piece::Whole | Piece::Tail);
+            if self.fit.fits(&line.data) {
+                out.push(line);
+            } else {
+                self.cut(line, &mut out, dead);
+            }
+            if last_of_line {
+                self.extra_parts = 0;
+            }
+        }
+        *lines = out;
+    }
+
+    /// Cuts a line that does not fit (see [`Shaper::fit`]).
+    fn cut(&mut self, mut line: Line, out: &mut Vec<Line>, dead: &mut Vec<Dead>) {
+        match self.oversize {
+            Oversize::Drop => dead.push((line, "line longer than a Kinesis record: dropped")),
+            Oversize::Truncate => {
+                // A head piece already carries the marker.
+                if line.piece == Piece::Head && line.data.ends_with(TRUNCATION_MARKER) {
+                    line.data
+                        .truncate(line.data.len() - TRUNCATION_MARKER.len());
+                }
+                let k = self.fit.prefix(&line.data, TRUNCATION_MARKER);
+                let (kept, rest) = split_line(line, k);
+                let mut kept = kept;
+                kept.data.extend_from_slice(TRUNCATION_MARKER);
+                out.push(kept);
+                dead.push((
+                    rest,
+                    "line longer than a Kinesis record: truncated, this part was not sent",
+                ));
+            }
+            Oversize::Split => {
+                let mut rest = line;
+                while !self.fit.fits(&rest.data) {
+                    let k = self.fit.prefix(&rest.data, b"");
+                    let (piece, tail) = split_line(rest, k);
+                    out.push(piece);
+                    rest = tail;
+                    self.extra_parts += 1;
+                }
+                out.push(rest);
+            }
+        }
+    }
+
     /// Sends the pending multi-line event, if any.
     pub fn flush(&mut self, ready: &mut Vec<Line>) {
         if let Some(g) = self.grouper.as_mut() {
@@ -137,6 +293,37 @@ impl Shaper {
             .filter(|g| g.has_pending())
             .map(Grouper::timeout)
     }
+}
+
+/// `line` cut after `k` bytes of its data: the first part keeps the start
+/// of its range and its place (a whole line becomes a head), the second
+/// the rest of the range (terminator included) and is numbered next.
+fn split_line(line: Line, k: usize) -> (Line, Line) {
+    let mut data = line.data;
+    let rest = data.split_off(k);
+    let cut = line.start + k as u64;
+    let (first, second) = match line.piece {
+        Piece::Whole => (Piece::Head, Piece::Tail),
+        Piece::Head => (Piece::Head, Piece::Middle),
+        Piece::Middle => (Piece::Middle, Piece::Middle),
+        Piece::Tail => (Piece::Middle, Piece::Tail),
+    };
+    (
+        Line {
+            data,
+            piece: first,
+            part: line.part,
+            start: line.start,
+            end: cut,
+        },
+        Line {
+            data: rest,
+            piece: second,
+            part: line.part + 1,
+            start: cut,
+            end: line.end,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -222,32 +409,118 @@ mod tests {
         assert_eq!(data(&out), vec!["INFO a", "WARN healthcheck c"]);
     }
 
+    /// Frames and fits `text` for a flow, as the tailer does.
+    fn shaped(s: &FlowSettings, text: &[u8]) -> (Vec<Line>, Vec<Dead>) {
+        let mut shaper = Shaper::new(s);
+        let mut lines = framed(text, max_line_piece(s));
+        let (mut ready, mut dead) = (Vec::new(), Vec::new());
+        shaper.shape(&mut lines, &mut ready, &mut dead);
+        shaper.fit(&mut ready, &mut dead);
+        (ready, dead)
+    }
+
+    /// The record a line makes in an envelope flow, with the longest key.
+    fn record_size(s: &FlowSettings, line: &Line) -> usize {
+        let mut out = Vec::new();
+        let long_path = "/".repeat(4096);
+        let ctx = crate::envelope::LineContext {
+            timestamp: "2026-12-04T00:00:00.000Z",
+            host: "host",
+            path: &long_path,
+            flow: "a",
+            metadata: "",
+        };
+        match &s.record.envelope {
+            Some(env) => {
+                env.encode(line, ctx, &mut out);
+            }
+            None => out = line.data.clone(),
+        }
+        out.len() + s.partition_key.max_bytes() + s.record.compression.margin(out.len())
+    }
+
     #[test]
-    fn a_piece_in_an_envelope_fits_a_record_in_the_worst_case() {
-        for extra in [
-            "",
-            "format = \"json\"\n",
-            "format = \"json\"\ncompression = \"gzip\"\nfields = { a = \"b\" }\n",
-            "compression = \"zstd\"\n",
+    fn long_lines_stay_whole_while_their_record_fits() {
+        // 200 KB of plain text in an envelope, 1 MiB less the longest
+        // random key raw: whole.
+        for (extra, len) in [
+            ("format = \"json\"\n", 200_000),
+            ("format = \"json\"\n", 900_000),
+            ("", MAX_BYTES_PER_RECORD - 16),
         ] {
             let s = flow(extra);
-            let piece = max_line_piece(&s);
-            let grow = if s.record.envelope.is_some() {
-                WORST_EXPANSION
-            } else {
-                1
-            };
-            let worst = (piece + TRUNCATION_MARKER.len()) * grow
-                + if s.record.envelope.is_some() {
-                    ENVELOPE_RESERVE + METADATA_MAX_BYTES
-                } else {
-                    0
-                };
+            let mut text = vec![b'a'; len];
+            text.push(b'\n');
+            let (ready, dead) = shaped(&s, &text);
+            assert_eq!(ready.len(), 1, "{extra}{len}: one record");
+            assert!(dead.is_empty());
+            assert_eq!(ready[0].piece, Piece::Whole, "{extra}{len}");
+            assert!(record_size(&s, &ready[0]) <= MAX_BYTES_PER_RECORD);
+        }
+    }
+
+    #[test]
+    fn lines_that_do_not_fit_once_encoded_are_cut_into_records_that_fit() {
+        // Quotes escape to two bytes, control bytes to six, invalid bytes
+        // to U+FFFD plus base64: each kind cut where it stops fitting.
+        for (unit, policy) in [
+            (&b"\""[..], "split"),
+            (&b"\x01"[..], "split"),
+            (&b"\xff"[..], "split"),
+            ("é".as_bytes(), "split"),
+            (&b"\""[..], "truncate"),
+            (&b"\""[..], "drop"),
+        ] {
+            let s = flow(&format!("format = \"json\"\noversize = \"{policy}\"\n"));
+            // Longer than framing's pieces for two-byte characters.
+            let len = if unit.len() == 2 { 1_200_000 } else { 700_000 };
+            let mut text: Vec<u8> = unit.iter().copied().cycle().take(len).collect();
+            text.push(b'\n');
+            let (ready, dead) = shaped(&s, &text);
+            for l in &ready {
+                assert!(
+                    record_size(&s, l) <= MAX_BYTES_PER_RECORD,
+                    "{policy} {unit:?}: a record of {} bytes",
+                    record_size(&s, l)
+                );
+                if std::str::from_utf8(unit).is_ok() {
+                    assert!(
+                        std::str::from_utf8(&l.data).is_ok(),
+                        "cut between characters"
+                    );
+                }
+            }
+            // Every byte of the line is sent or dead-lettered, once.
+            let mut ranges: Vec<(u64, u64)> = ready
+                .iter()
+                .chain(dead.iter().map(|(l, _)| l))
+                .map(|l| (l.start, l.end))
+                .collect();
+            ranges.sort();
+            assert_eq!(ranges.first().map(|r| r.0), Some(0));
             assert!(
-                worst + s.record.compression.margin(MAX_DATA_BYTES) <= MAX_DATA_BYTES,
-                "{extra}"
+                ranges.windows(2).all(|w| w[0].1 == w[1].0),
+                "{policy}: {ranges:?}"
             );
-            assert!(piece > 100 * 1024, "{extra}: pieces of {piece} bytes");
+            assert_eq!(ranges.last().map(|r| r.1), Some(text.len() as u64));
+            let parts: Vec<u32> = ready.iter().map(|l| l.part).collect();
+            match policy {
+                "split" => {
+                    assert!(ready.len() >= 2, "{unit:?}: cut");
+                    assert_eq!(parts, (0..ready.len() as u32).collect::<Vec<_>>());
+                    let joined: Vec<u8> = ready.iter().flat_map(|l| l.data.clone()).collect();
+                    assert_eq!(joined, text[..text.len() - 1], "{unit:?}");
+                }
+                "truncate" => {
+                    assert_eq!(ready.len(), 1);
+                    assert!(ready[0].data.ends_with(TRUNCATION_MARKER));
+                    assert_eq!(dead.len(), 1);
+                }
+                _ => {
+                    assert!(ready.is_empty());
+                    assert_eq!(dead.len(), 1);
+                }
+            }
         }
     }
 }

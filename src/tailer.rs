@@ -771,6 +771,13 @@ impl Tailer {
         if lines.is_empty() {
             return;
         }
+        // What framing let through whole but does not fit its record once
+        // encoded is cut again, by the oversize rule.
+        let mut dead = Vec::new();
+        self.shaper.fit(lines, &mut dead);
+        if !dead.is_empty() {
+            self.dead_letter(dead).await;
+        }
         Metrics::add(&self.flow.metrics.lines_read, lines.len() as u64);
         let filtered = self.shaper.filter(lines);
         if !filtered.is_empty() {
