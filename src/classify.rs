@@ -42,15 +42,28 @@ pub fn classify(code: Option<&str>, status: Option<u16>) -> Failure {
     }
 }
 
+/// The longest sequence number Kinesis gives (the API allows 128 digits).
+const MAX_SEQUENCE_DIGITS: usize = 128;
+
+/// Whether `s` is a sequence number Kinesis could have given: 1 to 128
+/// decimal digits. An endpoint that answers anything else (empty, `abc`)
+/// has not stored the record, whatever it says.
+pub fn is_sequence_number(s: &str) -> bool {
+    (1..=MAX_SEQUENCE_DIGITS).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// One entry of a `PutRecords` answer: the sequence number of a confirmed
-/// record, or the error code of a failed one (an entry with neither, or
-/// with both, is a failure: only a sequence number alone confirms).
+/// record, or the error code of a failed one. Only a sequence number that
+/// Kinesis could have given ([`is_sequence_number`]), alone, confirms;
+/// every other entry (neither, both, an empty code, a sequence number that
+/// is not one) is a failure, retried.
 pub fn entry_outcome(
     sequence_number: Option<String>,
     error_code: Option<String>,
 ) -> Result<String, String> {
     match (sequence_number, error_code) {
-        (Some(seq), None) => Ok(seq),
+        (Some(seq), None) if is_sequence_number(&seq) => Ok(seq),
+        (Some(_), None) => Err("InvalidSequenceNumber".into()),
         (_, Some(code)) if !code.is_empty() => Err(code),
         // Neither, or an empty code: retried under a name that says so.
         _ => Err("NoSequenceNumber".into()),
@@ -176,7 +189,10 @@ mod tests {
             {"ErrorCode":"ProvisionedThroughputExceededException","ErrorMessage":"Rate exceeded for shard"},
             {"SequenceNumber":"49\u0036","ShardId":"shardId-000000000001","ErrorCode":"InternalFailure"},
             {"SequenceNumber":null,"ErrorCode":null},
-            {"SequenceNumber":"4970","ErrorCode":"","Unknown":{"a":[1,2]}}
+            {"SequenceNumber":"4970","ErrorCode":"","Unknown":{"a":[1,2]}},
+            {"SequenceNumber":""},
+            {"SequenceNumber":"abc","ShardId":"shardId-000000000000"},
+            {"SequenceNumber":"-1"}
         ]}"#;
         assert_eq!(
             read_answer(body),
@@ -186,6 +202,9 @@ mod tests {
                 Err("InternalFailure".to_string()),
                 Err("NoSequenceNumber".to_string()),
                 Err("NoSequenceNumber".to_string()),
+                Err("InvalidSequenceNumber".to_string()),
+                Err("InvalidSequenceNumber".to_string()),
+                Err("InvalidSequenceNumber".to_string()),
             ])
         );
         assert_eq!(read_answer(br#"{"Records":[]}"#), Some(vec![]));

@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
-use crate::batcher::{KINESIS_RECORD, RecordLimit};
 #[cfg(test)]
 use crate::batcher::MAX_BYTES_PER_RECORD;
+use crate::batcher::{KINESIS_RECORD, RecordLimit};
 use crate::config::{FlowSettings, Oversize};
 use crate::envelope::{ENVELOPE_RESERVE, METADATA_MAX_BYTES, WORST_EXPANSION, message_len};
 use crate::framing::{Line, Piece};

@@ -132,6 +132,7 @@ pub struct FaultProxy {
     pub port: u16,
     pub stats: Arc<FaultStats>,
     down: Arc<AtomicBool>,
+    lie: Arc<std::sync::Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -145,6 +146,13 @@ impl FaultProxy {
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
     }
+
+    /// While set, every `PutRecords` call is answered 200 with this as
+    /// every entry's `SequenceNumber`, and nothing is stored: an endpoint
+    /// that lies.
+    pub fn set_lie(&self, sequence_number: Option<&str>) {
+        *self.lie.lock().expect("lie") = sequence_number.map(str::to_string);
+    }
 }
 
 impl Drop for FaultProxy {
@@ -156,6 +164,7 @@ impl Drop for FaultProxy {
 struct Ctx {
     /// While set, requests on open connections are dropped too.
     down: Arc<AtomicBool>,
+    lie: Arc<std::sync::Mutex<Option<String>>>,
     /// Records per (shard, second since start), for the shard limit.
     windows: std::sync::Mutex<std::collections::HashMap<(u32, u64), u64>>,
     started: std::time::Instant,
@@ -172,8 +181,10 @@ pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
     let port = listener.local_addr().expect("addr").port();
     let stats = Arc::new(FaultStats::default());
     let down = Arc::new(AtomicBool::new(false));
+    let lie = Arc::new(std::sync::Mutex::new(None));
     let ctx = Arc::new(Ctx {
         down: down.clone(),
+        lie: lie.clone(),
         windows: std::sync::Mutex::new(std::collections::HashMap::new()),
         started: std::time::Instant::now(),
         upstream: upstream.to_string(),
@@ -217,6 +228,7 @@ pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
         port,
         stats,
         down,
+        lie,
         task,
     }
 }
@@ -346,6 +358,20 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
         }
     };
     let records = request["Records"].as_array().cloned().unwrap_or_default();
+    let lie = ctx.lie.lock().expect("lie").clone();
+    if let Some(seq) = lie {
+        stats
+            .entries_failed
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        let entries: Vec<Value> = records
+            .iter()
+            .map(|_| json!({"SequenceNumber": seq, "ShardId": "shardId-000000000000"}))
+            .collect();
+        return Some(json_response(
+            200,
+            json!({"FailedRecordCount": 0, "Records": entries, "EncryptionType": "NONE"}),
+        ));
+    }
     let mut keep = Vec::new();
     let mut failed_at = Vec::new();
     for (i, r) in records.into_iter().enumerate() {

@@ -8,6 +8,7 @@ mod files;
 mod hostile;
 mod lifecycle;
 mod model;
+mod neighbours;
 mod pipeline;
 mod records;
 mod util;
