@@ -53,6 +53,42 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pause after `accept` fails (out of file descriptors, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How long to wait before trying again to listen on an address that is
+/// taken.
+const BIND_RETRY: Duration = Duration::from_secs(5);
+
+/// Listens on `addr` and serves the API there until `stop`. An address
+/// that cannot be taken (another process holds the port) is an error in
+/// the log and is tried again every [`BIND_RETRY`]: shipping never waits
+/// for the API, and a `/health` that does not answer is the operator's
+/// signal.
+pub async fn listen_and_serve(
+    addr: std::net::SocketAddr,
+    state: Arc<ApiState>,
+    stop: CancellationToken,
+) {
+    let mut last_error: Option<String> = None;
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) => {
+                let msg = e.to_string();
+                if last_error.as_deref() != Some(&msg) {
+                    tracing::error!(%addr, error = %msg,
+                        "cannot listen for the API (is another process on this port?); shipping goes on without /metrics, /health and /ready, and the address is tried again every 5 s");
+                    last_error = Some(msg);
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(BIND_RETRY) => {}
+                }
+            }
+        }
+    };
+    tracing::info!(%addr, "API listening: /metrics, /health, /ready");
+    serve(listener, state, stop).await;
+}
+
 /// Serves the API on `listener` until `stop`.
 pub async fn serve(listener: TcpListener, state: Arc<ApiState>, stop: CancellationToken) {
     // Oldest first.

@@ -55,12 +55,6 @@ pub enum DaemonError {
         "AWS configuration: no AWS region: set aws.region in the configuration, or AWS_REGION in the environment"
     )]
     NoRegion,
-    #[error("cannot listen on {addr} for the API: {error}")]
-    Api {
-        addr: std::net::SocketAddr,
-        #[source]
-        error: std::io::Error,
-    },
 }
 
 /// The Kinesis client for `aws`. The SDK's own retries are off: the sink
@@ -310,12 +304,8 @@ pub async fn run(
         ready: std::sync::atomic::AtomicBool::new(false),
     });
     if let Some(addr) = settings.api {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|error| DaemonError::Api { addr, error })?;
-        tracing::info!(%addr, "API listening: /metrics, /health, /ready");
-        tokio::spawn(crate::api::serve(
-            listener,
+        tokio::spawn(crate::api::listen_and_serve(
+            addr,
             api_state.clone(),
             stop_api.clone(),
         ));

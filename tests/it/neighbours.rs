@@ -61,3 +61,46 @@ async fn sequence_numbers_kinesis_could_not_give_confirm_nothing() {
         assert!(daemon.stop(Duration::from_secs(30)).success());
     }
 }
+
+/// A neighbour that binds the API port first does not stop shipping: the
+/// API is tried again until the port is free, and meanwhile every line
+/// arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_squatted_api_port_stops_no_shipping_and_is_taken_once_free() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "squat", 1).await;
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = squatter.local_addr().expect("addr").port();
+    let s = Scratch::new();
+    let lines = numbered_lines("squat", 0, 500);
+    std::fs::write(s.logs().join("app.log"), &lines).expect("write");
+    let config = s.config(
+        &server.endpoint(),
+        &format!("[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+        "[[flow]]\nname = \"a\"\npaths = [\"{logs}/*.log\"]\nstream = \"squat\"\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    daemon.logged("cannot listen for the API", TIMEOUT).await;
+    let want = complete_lines(&lines);
+    let got = wait_for_lines(&client, "squat", &want, TIMEOUT).await;
+    let d = Delivery::of(got.into_iter().map(|g| g.data), want);
+    assert!(d.exactly_once(), "shipping went on: {d}");
+    assert!(
+        daemon.is_running(),
+        "still running; log:\n{}",
+        daemon.log_tail(20)
+    );
+    drop(squatter);
+    let metrics = eventually(TIMEOUT, "the API on the freed port", async || {
+        try_http_get(port, "/metrics")
+            .filter(|(code, body)| *code == 200 && body.contains("kinetail_"))
+    })
+    .await;
+    assert!(
+        metrics.1.contains("kinetail_lines_read_total"),
+        "{}",
+        metrics.1
+    );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
