@@ -162,13 +162,21 @@ pub enum StoreError {
         current: Box<StoreError>,
         previous: Box<StoreError>,
     },
+    #[error(
+        "state directory {} {why}: another user could plant checkpoints there that make kinetail skip lines. Use a directory that kinetail's user owns and only it can write (a new path is created so, mode 0700; on a shared volume such as a Kubernetes emptyDir, a subdirectory of it)",
+        crate::redact::path(path)
+    )]
+    Untrusted { path: PathBuf, why: String },
 }
 
 impl StoreError {
     /// An error that the daemon must not start over: restarting it cannot
     /// help; an operator must act (the unit's `RestartPreventExitStatus`).
     pub fn needs_operator(&self) -> bool {
-        matches!(self, StoreError::Newer { .. } | StoreError::Unusable { .. })
+        matches!(
+            self,
+            StoreError::Newer { .. } | StoreError::Unusable { .. } | StoreError::Untrusted { .. }
+        )
     }
 
     fn not_found(&self) -> bool {
@@ -188,7 +196,42 @@ pub fn create_dir(dir: &Path) -> Result<(), StoreError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(io(dir, "cannot create the state directory"))
+        .map_err(io(dir, "cannot create the state directory"))?;
+    check_trusted(dir)
+}
+
+/// Refuses a state directory that another user owns or that others (its
+/// group, everyone) may write: whoever can write there decides which lines
+/// are never sent. A symbolic link is judged by the directory it leads to.
+pub fn check_trusted(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).map_err(io(dir, "cannot read the state directory"))?;
+    let me = rustix::process::geteuid().as_raw();
+    let why = if meta.uid() != me {
+        Some(format!(
+            "belongs to user {} (kinetail runs as {me})",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "may be written by {} (mode {:04o})",
+            if meta.mode() & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            },
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(StoreError::Untrusted {
+            path: dir.to_path_buf(),
+            why,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn parse_error(path: &Path) -> impl FnOnce(serde_json::Error) -> StoreError {

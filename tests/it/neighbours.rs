@@ -104,3 +104,95 @@ async fn a_squatted_api_port_stops_no_shipping_and_is_taken_once_free() {
     );
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
+
+/// A state directory a neighbour could write is refused before anything is
+/// read (exit 3, the code the unit does not restart on), naming the
+/// directory and the fix: one another user owns (with a planted store
+/// that would skip a file's lines), one everyone may write. A private
+/// subdirectory of a shared, world-writable volume (a Kubernetes emptyDir)
+/// is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_dir_others_could_write_is_refused_and_a_private_one_inside_it_is_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "trust", 1).await;
+    let s = Scratch::new();
+    let lines = numbered_lines("trust", 0, 100);
+    std::fs::write(s.logs().join("app.log"), &lines).expect("write");
+    let shared = s.path("volume");
+    std::fs::create_dir(&shared).expect("mkdir");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let flow = "[[flow]]\nname = \"a\"\npaths = [\"{logs}/*.log\"]\nstream = \"trust\"\n";
+    let with_state = |dir: &std::path::Path| {
+        let config = s.config(&server.endpoint(), "", flow);
+        let text = std::fs::read_to_string(&config).expect("config");
+        let text = text.replacen(
+            &format!("state_dir = {:?}", s.state().display().to_string()),
+            &format!("state_dir = {:?}", dir.display().to_string()),
+            1,
+        );
+        std::fs::write(&config, text).expect("config");
+        config
+    };
+    // Everyone may write it.
+    let config = with_state(&shared);
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let status = daemon.wait(TIMEOUT);
+    assert_eq!(status.code(), Some(3), "log:\n{}", daemon.log_text());
+    let log = daemon.log_text();
+    assert!(
+        log.contains("may be written by everyone (mode 0777)"),
+        "{log}"
+    );
+    assert!(log.contains(&shared.display().to_string()), "{log}");
+
+    // Another user owns it (as root, the test hands it to nobody).
+    let theirs = s.path("theirs");
+    std::fs::create_dir(&theirs).expect("mkdir");
+    std::fs::write(
+        theirs.join("checkpoints.json"),
+        b"{\"version\":1,\"files\":[]}",
+    )
+    .expect("plant");
+    let owned = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&theirs)
+        .status()
+        .is_ok_and(|s| s.success());
+    if owned {
+        let config = with_state(&theirs);
+        let mut daemon = Daemon::start(&config, &s.path("daemon2.log"));
+        let status = daemon.wait(TIMEOUT);
+        assert_eq!(status.code(), Some(3), "log:\n{}", daemon.log_text());
+        assert!(
+            daemon.log_text().contains("belongs to user 65534"),
+            "{}",
+            daemon.log_text()
+        );
+    } else {
+        skipped(
+            "a_state_dir_others_could_write_is_refused_and_a_private_one_inside_it_is_used",
+            "chown to another user needs root; the other-owner case was not run",
+        );
+    }
+    assert!(
+        read_all(&client, "trust").await.is_empty(),
+        "nothing was shipped"
+    );
+
+    // A subdirectory of the shared volume: kinetail makes it 0700 and ships.
+    let private = shared.join("state");
+    let config = with_state(&private);
+    let mut daemon = Daemon::start(&config, &s.path("daemon3.log"));
+    let want = complete_lines(&lines);
+    let got = wait_for_lines(&client, "trust", &want, TIMEOUT).await;
+    assert_eq!(got.len(), want.len(), "log:\n{}", daemon.log_text());
+    let mode = std::fs::metadata(&private)
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
