@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kinetail::config::{DEFAULT_CONFIG_PATH, Settings};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGALRM, SIGHUP, SIGINT, SIGPROF, SIGTERM, SIGUSR1, SIGUSR2, SIGVTALRM};
 use signal_hook::iterator::Signals;
 
 /// Every line passes through a few short-lived allocations (its data, its
@@ -289,7 +289,12 @@ fn run(settings: Settings) -> ExitCode {
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+    // Signals whose default is to end the process at once, without the
+    // final save, and that kinetail has no use for: caught and logged, so
+    // that a logrotate `postrotate` that sends USR1 to "the logging
+    // daemon" (or a stray timer signal) does not kill it.
+    let ignored = [SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF];
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP].iter().chain(&ignored)) {
         Ok(s) => s,
         Err(e) => {
             say(format_args!(
@@ -305,6 +310,12 @@ fn run(settings: Settings) -> ExitCode {
                 SIGHUP => {
                     tracing::info!("SIGHUP: reloading the configuration");
                     let _ = reload_tx.send(());
+                }
+                s if ignored.contains(&s) => {
+                    tracing::info!(
+                        signal = s,
+                        "signal ignored: kinetail stops on TERM or INT and reloads on HUP"
+                    );
                 }
                 _ => match stop_tx.take() {
                     Some(tx) => {

@@ -196,3 +196,35 @@ async fn a_state_dir_others_could_write_is_refused_and_a_private_one_inside_it_i
     assert_eq!(mode, 0o700);
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
+
+/// Signals whose default is to end a process (USR1, which logrotate
+/// configurations often send to "the logging daemon", USR2 and the timer
+/// signals) do not stop kinetail: it logs them, ships on, and still stops
+/// cleanly on TERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_signals_do_not_stop_kinetail() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "sig", 1).await;
+    let s = Scratch::new();
+    let file = s.logs().join("app.log");
+    std::fs::write(&file, numbered_lines("sig", 0, 10)).expect("write");
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        "[[flow]]\nname = \"a\"\npaths = [\"{logs}/*.log\"]\nstream = \"sig\"\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    wait_for_count(&client, "sig", 10, TIMEOUT).await;
+    for sig in ["USR1", "USR2", "ALRM", "VTALRM", "PROF"] {
+        daemon.signal(sig);
+    }
+    daemon.logged("signal ignored", TIMEOUT).await;
+    append(&file, &numbered_lines("sig", 10, 20));
+    let want = complete_lines(&numbered_lines("sig", 0, 20));
+    let got = wait_for_lines(&client, "sig", &want, TIMEOUT).await;
+    assert_eq!(got.len(), 20, "still shipping; log:\n{}", daemon.log_text());
+    assert!(daemon.is_running());
+    let status = daemon.stop(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "a clean stop on TERM");
+}
