@@ -80,9 +80,60 @@ pub fn urls_in(text: &str) -> String {
     out
 }
 
+/// The most bytes of an error's text that go into one log line: an
+/// endpoint's error body can be megabytes, and it would be logged on every
+/// retry.
+pub const MAX_ERROR_TEXT: usize = 1024;
+
+/// `what` as text, cut after [`MAX_ERROR_TEXT`] bytes (on a character
+/// boundary, with a note of the cut), with URL secrets masked. The text is
+/// never built whole: formatting stops once the bound is reached.
+pub fn error_text(what: &dyn std::fmt::Display) -> String {
+    struct Bounded {
+        text: String,
+        cut: bool,
+    }
+    impl std::fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = MAX_ERROR_TEXT.saturating_sub(self.text.len());
+            if s.len() <= room {
+                self.text.push_str(s);
+                return Ok(());
+            }
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.text.push_str(&s[..end]);
+            self.cut = true;
+            Err(std::fmt::Error)
+        }
+    }
+    let mut b = Bounded {
+        text: String::new(),
+        cut: false,
+    };
+    // An error here is the bound being reached.
+    let _ = std::fmt::write(&mut b, format_args!("{what}"));
+    if b.cut {
+        b.text.push_str(" [cut by kinetail]");
+    }
+    urls_in(&b.text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_text_is_bounded_and_masks_urls() {
+        let huge = "é".repeat(5_000_000);
+        let t = error_text(&format_args!("http://u:secret@h/ {huge}"));
+        assert!(t.len() <= MAX_ERROR_TEXT + 40, "{} bytes", t.len());
+        assert!(t.ends_with(" [cut by kinetail]"));
+        assert!(!t.contains("secret"), "{}", &t[..40]);
+        assert_eq!(error_text(&"short"), "short");
+    }
     use std::ffi::OsStr;
 
     #[test]

@@ -150,7 +150,7 @@ pub fn to_hash_key(value: &str) -> String {
 #[cfg(feature = "aws")]
 #[derive(Debug, thiserror::Error)]
 pub enum ListShardsError {
-    #[error("ListShards failed: {}", aws_sdk_kinesis::error::DisplayErrorContext(&**.0))]
+    #[error("ListShards failed: {}", crate::redact::error_text(&aws_sdk_kinesis::error::DisplayErrorContext(&**.0)))]
     Call(
         #[source]
         Box<

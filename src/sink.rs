@@ -650,7 +650,7 @@ impl Lane {
                 let class = classify(e.code(), status);
                 CallResult::Failed {
                     class,
-                    message: crate::redact::urls_in(&DisplayErrorContext(&e).to_string()),
+                    message: crate::redact::error_text(&DisplayErrorContext(&e)),
                     code: e.code().map(str::to_string),
                 }
             }

@@ -31,6 +31,8 @@ async fn a_mix_of_faults_loses_nothing_and_duplicates_only_unanswered_calls() {
         slow_delay: Duration::from_secs(5),
         close_after_forward: 0.05,
         shard_limit: None,
+        error_padding: 0,
+        first_calls_500: 0,
     };
     let proxy = fault::start(&server.endpoint(), faults).await;
     let s = Scratch::new();

@@ -22,6 +22,11 @@ pub struct Faults {
     pub entry_fail: f64,
     /// Calls answered 500 InternalFailure without forwarding.
     pub call_500: f64,
+    /// The first this many calls are answered so too.
+    pub first_calls_500: u64,
+    /// Bytes of padding in the message of those answers (an endpoint whose
+    /// error bodies are huge).
+    pub error_padding: usize,
     /// Calls answered 400 ProvisionedThroughputExceededException.
     pub call_throttle: f64,
     /// Calls forwarded, then answered only after `slow_delay`.
@@ -316,7 +321,7 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
         });
     }
     let stats = &ctx.stats;
-    stats.calls.fetch_add(1, Ordering::Relaxed);
+    let call = stats.calls.fetch_add(1, Ordering::Relaxed) + 1;
     let akid = parts
         .headers
         .get("authorization")
@@ -334,11 +339,12 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
     }
     *stats.last_access_key.lock().expect("lock") = akid;
     let f = &ctx.faults;
-    if rand::random::<f64>() < f.call_500 {
+    if call <= f.first_calls_500 || rand::random::<f64>() < f.call_500 {
         stats.calls_failed.fetch_add(1, Ordering::Relaxed);
+        let message = format!("injected failure{}", "x".repeat(f.error_padding));
         return Some(json_response(
             500,
-            json!({"__type": "InternalFailure", "message": "injected failure"}),
+            json!({"__type": "InternalFailure", "message": message}),
         ));
     }
     if rand::random::<f64>() < f.call_throttle {

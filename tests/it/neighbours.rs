@@ -228,3 +228,48 @@ async fn stray_signals_do_not_stop_kinetail() {
     let status = daemon.stop(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "a clean stop on TERM");
 }
+
+/// An endpoint whose error answers carry a 10 MB message: each log line
+/// about them stays short (the text is cut at about 1 KB), so the log and
+/// the memory do not grow with the body, and every line still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_error_bodies_are_cut_in_the_log() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "huge", 1).await;
+    let faults = fault::Faults {
+        first_calls_500: 3,
+        error_padding: 10 * 1024 * 1024,
+        ..fault::Faults::default()
+    };
+    let proxy = fault::start(&server.endpoint(), faults).await;
+    let s = Scratch::new();
+    let file = s.logs().join("app.log");
+    std::fs::write(&file, b"").expect("write");
+    let config = s.config(
+        &proxy.endpoint(),
+        "",
+        "[[flow]]\nname = \"a\"\npaths = [\"{logs}/*.log\"]\nstream = \"huge\"\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    append(&file, &numbered_lines("huge", 0, 200));
+    let want = complete_lines(&numbered_lines("huge", 0, 200));
+    let got = wait_for_lines(&client, "huge", &want, TIMEOUT).await;
+    assert_eq!(
+        Delivery::of(got.into_iter().map(|g| g.data), want).missing,
+        0
+    );
+    assert!(
+        proxy
+            .stats
+            .calls_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 3,
+        "the first three calls were answered with a huge error"
+    );
+    let log = daemon.log_text();
+    assert!(log.contains("[cut by kinetail]"), "the error text was cut");
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "the longest log line has {longest} bytes");
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
