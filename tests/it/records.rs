@@ -580,9 +580,10 @@ async fn zstd_records_decode_to_their_envelopes_keyed_by_the_line_and_split_line
     let client = server.client();
     create_stream(&client, "zs", 1).await;
     let s = Scratch::new();
-    // 200 lines, then one of 300,000 bytes: an envelope of it would pass
-    // 1 MiB if every byte were escaped, so it goes in pieces.
-    let long = vec![b'x'; 300_000];
+    // 200 lines, then one of 2,500,000 bytes: its envelope would pass
+    // 1 MiB, so it goes in pieces (each as long as a record holds of a
+    // line that needs no escaping).
+    let long = vec![b'x'; 2_500_000];
     let mut text = numbered_lines("z", 0, 200);
     text.extend_from_slice(&long);
     text.push(b'\n');
@@ -594,7 +595,7 @@ async fn zstd_records_decode_to_their_envelopes_keyed_by_the_line_and_split_line
          partition_key = { from = \"deterministic\" }\n",
     );
     let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
-    let pieces = 300_000usize.div_ceil(kinetail::shaping::max_line_piece(
+    let pieces = 2_500_000usize.div_ceil(kinetail::shaping::max_line_piece(
         &kinetail::config::Settings::from_toml(
             &config,
             &std::fs::read_to_string(&config).expect("config"),
