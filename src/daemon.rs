@@ -110,6 +110,7 @@ struct Env {
     wanted: tokio::sync::watch::Sender<Wanted>,
     /// Where file notifications arrive (the watcher notes, tailers ask).
     event_dirs: Arc<EventDirs>,
+    state_dir: std::path::PathBuf,
 }
 
 /// A started flow: its discovery (which owns its tailers) and its lanes.
@@ -258,6 +259,7 @@ fn start_flow(
         hostname: env.hostname.clone(),
         metadata: env.metadata.clone(),
         event_dirs: env.event_dirs.clone(),
+        state_dir: env.state_dir.clone(),
     });
     let hint = Arc::new(Notify::new());
     let wakes = WakeRegistry::default();
@@ -350,6 +352,7 @@ pub async fn run(
         metadata,
         wanted,
         event_dirs: Arc::default(),
+        state_dir: settings.state_dir.clone(),
     };
 
     let watched: Watched = Arc::default();

@@ -81,79 +81,35 @@ struct Known {
     paths: HashMap<FileKey, PathBuf>,
 }
 
-/// Files whose names are not UTF-8 that `pattern` names: the glob crate
-/// matches only UTF-8 names, so the directories its parent part matches are
-/// listed, and a name that is not UTF-8 is matched against the last
-/// component with its invalid bytes replaced by U+FFFD (so `*.log` takes
-/// `caf\xe9.log`). Directories with such names are not descended into.
-fn names_not_utf8(pattern: &str) -> Vec<PathBuf> {
-    let Some((parent, last)) = pattern.rsplit_once('/') else {
-        return Vec::new();
-    };
-    let Ok(last) = glob::Pattern::new(last) else {
-        return Vec::new();
-    };
-    let dirs: Vec<PathBuf> = if parent.is_empty() {
-        vec![PathBuf::from("/")]
-    } else {
-        match glob::glob_with(parent, crate::globs::MATCH_OPTIONS) {
-            Ok(d) => d.filter_map(Result::ok).collect(),
-            Err(_) => return Vec::new(),
-        }
-    };
-    let mut out = Vec::new();
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.filter_map(Result::ok) {
-            let name = e.file_name();
-            if name.to_str().is_none()
-                && last.matches_with(&name.to_string_lossy(), crate::globs::MATCH_OPTIONS)
-            {
-                out.push(dir.join(name));
-            }
-        }
-    }
-    out
-}
-
-/// Expands the flow's globs into the regular files they name, without the
-/// excluded ones. Problems are returned beside the paths, one per path.
-pub fn expand(flow: &FlowSettings) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
+/// Expands the flow's globs into the regular files they name (following
+/// links by the flow's `follow_symlinks`), without the excluded ones and
+/// without kinetail's own files in `state_dir` (a link into it would make
+/// kinetail ship its checkpoints and dead letters, each save a new line).
+/// Problems are returned beside the paths, one per path.
+pub fn expand(flow: &FlowSettings, state_dir: &Path) -> (Vec<PathBuf>, Vec<(PathBuf, String)>) {
     let mut seen = HashSet::new();
     let mut files = Vec::new();
     let mut problems = Vec::new();
     let opts = crate::globs::MATCH_OPTIONS;
+    let own = std::fs::canonicalize(state_dir).ok();
     for pattern in &flow.paths {
-        let entries = match glob::glob_with(pattern, opts) {
-            Ok(e) => e,
-            Err(e) => {
-                problems.push((PathBuf::from(pattern), e.to_string()));
+        let found = crate::globs::walk(pattern, flow.follow_symlinks);
+        problems.extend(found.problems);
+        for path in found.files {
+            if flow
+                .exclude
+                .iter()
+                .any(|x| x.matches_path_with(&path, opts))
+                || !seen.insert(path.clone())
+            {
                 continue;
             }
-        };
-        let odd = names_not_utf8(pattern).into_iter().map(Ok);
-        for entry in entries.chain(odd) {
-            match entry {
-                Ok(path) => {
-                    if flow
-                        .exclude
-                        .iter()
-                        .any(|x| x.matches_path_with(&path, opts))
-                        || !seen.insert(path.clone())
-                    {
-                        continue;
-                    }
-                    match std::fs::metadata(&path) {
-                        Ok(m) if m.is_file() => files.push(path),
-                        Ok(m) if m.is_dir() => {}
-                        Ok(_) => problems.push((path, "not a regular file; skipped".into())),
-                        Err(e) => problems.push((path, e.to_string())),
-                    }
-                }
-                Err(e) => problems.push((e.path().to_path_buf(), e.error().to_string())),
+            let real = std::fs::canonicalize(&path).ok();
+            if own.is_some() && real.as_ref().and_then(|r| r.parent()) == own.as_deref() {
+                problems.push((path, "one of kinetail's own state files; not tailed".into()));
+                continue;
             }
+            files.push(path);
         }
     }
     (files, problems)
@@ -174,7 +130,8 @@ pub async fn run(
         known.active.retain(|_, a| !a.join.is_finished());
         known.paths = flow.checkpoints.paths(&flow.settings.name);
         let settings = flow.settings.clone();
-        let scan = tokio::task::spawn_blocking(move || expand(&settings)).await;
+        let state_dir = flow.state_dir.clone();
+        let scan = tokio::task::spawn_blocking(move || expand(&settings, &state_dir)).await;
         let (paths, problems) = scan.unwrap_or_default();
         for problem in problems {
             if reported.insert(problem.clone()) {

@@ -171,6 +171,8 @@ pub struct FlowRuntime {
     pub metadata: Arc<SharedMetadata>,
     /// Where notifications are known to arrive.
     pub event_dirs: Arc<EventDirs>,
+    /// kinetail's own directory, whose files are never tailed.
+    pub state_dir: PathBuf,
 }
 
 /// Everything a tailer starts with.

@@ -5,7 +5,8 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::{
-    AwsSettings, FlowSettings, MetadataSource, Oversize, RecordSettings, Settings, StartAt,
+    AwsSettings, FlowSettings, FollowSymlinks, MetadataSource, Oversize, RecordSettings, Settings,
+    StartAt,
 };
 use crate::envelope::Placement;
 use crate::multiline::Rule;
@@ -93,6 +94,12 @@ fn describe_flow(s: &mut String, f: &FlowSettings) {
         Oversize::Drop => "drop",
     };
     let _ = writeln!(s, "oversize = {oversize:?}");
+    let follow = match f.follow_symlinks {
+        FollowSymlinks::Owned => "owned",
+        FollowSymlinks::Always => "always",
+        FollowSymlinks::Never => "never",
+    };
+    let _ = writeln!(s, "follow_symlinks = {follow:?}");
     let _ = writeln!(s, "idle_timeout_ms = {}", ms(f.idle_timeout));
     match &f.explicit_hash_key {
         Some(k) => {

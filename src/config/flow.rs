@@ -28,6 +28,8 @@ pub enum StartAt {
     End,
 }
 
+pub use crate::globs::FollowSymlinks;
+
 /// What happens to a line too long for one Kinesis record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Oversize {
@@ -57,6 +59,8 @@ pub struct FlowSettings {
     pub strip_cr: bool,
     pub multiline: Option<MultilineSettings>,
     pub oversize: Oversize,
+    /// Which symbolic links under the globs are followed.
+    pub follow_symlinks: FollowSymlinks,
     /// A file quiet this long at its end is closed until it changes.
     pub idle_timeout: Duration,
     /// Files not modified for this long are not picked up.
@@ -103,6 +107,16 @@ impl FlowSettings {
             ],
             "flow.oversize",
         )?;
+        let follow_symlinks = loc.choice(
+            f.follow_symlinks.as_ref(),
+            FollowSymlinks::Owned,
+            &[
+                ("owned", FollowSymlinks::Owned),
+                ("always", FollowSymlinks::Always),
+                ("never", FollowSymlinks::Never),
+            ],
+            "flow.follow_symlinks",
+        )?;
         let partition_key = match f.partition_key.as_ref() {
             None => KeySpec {
                 primary: KeySource::Random,
@@ -131,6 +145,7 @@ impl FlowSettings {
                 .map(|m| MultilineSettings::from_raw(loc, m))
                 .transpose()?,
             oversize,
+            follow_symlinks,
             idle_timeout: loc.positive_ms(
                 f.idle_timeout_ms.as_ref(),
                 DEFAULT_IDLE_TIMEOUT_MS,

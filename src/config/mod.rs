@@ -31,7 +31,8 @@ pub use aws::{AwsSettings, DEFAULT_REQUEST_TIMEOUT_MS};
 pub use check::expand_env;
 pub use flow::{
     DEFAULT_AGGREGATE_MAX_BYTES, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_LINGER_MS, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_SHARD_BYTES_PER_SEC, DEFAULT_SHARD_RECORDS_PER_SEC, FlowSettings, Oversize, StartAt,
+    DEFAULT_SHARD_BYTES_PER_SEC, DEFAULT_SHARD_RECORDS_PER_SEC, FlowSettings, FollowSymlinks,
+    Oversize, StartAt,
 };
 pub use multiline::{DEFAULT_MULTILINE_MAX_LINES, DEFAULT_MULTILINE_TIMEOUT_MS};
 pub use record::{MetadataSource, RecordSettings};

@@ -59,6 +59,7 @@ pub(super) struct RawFlow {
     pub strip_cr: Option<bool>,
     pub multiline: Option<Spanned<RawMultiline>>,
     pub oversize: Option<Str>,
+    pub follow_symlinks: Option<Str>,
     pub idle_timeout_ms: Option<Num>,
     pub ignore_older_secs: Option<Num>,
     pub explicit_hash_key: Option<Spanned<RawKey>>,

@@ -826,8 +826,15 @@ async fn bad_paths_are_reported_once_and_the_others_keep_flowing() {
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     std::fs::create_dir_all(s.state()).expect("state");
-    std::fs::set_permissions(s.state(), std::fs::Permissions::from_mode(0o777))
-        .expect("chmod state");
+    if as_root {
+        // The daemon's own state directory: nobody's, private.
+        let ok = Command::new("chown")
+            .args(["65534:65534"])
+            .arg(s.state())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown the state directory to nobody");
+    }
 
     std::fs::write(logs.join("good.log"), b"good 1\nbin \x00\xff\xfe end\n").expect("write");
     assert!(
