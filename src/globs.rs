@@ -227,7 +227,7 @@ impl Walker {
                 let trusted = |uid: u32| uid == 0 || uid == self.me;
                 if !trusted(link.uid()) || !trusted(target.uid()) {
                     return Err(format!(
-                        "a symbolic link owned by user {} to a file of user {}; kinetail follows links only when both belong to root or to its own user (follow_symlinks = \"owned\"; \"always\" follows every link)",
+                        "a symbolic link owned by user {} to something of user {}; kinetail follows links only when both belong to root or to its own user (follow_symlinks = \"owned\"; \"always\" follows every link)",
                         link.uid(),
                         target.uid()
                     ));

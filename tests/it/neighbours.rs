@@ -273,3 +273,82 @@ async fn huge_error_bodies_are_cut_in_the_log() {
     assert!(longest < 4096, "the longest log line has {longest} bytes");
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
+
+/// Links a neighbour plants in a watched directory, on default settings
+/// (`follow_symlinks = "owned"`): a link of theirs to a root-only file is
+/// not followed (the file is never shipped), a link loop under `**` ends
+/// (the other files flow, the stop is prompt), and a link to kinetail's
+/// own checkpoint journal is never tailed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_links_ship_no_secret_no_loop_and_not_kinetails_own_state() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "links", 1).await;
+    let s = Scratch::new();
+    let logs = s.logs();
+    std::fs::create_dir_all(logs.join("sub")).expect("mkdir");
+    let ok = numbered_lines("ok", 0, 50);
+    std::fs::write(logs.join("sub/ok.log"), &ok).expect("write");
+    let secret = s.path("secret");
+    std::fs::write(&secret, b"root:secret-hash:19000:0:99999:7:::\n").expect("secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let theirs = logs.join("a.log");
+    symlink(&secret, &theirs).expect("link");
+    let theirs_loop = logs.join("loop");
+    symlink(".", &theirs_loop).expect("link");
+    // kinetail's own loop (owned by its user: followed, walked once).
+    symlink("..", logs.join("sub/up")).expect("link");
+    let chowned = std::process::Command::new("chown")
+        .args(["-h", "65534:65534"])
+        .arg(&theirs)
+        .arg(&theirs_loop)
+        .status()
+        .is_ok_and(|st| st.success());
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        "[[flow]]\nname = \"a\"\npaths = [\"{logs}/**/*.log\"]\nstream = \"links\"\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let want = complete_lines(&ok);
+    let got = wait_for_lines(&client, "links", &want, TIMEOUT).await;
+    // A link to the store, once it exists (its event makes discovery look).
+    let store = eventually(TIMEOUT, "a checkpoint save", async || {
+        ["checkpoints.journal", "checkpoints.json"]
+            .iter()
+            .map(|f| s.state().join(f))
+            .find(|p| p.exists())
+    })
+    .await;
+    symlink(&store, logs.join("own.log")).expect("link");
+    daemon
+        .logged("one of kinetail's own state files", TIMEOUT)
+        .await;
+    // Saves go on meanwhile: a tailed store would add records.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got_again = read_all(&client, "links").await;
+    assert_eq!(got.len(), got_again.len(), "nothing more arrives");
+    let d = Delivery::of(got_again.into_iter().map(|g| g.data), want);
+    assert!(
+        d.exactly_once(),
+        "only ok.log's lines, once: {d}; log:\n{}",
+        daemon.log_tail(30)
+    );
+    let log = daemon.log_text();
+    if chowned {
+        assert!(log.contains("owned by user 65534"), "{log}");
+    } else {
+        skipped(
+            "planted_links_ship_no_secret_no_loop_and_not_kinetails_own_state",
+            "chown -h needs root; links were the test's own, not a neighbour's",
+        );
+    }
+    let started = std::time::Instant::now();
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "a prompt stop: {:?}",
+        started.elapsed()
+    );
+}
