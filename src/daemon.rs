@@ -81,7 +81,9 @@ pub async fn kinesis_client(aws: &AwsSettings) -> Result<Client, DaemonError> {
     // endpoint, or AWS_ENDPOINT_URL_STS.
     let mut kinesis = aws_sdk_kinesis::config::Builder::from(&conf);
     if let Some(u) = &aws.endpoint_url {
-        kinesis = kinesis.endpoint_url(u);
+        // User information (a proxy's `user:password@`) is not sent by the
+        // SDK, but its debug lines would show it: it stays with kinetail.
+        kinesis = kinesis.endpoint_url(crate::redact::without_userinfo(u));
     }
     if let Some(role) = &aws.role_arn {
         let mut assume = AssumeRoleProvider::builder(role)

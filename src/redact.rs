@@ -45,16 +45,34 @@ impl fmt::Debug for Shown<'_> {
 }
 
 /// `url` with its user information (`user:password@`, or a token as the
-/// user) replaced by `***`, for output. Anything that is not such a URL is
-/// returned as it is.
+/// user) and its query or fragment replaced by `***`, for output. Anything
+/// that is not such a URL is returned as it is.
 pub fn url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
+    // A query or fragment can hold a token: only that there is one shows.
+    let tail = match tail.find(['?', '#']) {
+        Some(i) => format!("{}{}***", &tail[..i], &tail[i..i + 1]),
+        None => tail.to_string(),
+    };
     match authority.rsplit_once('@') {
         Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
+        None => format!("{scheme}://{authority}{tail}"),
+    }
+}
+
+/// `url` without its user information (`user:password@`).
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://{host}{tail}"),
         None => url.to_string(),
     }
 }
@@ -124,6 +142,15 @@ pub fn error_text(what: &dyn std::fmt::Display) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_information_is_left_out() {
+        assert_eq!(
+            without_userinfo("http://u:p@h:1/x?y"),
+            "http://h:1/x?y".to_string()
+        );
+        assert_eq!(without_userinfo("https://h"), "https://h".to_string());
+    }
 
     #[test]
     fn error_text_is_bounded_and_masks_urls() {

@@ -40,8 +40,20 @@ impl AwsSettings {
             endpoint_url: checked(
                 raw.endpoint_url.as_ref(),
                 "aws.endpoint_url",
-                &|url| url.starts_with("http://") || url.starts_with("https://"),
-                &|url| format!("aws.endpoint_url {url:?} must start with http:// or https://"),
+                &|url| {
+                    let rest = url
+                        .strip_prefix("http://")
+                        .or_else(|| url.strip_prefix("https://"));
+                    // No query or fragment: nothing of Kinesis's uses them,
+                    // and the SDK would write them to its logs.
+                    rest.is_some_and(|r| !r.contains(['?', '#']))
+                },
+                &|url| {
+                    format!(
+                        "aws.endpoint_url {:?} must start with http:// or https:// and have no query or fragment: Kinesis does not use them, and the AWS SDK would write them to its logs",
+                        crate::redact::url(url)
+                    )
+                },
             )?,
             profile: loc.opt_string(raw.profile.as_ref(), "aws.profile")?,
             request_timeout: loc.positive_ms(

@@ -352,3 +352,43 @@ async fn planted_links_ship_no_secret_no_loop_and_not_kinetails_own_state() {
         started.elapsed()
     );
 }
+
+/// Secrets in the endpoint URL never reach a log: a password in its user
+/// information is not handed to the SDK (whose debug lines would show it),
+/// and a query (where a token could sit) is refused by `check`, which does
+/// not print it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_the_endpoint_url_reach_no_log() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "secret", 1).await;
+    let s = Scratch::new();
+    std::fs::write(s.logs().join("app.log"), "one line\n").expect("write");
+    let endpoint = server.endpoint().replace("http://", "http://user:s3cr3t@");
+    let config = s.config(
+        &endpoint,
+        "",
+        "[[flow]]\nname = \"a\"\npaths = [\"{logs}/*.log\"]\nstream = \"secret\"\n",
+    );
+    let mut daemon = Daemon::start_with(&config, &s.path("daemon.log"), &[("RUST_LOG", "debug")]);
+    assert_eq!(wait_for_count(&client, "secret", 1, TIMEOUT).await.len(), 1);
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+    let log = daemon.log_text();
+    assert!(log.contains("DEBUG"), "the SDK's debug lines are there");
+    assert!(!log.contains("s3cr3t"), "no password at the debug level");
+
+    let query = s.config(
+        &format!("{}/?token=t0k3n", server.endpoint()),
+        "",
+        "[[flow]]\nname = \"a\"\npaths = [\"{logs}/*.log\"]\nstream = \"secret\"\n",
+    );
+    let out = cli(&["check"], &query);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("no query or fragment"), "{text}");
+    assert!(!text.contains("t0k3n"), "{text}");
+}

@@ -359,11 +359,11 @@ impl Daemon {
     pub fn start_with(config: &Path, log: &Path, env: &[(&str, &str)]) -> Daemon {
         let (out, log_from) = open_log(log);
         let child = kinetail()
+            .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .arg("run")
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
