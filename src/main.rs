@@ -146,6 +146,30 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Why the configuration file is one others could change, if it is: owned
+/// by a user other than root and kinetail's, or writable by its group or
+/// everyone. Whoever can write it decides what kinetail reads and where it
+/// sends it.
+fn others_may_write(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let me = rustix::process::geteuid().as_raw();
+    let shown = kinetail::redact::path(path);
+    if meta.uid() != 0 && meta.uid() != me {
+        Some(format!(
+            "configuration file {shown} belongs to user {} (kinetail runs as {me}): that user decides what kinetail reads and where it sends it",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "configuration file {shown} may be written by others (mode {:04o}): whoever can write it decides what kinetail reads and where it sends it; chmod go-w",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    }
+}
+
 fn main() -> ExitCode {
     #[cfg(feature = "mimalloc")]
     give_freed_memory_back_at_once();
@@ -153,6 +177,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match Settings::load(&config) {
             Ok(settings) => {
+                if let Some(w) = others_may_write(&config) {
+                    say(format_args!("kinetail: warning: {w}"));
+                }
                 out(&settings.describe());
                 ExitCode::SUCCESS
             }
@@ -193,6 +220,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if let Some(w) = others_may_write(&config) {
+                tracing::warn!("{w}");
+            }
             run(settings)
         }
     }

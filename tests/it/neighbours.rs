@@ -392,3 +392,39 @@ async fn secrets_in_the_endpoint_url_reach_no_log() {
     assert!(text.contains("no query or fragment"), "{text}");
     assert!(!text.contains("t0k3n"), "{text}");
 }
+
+/// A configuration file others may write is flagged by `check` and `run`
+/// (whoever can write it decides what kinetail reads and where it sends
+/// it); a private one is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_others_may_write_is_flagged() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "conf", 1).await;
+    let s = Scratch::new();
+    std::fs::write(s.logs().join("app.log"), "one line\n").expect("write");
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        "[[flow]]\nname = \"a\"\npaths = [\"{logs}/*.log\"]\nstream = \"conf\"\n",
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = cli(&["check"], &config);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = cli(&["check"], &config);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "still valid: {err}");
+    assert!(
+        err.contains("may be written by others (mode 0666)"),
+        "{err}"
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    daemon
+        .logged("may be written by others (mode 0666)", TIMEOUT)
+        .await;
+    assert_eq!(wait_for_count(&client, "conf", 1, TIMEOUT).await.len(), 1);
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
