@@ -178,11 +178,22 @@ fn answer<B>(state: &ApiState, req: &Request<B>) -> Response<Full<Bytes>> {
     }
 }
 
-/// A Prometheus label value, escaped.
+/// A Prometheus label value, escaped; bidirectional formatting characters
+/// (which would reorder what a person reads) are written as `\\u{..}`.
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c if crate::redact::is_bidi_control(c) => {
+                out.push_str(&c.escape_unicode().to_string().replace('\\', "\\\\"))
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The metrics in the Prometheus text format.

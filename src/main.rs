@@ -142,7 +142,10 @@ fn init_logging(format: LogFormat) {
     match (format, journal) {
         (LogFormat::Text, false) => builder.init(),
         (LogFormat::Text, true) => builder.without_time().with_ansi(false).init(),
-        (LogFormat::Json, _) => builder.json().init(),
+        (LogFormat::Json, _) => {
+            kinetail::redact::set_json_logs();
+            builder.json().init()
+        }
     }
 }
 

@@ -10,10 +10,27 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// A path for text output: control characters, backslashes and bytes that
-/// are not UTF-8 are written as escapes (`\n`, `\\`, `\xff`); everything
-/// else, non-ASCII letters included, as it is.
+/// A path for text output: control characters, backslashes, bidirectional
+/// formatting characters (U+202E and its kin, which reorder what a
+/// terminal shows) and bytes that are not UTF-8 are written as escapes
+/// (`\n`, `\\`, `\u{202e}`, `\xff`); everything else, non-ASCII letters
+/// included, as it is. With JSON logs (see [`set_json_logs`]) control
+/// characters and backslashes are left to JSON's own escaping, so they
+/// are not escaped twice.
 pub struct Shown<'a>(&'a [u8]);
+
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Logs are JSON from now on: paths in them leave control characters and
+/// backslashes to the JSON encoder.
+pub fn set_json_logs() {
+    JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Characters that change the direction text is shown in.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
 
 /// A path as [`Shown`].
 pub fn path(p: &Path) -> Shown<'_> {
@@ -22,9 +39,10 @@ pub fn path(p: &Path) -> Shown<'_> {
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let json = JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed);
         for chunk in self.0.utf8_chunks() {
             for c in chunk.valid().chars() {
-                if c.is_control() || c == '\\' {
+                if is_bidi_control(c) || (!json && (c.is_control() || c == '\\')) {
                     write!(f, "{}", c.escape_default())?;
                 } else {
                     f.write_fmt(format_args!("{c}"))?;

@@ -428,3 +428,67 @@ async fn a_config_file_others_may_write_is_flagged() {
     assert_eq!(wait_for_count(&client, "conf", 1, TIMEOUT).await.len(), 1);
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
+
+/// File names made to mislead a reader: a right-to-left override (U+202E)
+/// is shown escaped in text logs, `status` and `/metrics`; with JSON logs a
+/// newline in a name is escaped once, by JSON (the name reads back whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misleading_file_names_are_escaped_once_everywhere() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "names", 1).await;
+    let s = Scratch::new();
+    let bidi = s.logs().join("invoice\u{202e}gol.exe.log");
+    let newline = s.logs().join("a\nb.log");
+    std::fs::write(&bidi, "one\n").expect("write");
+    std::fs::write(&newline, "two\n").expect("write");
+    let port = free_port();
+    let config = s.config(
+        &server.endpoint(),
+        &format!("[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+        "[[flow]]\nname = \"a\"\npaths = [\"{logs}/*.log\"]\nstream = \"names\"\n",
+    );
+    // JSON logs.
+    let log_path = s.path("json.log");
+    let log_file = std::fs::File::create(&log_path).expect("log");
+    let mut child = kinetail()
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stderr(log_file)
+        .spawn()
+        .expect("start");
+    assert_eq!(wait_for_count(&client, "names", 2, TIMEOUT).await.len(), 2);
+    let metrics = eventually(TIMEOUT, "/metrics", async || {
+        try_http_get(port, "/metrics").filter(|(c, b)| *c == 200 && b.contains("invoice"))
+    })
+    .await
+    .1;
+    assert!(metrics.contains("invoice\\\\u{202e}gol"), "{metrics}");
+    assert!(!metrics.contains('\u{202e}'), "no raw override in /metrics");
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    let mut names = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("each log line is JSON");
+        if let Some(p) = v["fields"]["path"].as_str() {
+            names.push(p.to_string());
+        }
+    }
+    assert!(
+        names.iter().any(|n| n.ends_with("/a\nb.log")),
+        "the name reads back whole from JSON: {names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.contains("invoice\\u{202e}gol")),
+        "the override escaped: {names:?}"
+    );
+    // status, as text.
+    let out = cli(&["status"], &config);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("invoice\\u{202e}gol"), "{shown}");
+    assert!(!shown.contains('\u{202e}'), "{shown}");
+}
