@@ -196,6 +196,9 @@ fn label(v: &str) -> String {
     out
 }
 
+/// At most this many files get series of their own on `/metrics`.
+pub const MAX_FILE_SERIES: usize = 200;
+
 /// The metrics in the Prometheus text format.
 pub fn render(state: &ApiState) -> String {
     let m = &state.metrics;
@@ -251,17 +254,41 @@ pub fn render(state: &ApiState) -> String {
     let _ = writeln!(out, "kinetail_checkpoint_age_seconds {age}");
 
     let files = state.checkpoints.live_files();
+    // Each file's size, then the files furthest behind first: past
+    // MAX_FILE_SERIES they are summed per flow (a neighbour's thousands
+    // of files must not make the page, and a scraper's series, grow
+    // without bound).
+    let mut sized: Vec<(&crate::store::SavedFile, Option<u64>)> = files
+        .iter()
+        .map(|f| {
+            let size = std::fs::metadata(&f.path)
+                .ok()
+                .filter(|m| file_key(m) == f.key)
+                .map(|m| m.len());
+            (f, size)
+        })
+        .collect();
+    let lag =
+        |f: &crate::store::SavedFile, size: Option<u64>| size.map(|s| s.saturating_sub(f.offset));
+    sized.sort_by_key(|(f, size)| std::cmp::Reverse(lag(f, *size)));
     let _ = writeln!(
         out,
-        "# HELP kinetail_file_lag_bytes Bytes in a file not yet confirmed by Kinesis."
+        "# HELP kinetail_file_lag_bytes Bytes in a file not yet confirmed by Kinesis (past {MAX_FILE_SERIES} files, the rest summed per flow under path=\"(other files)\")."
     );
     let _ = writeln!(out, "# TYPE kinetail_file_lag_bytes gauge");
     let mut confirmed = String::new();
-    for f in &files {
-        let size = std::fs::metadata(&f.path)
-            .ok()
-            .filter(|m| file_key(m) == f.key)
-            .map(|m| m.len());
+    let mut others: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for (f, size) in sized.iter().skip(MAX_FILE_SERIES) {
+        *others.entry(f.flow.as_str()).or_default() += lag(f, *size).unwrap_or(0);
+    }
+    for (flow, lag) in &others {
+        let _ = writeln!(
+            out,
+            "kinetail_file_lag_bytes{{flow=\"{}\",path=\"(other files)\"}} {lag}",
+            label(flow)
+        );
+    }
+    for &(f, size) in sized.iter().take(MAX_FILE_SERIES) {
         let labels = format!(
             "flow=\"{}\",path=\"{}\"",
             label(&f.flow),

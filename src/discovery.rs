@@ -79,7 +79,13 @@ struct Known {
     /// Where the checkpoint table says each followed file is, as of the
     /// start of this scan (one lookup per scan, not one per file).
     paths: HashMap<FileKey, PathBuf>,
+    /// Files started in this scan: the first [`ANNOUNCED_PER_SCAN`] are
+    /// logged at info, the rest at debug with one line that counts them.
+    started: usize,
 }
+
+/// Files a scan announces one by one at info level.
+const ANNOUNCED_PER_SCAN: usize = 20;
 
 /// Expands the flow's globs into the regular files they name (following
 /// links by the flow's `follow_symlinks`), without the excluded ones and
@@ -139,6 +145,7 @@ pub async fn run(
             }
         }
         let mut held = HashMap::new();
+        known.started = 0;
         for path in paths {
             // Nothing starts once a stop has begun.
             if shutdown.is_cancelled() {
@@ -161,6 +168,10 @@ pub async fn run(
                 .collect();
             let mut w = wakes.lock().unwrap_or_else(|p| p.into_inner());
             w.retain(|_, n| live.contains(&Arc::as_ptr(n)));
+        }
+        if known.started > ANNOUNCED_PER_SCAN {
+            tracing::info!(flow = %flow.settings.name, files = known.started - ANNOUNCED_PER_SCAN,
+                "tailing more files (each listed at debug level)");
         }
         first = false;
         let wait = if known.held.is_empty() {
@@ -525,7 +536,12 @@ fn start_tailer(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(path.to_path_buf(), wake.clone());
-    tracing::info!(flow = %flow.settings.name, path = %crate::redact::path(path), offset, "tailing file");
+    known.started += 1;
+    if known.started <= ANNOUNCED_PER_SCAN {
+        tracing::info!(flow = %flow.settings.name, path = %crate::redact::path(path), offset, "tailing file");
+    } else {
+        tracing::debug!(flow = %flow.settings.name, path = %crate::redact::path(path), offset, "tailing file");
+    }
     let start = TailStart {
         id,
         file,

@@ -492,3 +492,50 @@ async fn misleading_file_names_are_escaped_once_everywhere() {
     assert!(shown.contains("invoice\\u{202e}gol"), "{shown}");
     assert!(!shown.contains('\u{202e}'), "{shown}");
 }
+
+/// A neighbour's 300 files make neither 300 log lines nor 300 series per
+/// metric: 20 files are announced one by one and the rest counted in one
+/// line; /metrics has 200 per-file series and the rest summed per flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_files_make_bounded_logs_and_metrics() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "many", 1).await;
+    let s = Scratch::new();
+    for i in 0..300 {
+        std::fs::write(
+            s.logs().join(format!("f{i:03}.log")),
+            format!("line of {i}\n"),
+        )
+        .expect("write");
+    }
+    let port = free_port();
+    let config = s.config(
+        &server.endpoint(),
+        &format!("[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+        "[[flow]]\nname = \"a\"\npaths = [\"{logs}/*.log\"]\nstream = \"many\"\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    assert_eq!(
+        wait_for_count(&client, "many", 300, TIMEOUT).await.len(),
+        300
+    );
+    let log = daemon.log_text();
+    let announced = log.lines().filter(|l| l.contains("tailing file")).count();
+    assert_eq!(announced, 20, "{log}");
+    assert!(log.contains("files=280"), "{log}");
+    let metrics = eventually(TIMEOUT, "/metrics", async || {
+        try_http_get(port, "/metrics")
+            .filter(|(c, b)| *c == 200 && b.contains("kinetail_file_lag_bytes{"))
+    })
+    .await
+    .1;
+    let series = metrics
+        .lines()
+        .filter(|l| l.starts_with("kinetail_file_lag_bytes{"))
+        .count();
+    assert_eq!(series, 201, "200 files and one sum: {metrics}");
+    assert!(metrics.contains("path=\"(other files)\""));
+    assert!(metrics.len() < 100_000, "{} bytes", metrics.len());
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
