@@ -222,10 +222,15 @@ fn reaches_state_dir(
     state_dir: &Path,
 ) -> Option<PathBuf> {
     let opts = crate::globs::MATCH_OPTIONS;
+    // The directory as written with its separators tidied (`//`), and
+    // where it really is (through links), when it exists.
+    let tidy: PathBuf = state_dir.components().collect();
+    let real = std::fs::canonicalize(state_dir).ok();
+    let dirs: Vec<PathBuf> = std::iter::once(tidy).chain(real).collect();
     crate::store::FILES
         .iter()
         .chain(&[crate::dead_letter::DEAD_LETTER_FILE])
-        .map(|name| state_dir.join(name))
+        .flat_map(|name| dirs.iter().map(move |d| d.join(name)))
         .find(|own| {
             pattern.matches_path_with(own, opts)
                 && !exclude.iter().any(|x| x.matches_path_with(own, opts))

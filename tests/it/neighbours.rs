@@ -539,3 +539,33 @@ async fn many_files_make_bounded_logs_and_metrics() {
     assert!(metrics.len() < 100_000, "{} bytes", metrics.len());
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }
+
+/// `check` sees through the spelling of `state_dir`: written with `//`, or
+/// reached through a link into the globs, it is still kinetail's own and a
+/// glob that would ship its files is rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_sees_the_state_dir_through_links_and_double_slashes() {
+    let s = Scratch::new();
+    let real = s.logs().join("state");
+    std::fs::create_dir_all(&real).expect("mkdir");
+    let link = s.path("state-link");
+    std::os::unix::fs::symlink(&real, &link).expect("link");
+    let doubled = format!("{}//state", s.logs().display());
+    for state in [link.display().to_string(), doubled] {
+        let config = s.config(
+            "http://127.0.0.1:9",
+            "",
+            "[[flow]]\nname = \"app\"\npaths = [\"{logs}/*/*\"]\nstream = \"s\"\n",
+        );
+        let text = std::fs::read_to_string(&config).expect("config").replacen(
+            &format!("state_dir = {:?}", s.state().display().to_string()),
+            &format!("state_dir = {state:?}"),
+            1,
+        );
+        std::fs::write(&config, text).expect("config");
+        let out = cli(&["check"], &config);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{state}: {err}");
+        assert!(err.contains("own state"), "{state}: {err}");
+    }
+}
