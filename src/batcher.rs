@@ -156,7 +156,7 @@ impl Batch {
             records: Vec::new(),
             bytes: 0,
             max_records: max_records.clamp(1, MAX_RECORDS_PER_CALL),
-            max_bytes: max_bytes.clamp(MAX_BYTES_PER_RECORD, MAX_BYTES_PER_CALL),
+            max_bytes: max_bytes.clamp(1, MAX_BYTES_PER_CALL),
         }
     }
 
@@ -186,9 +186,11 @@ impl Batch {
     #[allow(clippy::result_large_err)]
     pub fn try_push(&mut self, r: Entry) -> Result<(), Entry> {
         let size = r.api_size();
+        // A record larger than a call's byte cap goes in a call of its own
+        // (a paced cap can be below the record limit).
         if size > MAX_BYTES_PER_RECORD
             || self.records.len() >= self.max_records
-            || self.bytes + size > self.max_bytes
+            || (self.bytes + size > self.max_bytes && !self.records.is_empty())
         {
             return Err(r);
         }

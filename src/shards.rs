@@ -268,6 +268,43 @@ impl RateWindow {
         WINDOW
     }
 
+    /// What may still be sent at `now` without passing the limits in any
+    /// sliding second, once the room is worth a call: when less than a
+    /// tenth of either limit is free, the wait until it is (a backlog then
+    /// goes in a few full calls a second, not in many slivers). Returns
+    /// the wait and the room after it.
+    pub fn room(&mut self, now: Instant) -> (Duration, u64, u64) {
+        self.expire(now);
+        let worth = |r: u64, b: u64| {
+            self.limits.records_per_sec - r >= (self.limits.records_per_sec / 10).max(1)
+                && self.limits.bytes_per_sec - b >= (self.limits.bytes_per_sec / 10).max(1)
+        };
+        let (mut r, mut b) = (self.records, self.bytes);
+        let mut wait = Duration::ZERO;
+        if !worth(
+            r.min(self.limits.records_per_sec),
+            b.min(self.limits.bytes_per_sec),
+        ) {
+            wait = WINDOW;
+            for &(t, rr, bb) in &self.sent {
+                r -= rr;
+                b -= bb;
+                if worth(r, b) {
+                    wait = (t + WINDOW).saturating_duration_since(now);
+                    break;
+                }
+            }
+            if wait == WINDOW {
+                (r, b) = (0, 0);
+            }
+        }
+        (
+            wait,
+            self.limits.records_per_sec.saturating_sub(r),
+            self.limits.bytes_per_sec.saturating_sub(b),
+        )
+    }
+
     /// Notes that `records` and `bytes` were sent at `now`.
     pub fn record(&mut self, now: Instant, records: u64, bytes: u64) {
         self.expire(now);
