@@ -75,19 +75,39 @@ pub fn entry_outcome(
 /// that decide an entry are kept (no shard id, no message), and strings
 /// are copied once, into what is kept. `None` when the body is not
 /// such an answer (the caller then lets the SDK read it as before).
-pub fn read_answer(body: &[u8]) -> Option<Vec<Result<String, String>>> {
+pub fn read_answer(body: &[u8]) -> Option<Answered> {
     // Valid UTF-8 as a whole, as the SDK's reader wants it (serde_json
     // does not check the strings of members it skips).
     let answer: Answer = serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
     Some(answer.0)
 }
 
+/// What a `PutRecords` answer says: per entry, as [`entry_outcome`] reads
+/// it, and the shards that took the confirmed records (each once), which
+/// tell a reshard the moment it happens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answered {
+    pub entries: Vec<Result<String, String>>,
+    pub shards: Vec<String>,
+}
+
+impl Answered {
+    /// `shard` noted once, for a confirmed entry.
+    pub fn note_shard(&mut self, shard: &str) {
+        if !self.shards.iter().any(|s| s == shard) {
+            self.shards.push(shard.to_string());
+        }
+    }
+}
+
 /// A `PutRecords` answer's entries; objects only (serde's derived structs
 /// would take arrays too, which the SDK does not).
-struct Answer(Vec<Result<String, String>>);
+struct Answer(Answered);
 
-/// One entry of an answer, read by [`entry_outcome`].
-struct AnswerEntry(Result<String, String>);
+/// One entry of an answer, read by [`entry_outcome`], with the shard it
+/// names (borrowed from the body: a shard id written with escapes makes
+/// the body one for the SDK to read).
+struct AnswerEntry<'a>(Result<String, String>, Option<&'a str>);
 
 /// The members of an answer or an entry that matter; the others are
 /// skipped unread.
@@ -95,6 +115,7 @@ enum Member {
     Records,
     SequenceNumber,
     ErrorCode,
+    ShardId,
     Other,
 }
 
@@ -111,6 +132,7 @@ impl<'de> serde::Deserialize<'de> for Member {
                     "Records" => Member::Records,
                     "SequenceNumber" => Member::SequenceNumber,
                     "ErrorCode" => Member::ErrorCode,
+                    "ShardId" => Member::ShardId,
                     _ => Member::Other,
                 })
             }
@@ -132,8 +154,18 @@ impl<'de> serde::Deserialize<'de> for Answer {
                 while let Some(member) = m.next_key::<Member>()? {
                     match member {
                         Member::Records => {
-                            let entries: Vec<AnswerEntry> = m.next_value()?;
-                            records = Some(entries.into_iter().map(|e| e.0).collect());
+                            let entries: Vec<AnswerEntry<'de>> = m.next_value()?;
+                            let mut answered = Answered {
+                                entries: Vec::with_capacity(entries.len()),
+                                shards: Vec::new(),
+                            };
+                            for AnswerEntry(outcome, shard) in entries {
+                                if let (Ok(_), Some(shard)) = (&outcome, shard) {
+                                    answered.note_shard(shard);
+                                }
+                                answered.entries.push(outcome);
+                            }
+                            records = Some(answered);
                         }
                         _ => {
                             m.next_value::<serde::de::IgnoredAny>()?;
@@ -149,29 +181,30 @@ impl<'de> serde::Deserialize<'de> for Answer {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for AnswerEntry {
+impl<'de> serde::Deserialize<'de> for AnswerEntry<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
-            type Value = AnswerEntry;
+            type Value = AnswerEntry<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a PutRecords answer entry")
             }
             fn visit_map<M: serde::de::MapAccess<'de>>(
                 self,
                 mut m: M,
-            ) -> Result<AnswerEntry, M::Error> {
-                let (mut seq, mut code) = (None, None);
+            ) -> Result<AnswerEntry<'de>, M::Error> {
+                let (mut seq, mut code, mut shard) = (None, None, None);
                 while let Some(member) = m.next_key::<Member>()? {
                     match member {
                         Member::SequenceNumber => seq = m.next_value::<Option<String>>()?,
                         Member::ErrorCode => code = m.next_value::<Option<String>>()?,
+                        Member::ShardId => shard = m.next_value::<Option<&'de str>>()?,
                         _ => {
                             m.next_value::<serde::de::IgnoredAny>()?;
                         }
                     }
                 }
-                Ok(AnswerEntry(entry_outcome(seq, code)))
+                Ok(AnswerEntry(entry_outcome(seq, code), shard))
             }
         }
         d.deserialize_map(V)
@@ -194,8 +227,14 @@ mod tests {
             {"SequenceNumber":"abc","ShardId":"shardId-000000000000"},
             {"SequenceNumber":"-1"}
         ]}"#;
+        let answered = read_answer(body);
         assert_eq!(
-            read_answer(body),
+            answered.as_ref().map(|a| a.shards.clone()),
+            Some(vec!["shardId-000000000000".to_string()]),
+            "the shards of confirmed entries, once each"
+        );
+        assert_eq!(
+            answered.map(|a| a.entries),
             Some(vec![
                 Ok("4962".to_string()),
                 Err("ProvisionedThroughputExceededException".to_string()),
@@ -207,7 +246,7 @@ mod tests {
                 Err("InvalidSequenceNumber".to_string()),
             ])
         );
-        assert_eq!(read_answer(br#"{"Records":[]}"#), Some(vec![]));
+        assert_eq!(read_answer(br#"{"Records":[]}"#), Some(Answered::default()));
         for not_an_answer in [
             &b""[..],
             b"{}",

@@ -46,6 +46,8 @@ const MAX_SHARD_LANES: usize = 64;
 const LIST_SHARDS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a paced flow reads its stream's shards again (resharding).
 const SHARD_REFRESH: Duration = Duration::from_secs(60);
+/// The least time between two `ListShards` calls of one flow.
+const REFRESH_SPACING: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -610,6 +612,7 @@ async fn refresh_shards(
     router: Arc<Router>,
     stop: CancellationToken,
 ) {
+    let mut last = tokio::time::Instant::now();
     loop {
         let every = if router.snapshot().is_some() {
             SHARD_REFRESH
@@ -619,11 +622,14 @@ async fn refresh_shards(
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = router.refresh_requested() => {
-                // At most one extra ListShards every few seconds.
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                // At once, but at most one ListShards every
+                // REFRESH_SPACING however many answers ask (requests
+                // meanwhile fold into one, as Notify keeps one).
+                tokio::time::sleep_until(last + REFRESH_SPACING).await;
             }
             _ = stop.cancelled() => return,
         }
+        last = tokio::time::Instant::now();
         match tokio::time::timeout(LIST_SHARDS_TIMEOUT, list_shards(&client, &flow.stream)).await {
             Ok(Ok(map)) => {
                 let n = map.len();

@@ -54,6 +54,11 @@ impl ShardMap {
         self.ids.get(index).map(String::as_str)
     }
 
+    /// Whether `id` is one of the map's shards.
+    pub fn has_id(&self, id: &str) -> bool {
+        self.ids.iter().any(|i| i == id)
+    }
+
     /// The index of the shard whose range holds `hash`.
     pub fn shard_of(&self, hash: u128) -> usize {
         match self.starts.binary_search(&hash) {
@@ -88,6 +93,15 @@ impl Router {
     /// despite pacing, a missing stream): the map is read again soon.
     pub fn request_refresh(&self) {
         self.refresh.notify_one();
+    }
+
+    /// Whether every one of `shards` (ids from an answer) is in the map;
+    /// `true` while no map is known (nothing to compare with).
+    pub fn knows_shards(&self, shards: &[String]) -> bool {
+        match self.snapshot() {
+            Some(map) => shards.iter().all(|s| map.has_id(s)),
+            None => true,
+        }
     }
 
     /// Resolves when a refresh was requested.

@@ -152,7 +152,7 @@ impl Intercept for PreparedBody {
 
 /// What [`LeanAnswer`] read from a successful answer, for the call that
 /// waits on it.
-type Digest = Arc<std::sync::Mutex<Option<Vec<Result<String, String>>>>>;
+type Digest = Arc<std::sync::Mutex<Option<crate::classify::Answered>>>;
 
 /// The body the SDK's deserializer is given in place of an answer that
 /// [`crate::classify::read_answer`] has read: a valid answer with no
@@ -654,14 +654,26 @@ impl Lane {
         match sent {
             Ok(out) => {
                 let digested = digest.lock().unwrap_or_else(|p| p.into_inner()).take();
-                let entries: Vec<Result<String, String>> = match digested {
-                    Some(entries) => entries,
-                    None => out
-                        .records
-                        .into_iter()
-                        .map(|e| entry_outcome(e.sequence_number, e.error_code))
-                        .collect(),
+                let answered = match digested {
+                    Some(answered) => answered,
+                    None => {
+                        let mut answered = crate::classify::Answered::default();
+                        for e in out.records {
+                            let outcome = entry_outcome(e.sequence_number, e.error_code);
+                            if let (Ok(_), Some(shard)) = (&outcome, e.shard_id.as_deref()) {
+                                answered.note_shard(shard);
+                            }
+                            answered.entries.push(outcome);
+                        }
+                        answered
+                    }
                 };
+                // A shard the map does not know took records: the stream
+                // was resharded (a split, a merge, on-demand scaling).
+                if !self.router.knows_shards(&answered.shards) {
+                    self.router.request_refresh();
+                }
+                let entries = answered.entries;
                 if entries.len() != records.len() {
                     return CallResult::Failed {
                         class: Failure::Retry,
@@ -802,7 +814,7 @@ mod tests {
             done: false,
         };
         let out = body.collect().await.expect("body").to_bytes().to_vec();
-        let entries = digest.lock().expect("digest").take();
+        let entries = digest.lock().expect("digest").take().map(|a| a.entries);
         (out, entries)
     }
 
@@ -822,7 +834,7 @@ mod tests {
                 Some(vec![Ok("1".to_string()), Err("InternalFailure".to_string())])
             );
             // What the SDK is given is an answer it reads.
-            assert!(crate::classify::read_answer(&out).is_some_and(|e| e.is_empty()));
+            assert!(crate::classify::read_answer(&out).is_some_and(|e| e.entries.is_empty()));
 
             let (out, entries) = through(b"<html>bad gateway</html>").await;
             assert_eq!(out, b"<html>bad gateway</html>");

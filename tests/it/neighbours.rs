@@ -569,3 +569,65 @@ async fn check_sees_the_state_dir_through_links_and_double_slashes() {
         assert!(err.contains("own state"), "{state}: {err}");
     }
 }
+
+/// A stream split, then merged, while kinetail has a backlog on it (on
+/// defaults, paced): the answers name the new shards, the map is read
+/// again at once rather than at the next minute's refresh, and every line
+/// arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_and_a_merge_are_followed_at_once_and_every_line_arrives_once() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "split", 1).await;
+    let s = Scratch::new();
+    let lines = numbered_lines("split", 0, 6_000);
+    std::fs::write(s.logs().join("app.log"), &lines).expect("write");
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        "[[flow]]\nname = \"a\"\npaths = [\"{logs}/*.log\"]\nstream = \"split\"\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    wait_for_count(&client, "split", 500, TIMEOUT).await;
+    client
+        .split_shard()
+        .stream_name("split")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key((1u128 << 127).to_string())
+        .send()
+        .await
+        .expect("split");
+    let split_at = std::time::Instant::now();
+    // The periodic refresh is a minute away; the answers bring it sooner.
+    daemon
+        .logged("shard map updated", Duration::from_secs(30))
+        .await;
+    assert!(
+        split_at.elapsed() < Duration::from_secs(30),
+        "followed within seconds"
+    );
+    let want = complete_lines(&lines);
+    wait_for_lines(&client, "split", &want, TIMEOUT).await;
+    // And a merge of the two halves, under another backlog.
+    let more = numbered_lines("split", 6_000, 9_000);
+    append(&s.logs().join("app.log"), &more);
+    wait_for_count(&client, "split", 6_300, TIMEOUT).await;
+    client
+        .merge_shards()
+        .stream_name("split")
+        .shard_to_merge("shardId-000000000001")
+        .adjacent_shard_to_merge("shardId-000000000002")
+        .send()
+        .await
+        .expect("merge");
+    eventually(Duration::from_secs(30), "the merge followed", async || {
+        (daemon.log_text().matches("shard map updated").count() >= 2).then_some(())
+    })
+    .await;
+    let mut want = want;
+    want.extend(complete_lines(&more));
+    let got = wait_for_lines(&client, "split", &want, TIMEOUT).await;
+    let d = Delivery::of(got.into_iter().map(|g| g.data), want);
+    assert!(d.exactly_once(), "{d}; log:\n{}", daemon.log_tail(20));
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
