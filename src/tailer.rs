@@ -521,6 +521,7 @@ impl Tailer {
         lines: &mut Vec<Line>,
     ) {
         self.last_data_at = Instant::now();
+        self.grow_fingerprint(&buf[..n]);
         self.read_offset += n as u64;
         self.last_byte = Some(buf[n - 1]);
         Metrics::add(&self.flow.metrics.bytes_read, n as u64);
@@ -530,7 +531,6 @@ impl Tailer {
             *buf = vec![0u8; (buf.len() * 2).min(READ_CHUNK)];
         }
         self.shape(framed, lines).await;
-        self.grow_fingerprint();
         self.hand_off(lines).await;
         // A busy file gives its slot up after its fair share when others
         // wait; it queues again at once.
@@ -614,20 +614,36 @@ impl Tailer {
         action
     }
 
-    /// Grows the fingerprint of a short file's head as the file grows.
-    fn grow_fingerprint(&mut self) {
-        if self.fingerprint.len < Fingerprint::MAX_LEN
-            && self.read_offset > self.fingerprint.len
-            && let Some(Ok(head)) = self
-                .file
-                .as_ref()
-                .map(|f| read_head(f, Fingerprint::MAX_LEN as usize))
-        {
-            let fp = Fingerprint::of(&head);
-            self.head = head;
-            self.fingerprint = fp.clone();
-            self.flow.checkpoints.set_fingerprint(self.id, fp);
+    /// Grows the fingerprint of a short file's head with `read`, the bytes
+    /// just read at `read_offset` (checked to be the content being read),
+    /// never with bytes read from the file again: the file may have been
+    /// truncated and refilled since, and a head taken from the new content
+    /// would hide that from every later check (and from copy
+    /// recognition). A reading resumed past its short head (a store entry
+    /// of a file that was small then) reads the head from the file and
+    /// keeps it only if it extends the one it has.
+    fn grow_fingerprint(&mut self, read: &[u8]) {
+        let max = Fingerprint::MAX_LEN as usize;
+        let have = self.head.len();
+        if have >= max || self.read_offset + read.len() as u64 <= have as u64 {
+            return;
         }
+        let grown = if self.read_offset <= have as u64 {
+            let skip = have - self.read_offset as usize;
+            let take = (max - have).min(read.len() - skip);
+            let mut head = std::mem::take(&mut self.head);
+            head.extend_from_slice(&read[skip..skip + take]);
+            head
+        } else {
+            match self.file.as_ref().map(|f| read_head(f, max)) {
+                Some(Ok(head)) if head.len() > have && head.starts_with(&self.head) => head,
+                _ => return,
+            }
+        };
+        let fp = Fingerprint::of(&grown);
+        self.head = grown;
+        self.fingerprint = fp.clone();
+        self.flow.checkpoints.set_fingerprint(self.id, fp);
     }
 
     /// The file is not the content being read any more (truncated, or
@@ -655,13 +671,11 @@ impl Tailer {
             )])
             .await;
         }
-        let head = self
-            .file
-            .as_ref()
-            .and_then(|f| read_head(f, Fingerprint::MAX_LEN as usize).ok())
-            .unwrap_or_default();
-        let fp = Fingerprint::of(&head);
-        self.head = head;
+        // The new reading's head comes from its own reads (see
+        // `grow_fingerprint`), not from the file now: it may change again
+        // before the first read.
+        let fp = Fingerprint::of(b"");
+        self.head = Vec::new();
         self.id = match self.flow.checkpoints.restart(self.id, fp.clone(), read_to) {
             Some(id) => id,
             None => self.flow.checkpoints.register(
