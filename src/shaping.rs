@@ -350,6 +350,22 @@ mod tests {
         }
     }
 
+    /// The ranges of `ready` and `dead` together cover `0..end` once.
+    fn assert_covers(ready: &[Line], dead: &[Dead], end: u64, what: &str) {
+        let mut ranges: Vec<(u64, u64)> = ready
+            .iter()
+            .chain(dead.iter().map(|(l, _)| l))
+            .map(|l| (l.start, l.end))
+            .collect();
+        ranges.sort();
+        assert_eq!(ranges.first().map(|r| r.0), Some(0), "{what}");
+        assert!(
+            ranges.windows(2).all(|w| w[0].1 == w[1].0),
+            "{what}: {ranges:?}"
+        );
+        assert_eq!(ranges.last().map(|r| r.1), Some(end), "{what}");
+    }
+
     fn framed(text: &[u8], max: usize) -> Vec<Line> {
         let mut out = Vec::new();
         Framer::new(0, max, true).feed(text, &mut out);
@@ -378,18 +394,7 @@ mod tests {
             assert_eq!(got, sent, "{policy:?}");
             assert_eq!(dead.len(), dead_n, "{policy:?}");
             // Every byte range is accounted for once, sent or dead.
-            let mut ranges: Vec<(u64, u64)> = ready
-                .iter()
-                .chain(dead.iter().map(|(l, _)| l))
-                .map(|l| (l.start, l.end))
-                .collect();
-            ranges.sort();
-            assert_eq!(ranges.first().map(|r| r.0), Some(0));
-            assert!(
-                ranges.windows(2).all(|w| w[0].1 == w[1].0),
-                "{policy:?}: {ranges:?}"
-            );
-            assert_eq!(ranges.last().map(|r| r.1), Some(16));
+            assert_covers(&ready, &dead, 16, &format!("{policy:?}"));
         }
     }
 
@@ -491,18 +496,7 @@ mod tests {
                 }
             }
             // Every byte of the line is sent or dead-lettered, once.
-            let mut ranges: Vec<(u64, u64)> = ready
-                .iter()
-                .chain(dead.iter().map(|(l, _)| l))
-                .map(|l| (l.start, l.end))
-                .collect();
-            ranges.sort();
-            assert_eq!(ranges.first().map(|r| r.0), Some(0));
-            assert!(
-                ranges.windows(2).all(|w| w[0].1 == w[1].0),
-                "{policy}: {ranges:?}"
-            );
-            assert_eq!(ranges.last().map(|r| r.1), Some(text.len() as u64));
+            assert_covers(&ready, &dead, text.len() as u64, policy);
             let parts: Vec<u32> = ready.iter().map(|l| l.part).collect();
             match policy {
                 "split" => {

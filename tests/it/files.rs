@@ -104,6 +104,41 @@ fn rotate_until(
     })
 }
 
+/// A server with a stream of `shards`, an empty `logs/app.log`, and a
+/// daemon on default settings following `glob` under `logs/`, started.
+struct OneLog {
+    server: Kinesalite,
+    client: aws_sdk_kinesis::Client,
+    s: Scratch,
+    log: PathBuf,
+    daemon: Daemon,
+}
+
+async fn one_log(stream: &str, shards: i32, glob: &str) -> OneLog {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, stream, shards).await;
+    let s = Scratch::new();
+    let log = s.logs().join("app.log");
+    std::fs::write(&log, b"").expect("create log");
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        &format!(
+            "[[flow]]\nname = \"app\"\npaths = [\"{{logs}}/{glob}\"]\nstream = \"{stream}\"\n"
+        ),
+    );
+    let daemon = Daemon::start(&config, &s.path("daemon.log"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    OneLog {
+        server,
+        client,
+        s,
+        log,
+        daemon,
+    }
+}
+
 /// What a rotation run wrote, what the files held at its end, and what
 /// arrived.
 struct RotationRun {
@@ -135,21 +170,13 @@ fn lines_held_in(dir: &Path) -> std::collections::HashSet<Vec<u8>> {
 /// default), they take about 7,200 records a second, more than written.
 /// Default settings.
 async fn rotation_run(mode: &str, stream: &str, glob: &str, every: Duration) -> RotationRun {
-    let server = Kinesalite::start();
-    let client = server.client();
-    create_stream(&client, stream, 8).await;
-    let s = Scratch::new();
-    let log = s.logs().join("app.log");
-    std::fs::write(&log, b"").expect("create log");
-    let config = s.config(
-        &server.endpoint(),
-        "",
-        &format!(
-            "[[flow]]\nname = \"app\"\npaths = [\"{{logs}}/{glob}\"]\nstream = \"{stream}\"\n"
-        ),
-    );
-    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let OneLog {
+        server: _server,
+        client,
+        s,
+        log,
+        mut daemon,
+    } = one_log(stream, 8, glob).await;
 
     let n = 100_000;
     let stop = Arc::new(AtomicBool::new(false));
@@ -288,24 +315,16 @@ async fn logrotate_copytruncate_with_copies_in_the_globs_sends_every_held_line()
 /// default settings: every line arrives exactly once, no record is a piece.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripted_copytruncate_while_behind_sends_every_line_exactly_once() {
-    let server = Kinesalite::start();
-    let client = server.client();
     let stream = "rot-script";
     // Two shards, paced: about 1,800 records a second, a fifth of what
     // the writer writes.
-    create_stream(&client, stream, 2).await;
-    let s = Scratch::new();
-    let log = s.logs().join("app.log");
-    std::fs::write(&log, b"").expect("create log");
-    let config = s.config(
-        &server.endpoint(),
-        "",
-        &format!(
-            "[[flow]]\nname = \"app\"\npaths = [\"{{logs}}/app.log*\"]\nstream = \"{stream}\"\n"
-        ),
-    );
-    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let OneLog {
+        server: _server,
+        client,
+        s,
+        log,
+        mut daemon,
+    } = one_log(stream, 2, "app.log*").await;
 
     let n = 30_000;
     let burst = 100;
