@@ -278,9 +278,11 @@ async fn huge_error_bodies_are_cut_in_the_log() {
 /// (`follow_symlinks = "owned"`): a link of theirs to a root-only file is
 /// not followed (the file is never shipped), a link loop under `**` ends
 /// (the other files flow, the stop is prompt), and a link to kinetail's
-/// own checkpoint journal is never tailed.
+/// own checkpoint journal is never tailed. A name that is not UTF-8 under
+/// `**` is found like the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planted_links_ship_no_secret_no_loop_and_not_kinetails_own_state() {
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{PermissionsExt, symlink};
     let server = Kinesalite::start();
     let client = server.client();
@@ -290,6 +292,12 @@ async fn planted_links_ship_no_secret_no_loop_and_not_kinetails_own_state() {
     std::fs::create_dir_all(logs.join("sub")).expect("mkdir");
     let ok = numbered_lines("ok", 0, 50);
     std::fs::write(logs.join("sub/ok.log"), &ok).expect("write");
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.log");
+    std::fs::write(
+        logs.join("sub").join(odd),
+        b"from a name that is not UTF-8\n",
+    )
+    .expect("write");
     let secret = s.path("secret");
     std::fs::write(&secret, b"root:secret-hash:19000:0:99999:7:::\n").expect("secret");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -311,7 +319,8 @@ async fn planted_links_ship_no_secret_no_loop_and_not_kinetails_own_state() {
         "[[flow]]\nname = \"a\"\npaths = [\"{logs}/**/*.log\"]\nstream = \"links\"\n",
     );
     let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
-    let want = complete_lines(&ok);
+    let mut want = complete_lines(&ok);
+    want.push(b"from a name that is not UTF-8".to_vec());
     let got = wait_for_lines(&client, "links", &want, TIMEOUT).await;
     // A link to the store, once it exists (its event makes discovery look).
     let store = eventually(TIMEOUT, "a checkpoint save", async || {
@@ -332,7 +341,7 @@ async fn planted_links_ship_no_secret_no_loop_and_not_kinetails_own_state() {
     let d = Delivery::of(got_again.into_iter().map(|g| g.data), want);
     assert!(
         d.exactly_once(),
-        "only ok.log's lines, once: {d}; log:\n{}",
+        "only the lines of the two files, once: {d}; log:\n{}",
         daemon.log_tail(30)
     );
     let log = daemon.log_text();
