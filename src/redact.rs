@@ -62,35 +62,38 @@ impl fmt::Debug for Shown<'_> {
     }
 }
 
+/// A URL's parts: scheme, user information (if any), host and the rest
+/// (path, query, fragment); `None` for text that is not such a URL.
+fn parts(url: &str) -> Option<(&str, Option<&str>, &str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    Some(match authority.rsplit_once('@') {
+        Some((user, host)) => (scheme, Some(user), host, tail),
+        None => (scheme, None, authority, tail),
+    })
+}
+
 /// `url` with its user information (`user:password@`, or a token as the
 /// user) and its query or fragment replaced by `***`, for output. Anything
 /// that is not such a URL is returned as it is.
 pub fn url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some((scheme, user, host, tail)) = parts(url) else {
         return url.to_string();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
     // A query or fragment can hold a token: only that there is one shows.
     let tail = match tail.find(['?', '#']) {
         Some(i) => format!("{}{}***", &tail[..i], &tail[i..i + 1]),
         None => tail.to_string(),
     };
-    match authority.rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
-        None => format!("{scheme}://{authority}{tail}"),
-    }
+    let user = if user.is_some() { "***@" } else { "" };
+    format!("{scheme}://{user}{host}{tail}")
 }
 
 /// `url` without its user information (`user:password@`).
 pub fn without_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}://{host}{tail}"),
+    match parts(url) {
+        Some((scheme, _, host, tail)) => format!("{scheme}://{host}{tail}"),
         None => url.to_string(),
     }
 }
