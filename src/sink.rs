@@ -347,7 +347,7 @@ impl Lane {
             }
             let Some(r) = carry.pop_front() else { break };
             if r.api_size() > MAX_BYTES_PER_RECORD {
-                // Framing keeps data under the limit with room for any key,
+                // Framing keeps data under the limit with room for the flow's longest key,
                 // so this is a bug elsewhere; the record is kept, not lost.
                 if in_tail {
                     tail_bytes -= r.api_size();
