@@ -192,6 +192,7 @@ mod tests {
             end: 1,
             ehk: ehk.map(str::to_string),
             shard: NO_SHARD,
+            epoch: 0,
             chunk: crate::checkpoint::NO_CHUNK,
         }
     }

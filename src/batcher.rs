@@ -54,9 +54,11 @@ pub struct Record {
     pub end: u64,
     /// The `ExplicitHashKey` (a decimal below 2^128), when the flow sets one.
     pub ehk: Option<String>,
-    /// The index of the shard it goes to in the flow's shard map, or
+    /// The tag of the shard it goes to (see `shards::Router`), or
     /// [`NO_SHARD`] when no map is known.
     pub shard: u32,
+    /// The shard map it was keyed under (see `shards::Router::turn`).
+    pub epoch: u32,
     /// The hand-off it belongs to, whose range is acked once all its
     /// records are; [`NO_CHUNK`] to be acked by its own range.
     pub chunk: ChunkId,
@@ -301,6 +303,7 @@ mod tests {
             end: data_len as u64 + 1,
             ehk: None,
             shard: NO_SHARD,
+            epoch: 0,
             chunk: NO_CHUNK,
         }
     }
@@ -353,6 +356,7 @@ mod tests {
                 end: 5,
                 ehk: None,
                 shard: NO_SHARD,
+                epoch: 0,
                 chunk: NO_CHUNK,
             },
             Record {
@@ -363,6 +367,7 @@ mod tests {
                 end: 9,
                 ehk: None,
                 shard: NO_SHARD,
+                epoch: 0,
                 chunk: NO_CHUNK,
             },
             Record {
@@ -373,6 +378,7 @@ mod tests {
                 end: 3,
                 ehk: None,
                 shard: NO_SHARD,
+                epoch: 0,
                 chunk: NO_CHUNK,
             },
             Record {
@@ -383,6 +389,7 @@ mod tests {
                 end: 15,
                 ehk: None,
                 shard: NO_SHARD,
+                epoch: 0,
                 chunk: NO_CHUNK,
             },
         ];

@@ -35,7 +35,7 @@ use crate::metadata::{self, Wanted};
 use crate::metrics::Metrics;
 use crate::packing::Packer;
 use crate::shards::{Router, list_shards};
-use crate::sink::{Lane, SinkShared};
+use crate::sink::{Lane, LaneSet, SinkShared};
 use crate::tailer::{EventDirs, FlowRuntime, Slots};
 
 /// How many record groups may wait in a lane's queue. The byte budget is the
@@ -124,7 +124,7 @@ struct RunningFlow {
     wakes: WakeRegistry,
     stop: CancellationToken,
     discovery: JoinHandle<()>,
-    lanes: Vec<JoinHandle<()>>,
+    lanes: Arc<LaneSet>,
     checkpoints: Arc<Checkpoints>,
 }
 
@@ -144,7 +144,8 @@ impl RunningFlow {
         self.stop();
         tokio::time::timeout_at(deadline, async {
             let _ = self.discovery.await;
-            for l in self.lanes {
+            // The tailers are gone: nothing sends any more.
+            for l in self.lanes.close() {
                 let _ = l.await;
             }
         })
@@ -217,11 +218,13 @@ fn start_flow(
 ) -> RunningFlow {
     let stop = CancellationToken::new();
     let wants_map = wants_map(flow);
-    let n_lanes = match (&map, flow.pace) {
-        (Some(m), Some(_)) => m.len().clamp(1, MAX_SHARD_LANES),
-        _ => flow.max_in_flight,
-    };
-    let router = Arc::new(Router::new(map, n_lanes));
+    // A paced flow sends one lane per shard, and follows the shard count.
+    let router = Arc::new(Router::new(
+        map,
+        flow.max_in_flight,
+        flow.pace.is_some(),
+        MAX_SHARD_LANES,
+    ));
     if wants_map {
         tokio::spawn(refresh_shards(
             env.client.clone(),
@@ -230,15 +233,18 @@ fn start_flow(
             stop.clone(),
         ));
     }
-    let mut senders = Vec::new();
-    let mut lanes = Vec::new();
-    for index in 0..n_lanes {
-        let (tx, rx) = mpsc::channel(LANE_QUEUE);
-        senders.push(tx);
-        let lane = Lane {
+    let make: crate::sink::LaneMaker = {
+        let (client, flow, router, shared, stop) = (
+            env.client.clone(),
+            flow.clone(),
+            router.clone(),
+            env.shared.clone(),
+            stop.clone(),
+        );
+        Box::new(move |index, rx| Lane {
             flow: flow.name.clone(),
             index,
-            client: env.client.clone(),
+            client: client.clone(),
             stream: flow.stream.clone(),
             linger: flow.linger,
             pace: flow.pace,
@@ -246,14 +252,14 @@ fn start_flow(
             packer: Packer::new(flow.aggregate_bytes, flow.record.compression),
             router: router.clone(),
             rx,
-            shared: env.shared.clone(),
+            shared: shared.clone(),
             stop: stop.clone(),
-        };
-        lanes.push(tokio::spawn(lane.run()));
-    }
+        })
+    };
+    let lanes = Arc::new(LaneSet::new(make, router.snapshot().lanes, LANE_QUEUE));
     let runtime = Arc::new(FlowRuntime {
         settings: flow.clone(),
-        lanes: senders,
+        lanes: lanes.clone(),
         budget: env.shared.budget.clone(),
         checkpoints: env.checkpoints.clone(),
         metrics: env.metrics.clone(),
@@ -614,7 +620,7 @@ async fn refresh_shards(
 ) {
     let mut last = tokio::time::Instant::now();
     loop {
-        let every = if router.snapshot().is_some() {
+        let every = if router.snapshot().map.is_some() {
             SHARD_REFRESH
         } else {
             Duration::from_secs(5)

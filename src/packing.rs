@@ -188,6 +188,7 @@ mod tests {
             end: i * 100 + 100,
             ehk: None,
             shard: 0,
+            epoch: 0,
             chunk: 1,
         }
     }

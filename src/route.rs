@@ -15,7 +15,7 @@ use crate::config::FlowSettings;
 use crate::envelope::LineContext;
 use crate::framing::Line;
 use crate::keying::KeyContext;
-use crate::shards::{Router, ShardMap, to_hash_key};
+use crate::shards::{Router, Routing, to_hash_key};
 
 /// Where the lines of one hand-off come from: they share a file, a path,
 /// a read time and a chunk.
@@ -34,30 +34,28 @@ pub struct Source<'a> {
 pub struct Keyer<'a> {
     settings: &'a FlowSettings,
     router: &'a Router,
-    map: Option<Arc<ShardMap>>,
+    routing: Arc<Routing>,
     source: Source<'a>,
-    lanes: usize,
     /// What encoding found so far, for the counters.
     parse_failures: usize,
     collisions: usize,
 }
 
 impl<'a> Keyer<'a> {
-    pub fn new(
-        settings: &'a FlowSettings,
-        router: &'a Router,
-        source: Source<'a>,
-        lanes: usize,
-    ) -> Keyer<'a> {
+    pub fn new(settings: &'a FlowSettings, router: &'a Router, source: Source<'a>) -> Keyer<'a> {
         Keyer {
             settings,
             router,
-            map: router.snapshot(),
+            routing: router.snapshot(),
             source,
-            lanes: lanes.max(1),
             parse_failures: 0,
             collisions: 0,
         }
+    }
+
+    /// How many lanes the records go to (lane numbers are below it).
+    pub fn lanes(&self) -> usize {
+        self.routing.lanes
     }
 
     /// Lines of a `parse = "json"` flow that were not a JSON object, and
@@ -81,7 +79,7 @@ impl<'a> Keyer<'a> {
             .explicit_hash_key
             .as_ref()
             .map(|spec| to_hash_key(&spec.key(&line.data, ctx, rand::random())));
-        let (lane, shard) = self.router.route(self.map.as_deref(), &key, ehk.as_deref());
+        let (lane, shard) = self.router.route(&self.routing, &key, ehk.as_deref());
         let (start, end) = (line.start, line.end);
         let record = Record {
             data: self.data(line),
@@ -91,9 +89,10 @@ impl<'a> Keyer<'a> {
             end,
             ehk,
             shard,
+            epoch: self.routing.epoch,
             chunk: self.source.chunk,
         };
-        (lane.min(self.lanes - 1), record)
+        (lane, record)
     }
 
     /// What Kinesis stores for `line`.

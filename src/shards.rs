@@ -9,9 +9,9 @@
 //! says how long to wait before a call so that no sliding second carries
 //! more than a shard's records or bytes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -29,6 +29,9 @@ pub fn hash_key(partition_key: &str) -> u128 {
 pub struct ShardMap {
     starts: Vec<u128>,
     ids: Vec<String>,
+    /// Each shard's tag (see [`Router`]): the same number for the same
+    /// shard id in every map of a flow.
+    tags: Vec<u32>,
 }
 
 impl ShardMap {
@@ -38,8 +41,9 @@ impl ShardMap {
             return None;
         }
         shards.sort();
-        let (starts, ids) = shards.into_iter().unzip();
-        Some(ShardMap { starts, ids })
+        let (starts, ids): (Vec<u128>, Vec<String>) = shards.into_iter().unzip();
+        let tags = (0..ids.len() as u32).collect();
+        Some(ShardMap { starts, ids, tags })
     }
 
     pub fn len(&self) -> usize {
@@ -67,26 +71,79 @@ impl ShardMap {
             Err(i) => i - 1,
         }
     }
+
+    /// Whether both hold the same shards (tags aside).
+    fn same_shards(&self, other: &ShardMap) -> bool {
+        self.starts == other.starts && self.ids == other.ids
+    }
+}
+
+/// How a flow routes at one moment: its shard map (if known), which map
+/// this is, and over how many lanes.
+#[derive(Debug)]
+pub struct Routing {
+    pub map: Option<ShardMap>,
+    /// Counts the maps installed: records keyed under an older one are
+    /// sent before any keyed under this one (see [`Router::turn`]).
+    pub epoch: u32,
+    pub lanes: usize,
 }
 
 /// Routes records to lanes: by shard when the shard map is known (a lane
 /// serves the shards whose index is its own modulo the lane count), by a
 /// hash of the partition key otherwise. Either way equal keys share a lane.
+///
+/// When the map changes (a split, a merge, the first map found), a key may
+/// move to another lane. So that it still arrives in order, records keyed
+/// under the new map wait (in their tailer) until every record keyed under
+/// an older one has left the lanes: a short pause at a reshard, never a
+/// key's lines out of order. The lanes meanwhile pace what they hold by
+/// the new map (see [`Router::retag`]).
 #[derive(Debug)]
 pub struct Router {
-    map: RwLock<Option<Arc<ShardMap>>>,
-    lanes: usize,
+    routing: RwLock<Arc<Routing>>,
+    /// The lane count while no map is known, and always unless `follow`.
+    fixed_lanes: usize,
+    /// Whether the lane count follows the map: one lane per shard, up to
+    /// `max_lanes` (paced flows).
+    follow: bool,
+    max_lanes: usize,
     /// Asks the refresher to read the shards again now.
     refresh: tokio::sync::Notify,
+    /// Shard id to tag, for every shard seen; tags are never reused, so a
+    /// tag names one shard across maps.
+    tags: Mutex<HashMap<String, u32>>,
+    /// The sliding second of each shard, by tag, shared by the lanes.
+    windows: Mutex<HashMap<u32, RateWindow>>,
+    /// Records in the lanes per epoch they were keyed under.
+    held: Mutex<Vec<(u32, usize)>>,
+    /// Told whenever an epoch's records have all left the lanes.
+    drained: tokio::sync::Notify,
 }
 
 impl Router {
-    pub fn new(map: Option<ShardMap>, lanes: usize) -> Router {
-        Router {
-            map: RwLock::new(map.map(Arc::new)),
-            lanes: lanes.max(1),
+    /// `lanes` is the lane count without a map; with `follow`, a map brings
+    /// one lane per shard, up to `max_lanes`.
+    pub fn new(map: Option<ShardMap>, lanes: usize, follow: bool, max_lanes: usize) -> Router {
+        let router = Router {
+            routing: RwLock::new(Arc::new(Routing {
+                map: None,
+                epoch: 0,
+                lanes: lanes.max(1),
+            })),
+            fixed_lanes: lanes.max(1),
+            follow,
+            max_lanes: max_lanes.max(1),
             refresh: tokio::sync::Notify::new(),
+            tags: Mutex::new(HashMap::new()),
+            windows: Mutex::new(HashMap::new()),
+            held: Mutex::new(Vec::new()),
+            drained: tokio::sync::Notify::new(),
+        };
+        if let Some(map) = map {
+            router.install(map, 0);
         }
+        router
     }
 
     /// Called when a lane sees signs of a changed stream (throttling
@@ -98,7 +155,7 @@ impl Router {
     /// Whether every one of `shards` (ids from an answer) is in the map;
     /// `true` while no map is known (nothing to compare with).
     pub fn knows_shards(&self, shards: &[String]) -> bool {
-        match self.snapshot() {
+        match &self.snapshot().map {
             Some(map) => shards.iter().all(|s| map.has_id(s)),
             None => true,
         }
@@ -109,45 +166,169 @@ impl Router {
         self.refresh.notified().await;
     }
 
-    pub fn lanes(&self) -> usize {
-        self.lanes
+    /// The most lanes this flow can route to.
+    pub fn max_lanes(&self) -> usize {
+        if self.follow {
+            self.max_lanes.max(self.fixed_lanes)
+        } else {
+            self.fixed_lanes
+        }
     }
 
-    /// The current map, to route a group of records with one lock.
-    pub fn snapshot(&self) -> Option<Arc<ShardMap>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The current routing, to route a group of records with one lock.
+    pub fn snapshot(&self) -> Arc<Routing> {
+        self.routing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The epoch of the current routing.
+    pub fn epoch(&self) -> u32 {
+        self.snapshot().epoch
     }
 
     /// Installs a new map; returns whether it differs from the old one.
     pub fn set_map(&self, map: ShardMap) -> bool {
-        let mut cur = self.map.write().unwrap_or_else(|p| p.into_inner());
-        if cur.as_deref() == Some(&map) {
+        let cur = self.snapshot();
+        if cur.map.as_ref().is_some_and(|m| m.same_shards(&map)) {
             return false;
         }
-        *cur = Some(Arc::new(map));
+        self.install(map, cur.epoch.wrapping_add(1));
         true
     }
 
-    /// The lane and shard index of a record.
-    pub fn route(&self, map: Option<&ShardMap>, key: &str, ehk: Option<&str>) -> (usize, u32) {
-        match map {
+    fn install(&self, mut map: ShardMap, epoch: u32) {
+        {
+            let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+            for (tag, id) in map.tags.iter_mut().zip(&map.ids) {
+                let next = tags.len() as u32;
+                *tag = *tags.entry(id.clone()).or_insert(next);
+            }
+        }
+        // Windows of shards no longer open go (a record still tagged with
+        // one opens it again, empty).
+        self.windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|t, _| map.tags.contains(t));
+        let lanes = if self.follow {
+            map.len().clamp(1, self.max_lanes)
+        } else {
+            self.fixed_lanes
+        };
+        *self.routing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Routing {
+            map: Some(map),
+            epoch,
+            lanes,
+        });
+    }
+
+    /// The lane and shard tag of a record, under `routing`.
+    pub fn route(&self, routing: &Routing, key: &str, ehk: Option<&str>) -> (usize, u32) {
+        match &routing.map {
             Some(m) => {
-                let hash = ehk
-                    .and_then(|e| e.parse::<u128>().ok())
-                    .unwrap_or_else(|| hash_key(key));
-                let shard = m.shard_of(hash);
-                (shard % self.lanes, shard as u32)
+                let index = m.shard_of(record_hash(key, ehk));
+                (index % routing.lanes, m.tags[index])
             }
             None => {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 key.hash(&mut h);
                 (
-                    (h.finish() % self.lanes as u64) as usize,
+                    (h.finish() % routing.lanes as u64) as usize,
                     crate::batcher::NO_SHARD,
                 )
             }
         }
     }
+
+    /// The shard tag of a record keyed under an older map, by the current
+    /// one: the shard Kinesis will write it to (it routes by hash key, so
+    /// a record bound for a closed parent lands in one of its children).
+    pub fn retag(&self, routing: &Routing, key: &str, ehk: Option<&str>) -> u32 {
+        match &routing.map {
+            Some(m) => m.tags[m.shard_of(record_hash(key, ehk))],
+            None => crate::batcher::NO_SHARD,
+        }
+    }
+
+    /// Runs `f` on the sliding second of the shard tagged `tag` (opened
+    /// with `limits` if it has none).
+    pub fn window<T>(
+        &self,
+        tag: u32,
+        limits: ShardLimits,
+        f: impl FnOnce(&mut RateWindow) -> T,
+    ) -> T {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        f(windows
+            .entry(tag)
+            .or_insert_with(|| RateWindow::new(limits)))
+    }
+
+    /// Runs `f` on all the windows at once (one call's shards booked
+    /// together).
+    pub fn windows<T>(&self, f: impl FnOnce(&mut HashMap<u32, RateWindow>) -> T) -> T {
+        f(&mut self.windows.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Notes `n` records keyed under `epoch` entering the lanes.
+    pub fn enter(&self, epoch: u32, n: usize) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        match held.iter_mut().find(|(e, _)| *e == epoch) {
+            Some(h) => h.1 += n,
+            None => held.push((epoch, n)),
+        }
+    }
+
+    /// Notes records leaving the lanes (confirmed, dead-lettered,
+    /// withdrawn, or never handed over).
+    pub fn leave<'r>(&self, records: impl IntoIterator<Item = &'r crate::batcher::Record>) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut emptied = false;
+        for r in records {
+            if let Some(i) = held.iter().position(|(e, _)| *e == r.epoch) {
+                held[i].1 = held[i].1.saturating_sub(1);
+                if held[i].1 == 0 {
+                    held.swap_remove(i);
+                    emptied = true;
+                }
+            }
+        }
+        if emptied {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Waits until no record keyed under an epoch before `epoch` is in
+    /// the lanes.
+    pub async fn turn(&self, epoch: u32) {
+        loop {
+            let drained = self.drained.notified();
+            let waiting = self
+                .held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|(e, n)| *n > 0 && older(*e, epoch));
+            if !waiting {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+/// Whether epoch `a` came before `b` (epochs wrap).
+fn older(a: u32, b: u32) -> bool {
+    a != b && b.wrapping_sub(a) < u32::MAX / 2
+}
+
+/// The hash key Kinesis routes a record by: its explicit hash key, else
+/// the MD5 of its partition key.
+fn record_hash(key: &str, ehk: Option<&str>) -> u128 {
+    ehk.and_then(|e| e.parse::<u128>().ok())
+        .unwrap_or_else(|| hash_key(key))
 }
 
 /// An `ExplicitHashKey` from a source value: the value itself when it is a
@@ -377,13 +558,97 @@ mod tests {
     #[test]
     fn equal_keys_share_a_lane_with_or_without_a_map() {
         let (_, map) = four_shards();
-        let r = Router::new(None, 3);
-        assert_eq!(r.route(None, "user-1", None), r.route(None, "user-1", None));
-        let (lane, shard) = r.route(Some(&map), "abc", None);
+        let r = Router::new(None, 3, false, 64);
+        let none = r.snapshot();
+        assert_eq!(
+            r.route(&none, "user-1", None),
+            r.route(&none, "user-1", None)
+        );
+        r.set_map(map);
+        let mapped = r.snapshot();
+        let (lane, shard) = r.route(&mapped, "abc", None);
         assert_eq!(shard, 2, "MD5(abc) = 0x9001.. is in the third quarter");
         assert_eq!(lane, 2);
-        let (_, shard) = r.route(Some(&map), "abc", Some("0"));
+        let (_, shard) = r.route(&mapped, "abc", Some("0"));
         assert_eq!(shard, 0, "the explicit hash key wins");
+    }
+
+    fn map_of(shards: &[(u128, &str)]) -> ShardMap {
+        ShardMap::new(shards.iter().map(|(s, id)| (*s, id.to_string())).collect()).expect("shards")
+    }
+
+    #[test]
+    fn a_shard_keeps_its_tag_across_maps_and_lanes_follow_the_shard_count() {
+        let half = 1u128 << 127;
+        let r = Router::new(Some(map_of(&[(0, "shard-0")])), 4, true, 64);
+        let first = r.snapshot();
+        assert_eq!((first.epoch, first.lanes), (0, 1));
+        assert_eq!(r.route(&first, "abc", None), (0, 0));
+        // A split: the parent closes, two children take its halves.
+        assert!(r.set_map(map_of(&[(0, "shard-1"), (half, "shard-2")])));
+        assert!(
+            !r.set_map(map_of(&[(0, "shard-1"), (half, "shard-2")])),
+            "the same map again is no change"
+        );
+        let split = r.snapshot();
+        assert_eq!((split.epoch, split.lanes), (1, 2));
+        assert_eq!(
+            r.route(&split, "abc", None),
+            (1, 2),
+            "abc hashes into the upper half"
+        );
+        assert_eq!(r.retag(&split, "abc", None), 2);
+        // A merge back: a new shard, a new tag; the parent's tag is not reused.
+        assert!(r.set_map(map_of(&[(0, "shard-3")])));
+        let merged = r.snapshot();
+        assert_eq!((merged.epoch, merged.lanes), (2, 1));
+        assert_eq!(r.route(&merged, "abc", None), (0, 3));
+        // The same id seen again keeps its first tag.
+        assert!(r.set_map(map_of(&[(0, "shard-1"), (half, "shard-2")])));
+        assert_eq!(r.retag(&r.snapshot(), "abc", None), 2);
+        // A flow that does not pace keeps its lane count.
+        let fixed = Router::new(Some(map_of(&[(0, "a"), (half, "b")])), 4, false, 64);
+        assert_eq!(fixed.snapshot().lanes, 4);
+    }
+
+    #[tokio::test]
+    async fn records_of_a_new_map_wait_until_the_older_ones_left_the_lanes() {
+        let rec = |epoch| crate::batcher::Record {
+            data: Vec::new(),
+            key: "k".into(),
+            file: 1,
+            start: 0,
+            end: 1,
+            ehk: None,
+            shard: 0,
+            epoch,
+            chunk: crate::checkpoint::NO_CHUNK,
+        };
+        let r = Arc::new(Router::new(None, 1, true, 64));
+        r.enter(0, 2);
+        // Epoch 0 itself never waits for itself.
+        tokio::time::timeout(Duration::from_millis(100), r.turn(0))
+            .await
+            .expect("no wait for its own epoch");
+        let waiter = tokio::spawn({
+            let r = r.clone();
+            async move { r.turn(1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiter.is_finished(),
+            "two records of epoch 0 are still held"
+        );
+        r.leave(&[rec(0)]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "one is still held");
+        r.leave(&[rec(0)]);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("released once both left")
+            .expect("task");
+        assert!(older(u32::MAX, 0), "epochs wrap");
+        assert!(!older(1, 0));
     }
 
     #[test]

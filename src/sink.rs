@@ -20,7 +20,8 @@
 //! The lane never drops a record: it leaves the lane only as an ack.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
@@ -32,6 +33,7 @@ use aws_sdk_kinesis::error::BoxError;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_types::body::SdkBody;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{backoff, slow_backoff};
@@ -77,6 +79,73 @@ pub struct SinkShared {
     pub budget: Arc<Budget>,
     pub dead_letter: Arc<DeadLetter>,
     pub metrics: Arc<Metrics>,
+}
+
+/// Makes the lane of a given number around its queue's receiving end.
+pub type LaneMaker = Box<dyn Fn(usize, mpsc::Receiver<Vec<Record>>) -> Lane + Send + Sync>;
+
+/// The lanes of a flow, each started when routing first needs it (a split
+/// brings more lanes; after a merge the extra ones sit idle).
+pub struct LaneSet {
+    senders: Mutex<Vec<mpsc::Sender<Vec<Record>>>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+    make: LaneMaker,
+    queue: usize,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for LaneSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaneSet")
+            .field("lanes", &lock(&self.senders).len())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LaneSet {
+    /// Starts lanes `0..first`; each queue holds up to `queue` chunks.
+    pub fn new(make: LaneMaker, first: usize, queue: usize) -> LaneSet {
+        let set = LaneSet {
+            senders: Mutex::new(Vec::new()),
+            handles: Mutex::new(Vec::new()),
+            make,
+            queue,
+            closed: AtomicBool::new(false),
+        };
+        if first > 0 {
+            set.sender(first - 1);
+        }
+        set
+    }
+
+    /// The queue of lane `lane`, starting it (and those below it) if need
+    /// be; `None` once the set is closed.
+    pub fn sender(&self, lane: usize) -> Option<mpsc::Sender<Vec<Record>>> {
+        let mut senders = lock(&self.senders);
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        while senders.len() <= lane {
+            let (tx, rx) = mpsc::channel(self.queue);
+            let l = (self.make)(senders.len(), rx);
+            lock(&self.handles).push(tokio::spawn(l.run()));
+            senders.push(tx);
+        }
+        senders.get(lane).cloned()
+    }
+
+    /// Closes the queues (each lane ends once it has sent what it holds)
+    /// and returns the lanes to await.
+    pub fn close(&self) -> Vec<JoinHandle<()>> {
+        let mut senders = lock(&self.senders);
+        self.closed.store(true, Ordering::SeqCst);
+        senders.clear();
+        std::mem::take(&mut *lock(&self.handles))
+    }
 }
 
 /// One lane of a flow: a queue of records and at most one call in flight.
@@ -247,10 +316,14 @@ impl Lane {
     pub async fn run(mut self) {
         let mut carry: VecDeque<Record> = VecDeque::new();
         let mut open = true;
-        let mut windows: HashMap<u32, RateWindow> = HashMap::new();
+        let mut epoch = self.router.epoch();
         loop {
+            if self.router.epoch() != epoch {
+                epoch = self.router.epoch();
+                self.retag(carry.iter_mut());
+            }
             let mut batch = match self.pace.map(paced) {
-                Some(l) => self.paced_batch(l, &carry, &mut windows).await,
+                Some(l) => self.paced_batch(l, &carry).await,
                 None => Batch::new(),
             };
             let mut held = self.fill(&mut batch, &mut carry, false).await;
@@ -259,7 +332,7 @@ impl Lane {
                     break;
                 }
                 match self.rx.recv().await {
-                    Some(chunk) => carry.extend(chunk),
+                    Some(chunk) => self.take_in(&mut carry, chunk),
                     None => open = false,
                 }
                 continue;
@@ -279,7 +352,7 @@ impl Lane {
                 tokio::select! {
                     m = self.rx.recv() => match m {
                         Some(chunk) => {
-                            carry.extend(chunk);
+                            self.take_in(&mut carry, chunk);
                             held = self.fill(&mut batch, &mut carry, false).await;
                         }
                         None => open = false,
@@ -292,7 +365,7 @@ impl Lane {
                 self.fill(&mut batch, &mut carry, true).await;
             }
             if !batch.is_empty() {
-                self.deliver(batch.into_entries(), &mut windows).await;
+                self.deliver(batch.into_entries()).await;
             }
         }
     }
@@ -302,28 +375,24 @@ impl Lane {
     /// until that is worth a call): so a backlogged shard's calls fill its
     /// paced budget (two calls of 500 never fit a second paced at 900, and
     /// every call then waited a whole second for the one before).
-    async fn paced_batch(
-        &self,
-        limits: ShardLimits,
-        carry: &VecDeque<Record>,
-        windows: &mut HashMap<u32, RateWindow>,
-    ) -> Batch {
+    async fn paced_batch(&self, limits: ShardLimits, carry: &VecDeque<Record>) -> Batch {
         let Some(shard) = carry.front().map(|r| r.shard).filter(|s| *s != NO_SHARD) else {
             return Batch::with_limits(
                 limits.records_per_sec as usize,
                 limits.bytes_per_sec as usize,
             );
         };
-        let w = windows
-            .entry(shard)
-            .or_insert_with(|| RateWindow::new(limits));
-        let (wait, mut records, mut bytes) = w.room(std::time::Instant::now());
+        let room = || {
+            self.router
+                .window(shard, limits, |w| w.room(std::time::Instant::now()))
+        };
+        let (wait, mut records, mut bytes) = room();
         if !wait.is_zero() && !self.stop.is_cancelled() {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.stop.cancelled() => {}
             }
-            (_, records, bytes) = w.room(std::time::Instant::now());
+            (_, records, bytes) = room();
         }
         Batch::with_limits(records.max(1) as usize, bytes.max(1) as usize)
     }
@@ -372,7 +441,7 @@ impl Lane {
     }
 
     /// Sends `entries` until each is confirmed or dead-lettered.
-    async fn deliver(&self, entries: Vec<Entry>, windows: &mut HashMap<u32, RateWindow>) {
+    async fn deliver(&self, entries: Vec<Entry>) {
         let mut queue: VecDeque<Vec<Entry>> = VecDeque::from([entries]);
         let mut last_stuck_log: Option<Instant> = None;
         while let Some(mut pending) = queue.pop_front() {
@@ -383,7 +452,7 @@ impl Lane {
                     // Withdraw what is past the cut before pacing for it.
                     self.admit(&mut pending);
                 }
-                if !self.pace(&pending, windows).await {
+                if !self.pace(&pending).await {
                     // The stop came during the wait: admit again.
                     continue;
                 }
@@ -502,7 +571,7 @@ impl Lane {
     /// came during the wait (nothing is booked then): the records may be
     /// past their cut. A wait that starts after the stop is not cut short,
     /// so the records that fill holes are paced too.
-    async fn pace(&self, records: &[Entry], windows: &mut HashMap<u32, RateWindow>) -> bool {
+    async fn pace(&self, records: &[Entry]) -> bool {
         let Some(limits) = self.pace.map(paced) else {
             return true;
         };
@@ -512,18 +581,27 @@ impl Lane {
             e.0 += 1;
             e.1 += r.api_size() as u64;
         }
-        let now = std::time::Instant::now();
-        let wait = per_shard
-            .iter()
-            .map(|(s, (n, b))| {
-                windows
-                    .entry(*s)
-                    .or_insert_with(|| RateWindow::new(limits))
-                    .delay(now, *n, *b)
-            })
-            .max()
-            .unwrap_or_default();
-        if !wait.is_zero() {
+        loop {
+            // Checked and booked under one lock: another lane sending to
+            // the same shard (for a moment, around a reshard) books after.
+            let wait = self.router.windows(|windows| {
+                let now = std::time::Instant::now();
+                let mut wait = Duration::ZERO;
+                for (s, (n, b)) in &per_shard {
+                    let w = windows.entry(*s).or_insert_with(|| RateWindow::new(limits));
+                    wait = wait.max(w.delay(now, *n, *b));
+                }
+                if wait.is_zero() {
+                    for (s, (n, b)) in &per_shard {
+                        let w = windows.entry(*s).or_insert_with(|| RateWindow::new(limits));
+                        w.record(now, *n, *b);
+                    }
+                }
+                wait
+            });
+            if wait.is_zero() {
+                return true;
+            }
             if self.stop.is_cancelled() {
                 tokio::time::sleep(wait).await;
             } else {
@@ -533,14 +611,6 @@ impl Lane {
                 }
             }
         }
-        let now = std::time::Instant::now();
-        for (s, (n, b)) in per_shard {
-            windows
-                .entry(s)
-                .or_insert_with(|| RateWindow::new(limits))
-                .record(now, n, b);
-        }
-        true
     }
 
     /// Books `pending` as sent, or, once the flow stops, withdraws the
@@ -718,12 +788,37 @@ impl Lane {
         Metrics::add(&self.shared.metrics.payload_units, units as u64);
         let budget: usize = records.iter().map(|r| r.budget_size()).sum();
         self.shared.budget.give_back(budget);
+        self.router.leave(records.iter().copied());
         self.shared.checkpoints.ack(&coalesce_acks(records));
     }
 
+    /// Gives back what records held that leave the lane unconfirmed
+    /// (withdrawn, or dead-lettered).
     fn release(&self, records: &[Record]) {
         let budget: usize = records.iter().map(Record::budget_size).sum();
         self.shared.budget.give_back(budget);
+        self.router.leave(records);
+    }
+
+    /// Adds a received chunk to `carry`, tagged by the current map.
+    fn take_in(&self, carry: &mut VecDeque<Record>, mut chunk: Vec<Record>) {
+        let epoch = self.router.epoch();
+        if chunk.iter().any(|r| r.epoch != epoch) {
+            self.retag(chunk.iter_mut());
+        }
+        carry.extend(chunk);
+    }
+
+    /// Tags records keyed under an older map with the shard the current
+    /// one sends them to, so that they are paced (and packed) for it.
+    fn retag<'r>(&self, records: impl Iterator<Item = &'r mut Record>) {
+        if self.pace.is_none() && self.aggregate_bytes == 0 {
+            return;
+        }
+        let routing = self.router.snapshot();
+        for r in records.filter(|r| r.epoch != routing.epoch) {
+            r.shard = self.router.retag(&routing, &r.key, r.ehk.as_deref());
+        }
     }
 
     /// Writes records to the dead-letter file, then acks them. If the file

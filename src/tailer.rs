@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{NO_SHARD, Record, coalesce_acks};
@@ -158,7 +158,7 @@ impl EventDirs {
 #[derive(Debug)]
 pub struct FlowRuntime {
     pub settings: FlowSettings,
-    pub lanes: Vec<mpsc::Sender<Vec<Record>>>,
+    pub lanes: Arc<crate::sink::LaneSet>,
     pub budget: Arc<Budget>,
     pub checkpoints: Arc<Checkpoints>,
     pub metrics: Arc<Metrics>,
@@ -735,6 +735,7 @@ impl Tailer {
             end: l.end,
             ehk: None,
             shard: NO_SHARD,
+            epoch: 0,
             chunk: NO_CHUNK,
         }
     }
@@ -810,7 +811,6 @@ impl Tailer {
         let path = self.path();
         let path = path.to_string_lossy();
         let flow = self.flow.clone();
-        let n_lanes = flow.lanes.len().max(1);
         // One chunk for these lines: lines between them that are not here
         // were dead-lettered or filtered, and acked, before.
         let chunk = flow
@@ -836,7 +836,8 @@ impl Tailer {
             file: self.id,
             chunk,
         };
-        let mut keyer = Keyer::new(&flow.settings, &flow.router, source, n_lanes);
+        let mut keyer = Keyer::new(&flow.settings, &flow.router, source);
+        let n_lanes = keyer.lanes();
         let mut buckets: Vec<(Vec<Record>, usize)> =
             (0..n_lanes).map(|_| (Vec::new(), 0)).collect();
         for line in lines.drain(..) {
@@ -888,15 +889,25 @@ impl Tailer {
         }
     }
 
-    /// Puts records (whose budget is taken) into a lane's queue.
+    /// Puts records (whose budget is taken) into a lane's queue, once the
+    /// records keyed under older shard maps have left the lanes (a key
+    /// may have moved to another lane: see `shards::Router`).
     async fn push(&self, lane: usize, records: Vec<Record>, bytes: usize) {
-        let Some(tx) = self.flow.lanes.get(lane) else {
+        let Some(epoch) = records.first().map(|r| r.epoch) else {
             self.flow.budget.give_back(bytes);
             return;
         };
-        if tx.send(records).await.is_err() {
+        let router = &self.flow.router;
+        router.turn(epoch).await;
+        router.enter(epoch, records.len());
+        let sent = match self.flow.lanes.sender(lane) {
+            Some(tx) => tx.send(records).await.map_err(|e| e.0),
+            None => Err(records),
+        };
+        if let Err(records) = sent {
             // The lanes are gone (the flow is being torn down): the records
             // are not acked, so they are read again next time.
+            router.leave(&records);
             self.flow.budget.give_back(bytes);
         }
     }

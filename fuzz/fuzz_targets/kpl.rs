@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
             end: offset + part.len() as u64 + 1,
             ehk: (i % 3 == 0).then(|| "12345".to_string()),
             shard: NO_SHARD,
+            epoch: 0,
             chunk: NO_CHUNK,
         };
         offset = r.end;
