@@ -251,6 +251,7 @@ fn start_flow(
             aggregate_bytes: flow.aggregate_bytes,
             packer: Packer::new(flow.aggregate_bytes, flow.record.compression),
             router: router.clone(),
+            lead: Default::default(),
             rx,
             shared: shared.clone(),
             stop: stop.clone(),

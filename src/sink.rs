@@ -19,7 +19,7 @@
 //!
 //! The lane never drops a record: it leaves the lane only as an ack.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -164,6 +164,8 @@ pub struct Lane {
     pub packer: Packer,
     /// The flow's routing, told when the shard map may be stale.
     pub router: Arc<Router>,
+    /// How long its calls take to go out once paced.
+    pub lead: Arc<Lead>,
     pub rx: mpsc::Receiver<Vec<Record>>,
     pub shared: Arc<SinkShared>,
     /// The flow's stop: from then on the lane sends only what fills the
@@ -217,6 +219,85 @@ impl Intercept for PreparedBody {
             .insert("content-length", self.0.len().to_string());
         Ok(())
     }
+}
+
+/// How long a lane's calls take from the end of their pacing wait to the
+/// connection (building the body, signing): the least of the last few. A
+/// paced wait ends this much before the window admits the call, so the
+/// call goes out when it may rather than that much later (one call of
+/// 0.9 MiB a window lost a tenth of the shard's bytes to it).
+#[derive(Debug, Default)]
+pub struct Lead(std::sync::Mutex<VecDeque<Duration>>);
+
+impl Lead {
+    const KEEP: usize = 4;
+
+    pub fn get(&self) -> Duration {
+        lock(&self.0).iter().min().copied().unwrap_or_default()
+    }
+
+    fn note(&self, took: Duration) {
+        let mut last = lock(&self.0);
+        if last.len() == Self::KEEP {
+            last.pop_front();
+        }
+        last.push_back(took);
+    }
+}
+
+/// Moves a paced call's bookings in its shards' windows to when it is
+/// handed to the connection (after its body was built and signed; each
+/// attempt again): the windows then count from close to when Kinesis
+/// does, on arrival. Counted from when the wait ended, the time a large
+/// body takes to build and sign (which varies) was jitter between two
+/// calls' arrivals, and an endpoint counting a strict second throttled.
+#[derive(Debug)]
+struct Booking {
+    router: Arc<Router>,
+    /// (shard tag, booking id) of the call's bookings.
+    booked: Vec<(u32, u64)>,
+    /// When its pacing wait ended, and the lane's lead to note.
+    paced_at: Instant,
+    lead: Arc<Lead>,
+}
+
+impl Intercept for Booking {
+    fn name(&self) -> &'static str {
+        "kinetail::sink::Booking"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        _context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let now = Instant::now();
+        self.lead.note(now.saturating_duration_since(self.paced_at));
+        self.router.windows(|windows| {
+            for &(s, id) in &self.booked {
+                if let Some(w) = windows.get_mut(&s) {
+                    w.settle(id, now);
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Each known shard of `entries` with the records and bytes bound for it.
+fn per_shard(entries: &[Entry]) -> Vec<(u32, u64, u64)> {
+    let mut out: Vec<(u32, u64, u64)> = Vec::new();
+    for e in entries.iter().filter(|e| e.shard() != NO_SHARD) {
+        match out.iter_mut().find(|(s, _, _)| *s == e.shard()) {
+            Some(o) => {
+                o.1 += 1;
+                o.2 += e.api_size() as u64;
+            }
+            None => out.push((e.shard(), 1, e.api_size() as u64)),
+        }
+    }
+    out
 }
 
 /// What [`LeanAnswer`] read from a successful answer, for the call that
@@ -382,9 +463,10 @@ impl Lane {
                 limits.bytes_per_sec as usize,
             );
         };
+        // The room as it will be when the call goes out.
         let room = || {
-            self.router
-                .window(shard, limits, |w| w.room(std::time::Instant::now()))
+            let at = Instant::now() + self.lead.get();
+            self.router.window(shard, limits, |w| w.room(at))
         };
         let (wait, mut records, mut bytes) = room();
         if !wait.is_zero() && !self.stop.is_cancelled() {
@@ -452,15 +534,16 @@ impl Lane {
                     // Withdraw what is past the cut before pacing for it.
                     self.admit(&mut pending);
                 }
-                if !self.pace(&pending).await {
+                let Some(booked) = self.pace(&pending).await else {
                     // The stop came during the wait: admit again.
                     continue;
-                }
+                };
+                let paced_at = Instant::now();
                 self.admit(&mut pending);
                 if pending.is_empty() {
                     break;
                 }
-                let delay = match self.put(&pending).await {
+                let delay = match self.put(&pending, booked, paced_at).await {
                     CallResult::Entries(codes) => {
                         let mut confirmed = Vec::with_capacity(pending.len());
                         let mut failed = Vec::new();
@@ -567,47 +650,48 @@ impl Lane {
     }
 
     /// Waits until every shard in `records` can take its share of them
-    /// within its limits, then books them. `false` when the flow's stop
-    /// came during the wait (nothing is booked then): the records may be
-    /// past their cut. A wait that starts after the stop is not cut short,
-    /// so the records that fill holes are paced too.
-    async fn pace(&self, records: &[Entry]) -> bool {
+    /// within its limits, and books them there (at when the call should
+    /// go out; the call moves the booking to when it really does: see
+    /// [`Booking`]). `None` when the flow's stop came during the wait
+    /// (nothing is booked then): the records may be past their cut. A
+    /// wait that starts after the stop is not cut short, so the records
+    /// that fill holes are paced too.
+    async fn pace(&self, records: &[Entry]) -> Option<Vec<(u32, u64)>> {
         let Some(limits) = self.pace.map(paced) else {
-            return true;
+            return Some(Vec::new());
         };
-        let mut per_shard: HashMap<u32, (u64, u64)> = HashMap::new();
-        for r in records.iter().filter(|r| r.shard() != NO_SHARD) {
-            let e = per_shard.entry(r.shard()).or_default();
-            e.0 += 1;
-            e.1 += r.api_size() as u64;
-        }
+        let shards = per_shard(records);
         loop {
             // Checked and booked under one lock: another lane sending to
-            // the same shard (for a moment, around a reshard) books after.
-            let wait = self.router.windows(|windows| {
-                let now = std::time::Instant::now();
+            // the same shard (for a moment, around a reshard) sees it.
+            let booked = self.router.windows(|windows| {
+                // As it will be when the call goes out.
+                let at = Instant::now() + self.lead.get();
                 let mut wait = Duration::ZERO;
-                for (s, (n, b)) in &per_shard {
-                    let w = windows.entry(*s).or_insert_with(|| RateWindow::new(limits));
-                    wait = wait.max(w.delay(now, *n, *b));
+                for &(s, n, b) in &shards {
+                    let w = windows.entry(s).or_insert_with(|| RateWindow::new(limits));
+                    wait = wait.max(w.delay(at, n, b));
                 }
-                if wait.is_zero() {
-                    for (s, (n, b)) in &per_shard {
-                        let w = windows.entry(*s).or_insert_with(|| RateWindow::new(limits));
-                        w.record(now, *n, *b);
-                    }
+                if !wait.is_zero() {
+                    return Err(wait);
                 }
-                wait
+                let mut booked = Vec::with_capacity(shards.len());
+                for &(s, n, b) in &shards {
+                    let w = windows.entry(s).or_insert_with(|| RateWindow::new(limits));
+                    booked.push((s, w.book(at, n, b)));
+                }
+                Ok(booked)
             });
-            if wait.is_zero() {
-                return true;
-            }
+            let wait = match booked {
+                Ok(booked) => return Some(booked),
+                Err(wait) => wait,
+            };
             if self.stop.is_cancelled() {
                 tokio::time::sleep(wait).await;
             } else {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = self.stop.cancelled() => return false,
+                    _ = self.stop.cancelled() => return None,
                 }
             }
         }
@@ -681,7 +765,7 @@ impl Lane {
         out
     }
 
-    async fn put(&self, records: &[Entry]) -> CallResult {
+    async fn put(&self, records: &[Entry], booked: Vec<(u32, u64)>, paced_at: Instant) -> CallResult {
         let arn = match &self.stream {
             StreamRef::Arn { arn, .. } => Some(arn.as_str()),
             StreamRef::Name(_) => None,
@@ -711,12 +795,19 @@ impl Lane {
             .in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let digest = Digest::default();
-        let sent = req
+        let mut req = req
             .customize()
             .interceptor(body)
-            .interceptor(LeanAnswer(digest.clone()))
-            .send()
-            .await;
+            .interceptor(LeanAnswer(digest.clone()));
+        if self.pace.is_some() {
+            req = req.interceptor(Booking {
+                router: self.router.clone(),
+                booked,
+                paced_at,
+                lead: self.lead.clone(),
+            });
+        }
+        let sent = req.send().await;
         self.shared
             .metrics
             .in_flight

@@ -209,7 +209,7 @@ async fn throttled_share(
     let client = server.client();
     create_stream(&client, stream, 4).await;
     let faults = Faults {
-        shard_limit: Some((limit, 4)),
+        shard_limit: Some(fault::ShardLimit::records(limit)),
         ..Faults::default()
     };
     let proxy = fault::start(&server.endpoint(), faults).await;

@@ -35,9 +35,51 @@ pub struct Faults {
     /// Calls forwarded, then the connection is closed without an answer
     /// (the records are stored; the client must send them again).
     pub close_after_forward: f64,
-    /// Per-shard write limit (records per second) enforced entry by entry,
-    /// for a stream of `shards` equal hash-key ranges, as Kinesis does.
-    pub shard_limit: Option<(u64, u32)>,
+    /// Kinesis's per-shard write limits, enforced entry by entry over each
+    /// shard's sliding second, for the stream's open shards as the server
+    /// behind lists them at each call (so splits and merges count at once,
+    /// as they do in Kinesis).
+    pub shard_limit: Option<ShardLimit>,
+}
+
+/// What one shard takes in any sliding second.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardLimit {
+    pub records: u64,
+    /// Data and partition key.
+    pub bytes: u64,
+}
+
+impl ShardLimit {
+    /// Kinesis's: 1,000 records and 1 MiB a second.
+    pub const KINESIS: ShardLimit = ShardLimit {
+        records: 1_000,
+        bytes: 1 << 20,
+    };
+
+    pub fn records(records: u64) -> ShardLimit {
+        ShardLimit {
+            records,
+            ..ShardLimit::KINESIS
+        }
+    }
+}
+
+/// One entry the shard limiter let through.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub at: std::time::Instant,
+    pub shard: String,
+    pub bytes: u64,
+}
+
+/// The open shards of a stream, `(starting hash key, id)` sorted.
+type Map = Vec<(u128, String)>;
+
+/// The shard limiter's state: each shard's second.
+#[derive(Default)]
+struct Limiter {
+    windows: std::collections::HashMap<String, std::collections::VecDeque<(std::time::Instant, u64)>>,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +98,8 @@ pub struct FaultStats {
     pub entries_throttled: AtomicU64,
     /// Entries seen by the shard limiter.
     pub entries_seen: AtomicU64,
+    /// Entries the shard limiter let through, in order.
+    pub accepted: std::sync::Mutex<Vec<Accepted>>,
     /// The access key id that signed the last PutRecords call.
     pub last_access_key: std::sync::Mutex<Option<String>>,
     /// PutRecords calls signed with the harness's credentials whose SigV4
@@ -170,9 +214,7 @@ struct Ctx {
     /// While set, requests on open connections are dropped too.
     down: Arc<AtomicBool>,
     lie: Arc<std::sync::Mutex<Option<String>>>,
-    /// Records per (shard, second since start), for the shard limit.
-    windows: std::sync::Mutex<std::collections::HashMap<(u32, u64), u64>>,
-    started: std::time::Instant,
+    limiter: std::sync::Mutex<Limiter>,
     upstream: String,
     faults: Faults,
     client: HttpClient<HttpConnector, Full<Bytes>>,
@@ -190,8 +232,7 @@ pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
     let ctx = Arc::new(Ctx {
         down: down.clone(),
         lie: lie.clone(),
-        windows: std::sync::Mutex::new(std::collections::HashMap::new()),
-        started: std::time::Instant::now(),
+        limiter: std::sync::Mutex::new(Limiter::default()),
         upstream: upstream.to_string(),
         faults,
         client: HttpClient::builder(TokioExecutor::new()).build_http(),
@@ -283,6 +324,39 @@ async fn forward(
     Ok((status, body, ctype))
 }
 
+/// The open shards of the stream a `PutRecords` call names, as the server
+/// behind lists them now.
+async fn shard_map(ctx: &Ctx, parts: &hyper::http::request::Parts, request: &Value) -> Map {
+    let stream = request["StreamName"]
+        .as_str()
+        .or_else(|| request["StreamARN"].as_str().and_then(|a| a.rsplit('/').next()))
+        .unwrap_or("")
+        .to_string();
+    // The server behind does not check signatures: the call's own headers
+    // carry the ListShards call.
+    let mut list = parts.clone();
+    list.headers.insert(
+        "x-amz-target",
+        hyper::header::HeaderValue::from_static("Kinesis_20131202.ListShards"),
+    );
+    let body = Bytes::from(json!({ "StreamName": stream }).to_string());
+    let mut map = Map::new();
+    if let Ok((200, answer, _)) = forward(ctx, &list, body).await {
+        let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+        for shard in v["Shards"].as_array().into_iter().flatten() {
+            let open = shard["SequenceNumberRange"]["EndingSequenceNumber"].is_null();
+            let start = shard["HashKeyRange"]["StartingHashKey"]
+                .as_str()
+                .and_then(|s| s.parse::<u128>().ok());
+            if let (true, Some(start), Some(id)) = (open, start, shard["ShardId"].as_str()) {
+                map.push((start, id.to_string()));
+            }
+        }
+        map.sort();
+    }
+    map
+}
+
 fn raw_response(status: u16, ctype: &str, body: Bytes) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
@@ -298,6 +372,8 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
         ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
         return None;
     }
+    // Kinesis counts a call against its shards when it arrives.
+    let arrived = std::time::Instant::now();
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -378,10 +454,14 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
             json!({"FailedRecordCount": 0, "Records": entries, "EncryptionType": "NONE"}),
         ));
     }
+    let map = match f.shard_limit {
+        Some(_) => shard_map(ctx, &parts, &request).await,
+        None => Map::new(),
+    };
     let mut keep = Vec::new();
     let mut failed_at = Vec::new();
     for (i, r) in records.into_iter().enumerate() {
-        if let Some((limit, shards)) = f.shard_limit {
+        if let Some(limit) = f.shard_limit {
             stats.entries_seen.fetch_add(1, Ordering::Relaxed);
             let hash = r["ExplicitHashKey"]
                 .as_str()
@@ -393,16 +473,27 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
                     b.copy_from_slice(&d);
                     u128::from_be_bytes(b)
                 });
-            let shard = (hash / (u128::MAX / shards as u128 + 1)) as u32;
-            let second = ctx.started.elapsed().as_secs();
-            let mut w = ctx.windows.lock().expect("windows");
-            let n = w.entry((shard, second)).or_insert(0);
-            if *n >= limit {
+            let shard = match map.iter().rev().find(|(start, _)| *start <= hash) {
+                Some((_, id)) => id.clone(),
+                None => String::from("(no map)"),
+            };
+            let data = r["Data"].as_str().unwrap_or("");
+            let bytes = (data.len() / 4 * 3 - data.bytes().rev().take_while(|b| *b == b'=').count()
+                + r["PartitionKey"].as_str().unwrap_or("").len()) as u64;
+            let now = arrived;
+            let mut l = ctx.limiter.lock().expect("limiter");
+            let w = l.windows.entry(shard.clone()).or_default();
+            while w.front().is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(1)) {
+                w.pop_front();
+            }
+            let used: u64 = w.iter().map(|(_, b)| b).sum();
+            if w.len() as u64 >= limit.records || used + bytes > limit.bytes {
                 stats.entries_throttled.fetch_add(1, Ordering::Relaxed);
                 failed_at.push(i);
                 continue;
             }
-            *n += 1;
+            w.push_back((now, bytes));
+            stats.accepted.lock().expect("accepted").push(Accepted { at: now, shard, bytes });
         }
         if rand::random::<f64>() < f.entry_fail {
             failed_at.push(i);

@@ -11,4 +11,5 @@ mod model;
 mod neighbours;
 mod pipeline;
 mod records;
+mod shards;
 mod util;
