@@ -72,6 +72,22 @@ impl ShardMap {
         }
     }
 
+    /// The hash-key range `[start, end]` of the shard at `index`.
+    fn range(&self, index: usize) -> (u128, u128) {
+        let end = self.starts.get(index + 1).map_or(u128::MAX, |s| s - 1);
+        (self.starts[index], end)
+    }
+
+    /// The tags of this map's shards whose ranges overlap `range`.
+    fn overlapping(&self, (start, end): (u128, u128)) -> impl Iterator<Item = u32> + '_ {
+        (0..self.len())
+            .filter(move |&i| {
+                let (s, e) = self.range(i);
+                s <= end && start <= e
+            })
+            .map(|i| self.tags[i])
+    }
+
     /// Whether both hold the same shards (tags aside).
     fn same_shards(&self, other: &ShardMap) -> bool {
         self.starts == other.starts && self.ids == other.ids
@@ -206,12 +222,37 @@ impl Router {
                 *tag = *tags.entry(id.clone()).or_insert(next);
             }
         }
-        // Windows of shards no longer open go (a record still tagged with
-        // one opens it again, empty).
-        self.windows
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|t, _| map.tags.contains(t));
+        {
+            // A new shard starts with what its parents took in the last
+            // second (the calls in flight at the change were booked for
+            // them, and land in it): for a split, each child as much as
+            // its parent, for a merge, both parents'. Windows of shards
+            // no longer open then go.
+            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            let old = self.snapshot();
+            if let Some(old) = &old.map {
+                for i in 0..map.len() {
+                    let tag = map.tags[i];
+                    if old.tags.contains(&tag) {
+                        continue;
+                    }
+                    let parents: Vec<u32> = old.overlapping(map.range(i)).collect();
+                    let mut inherited: Option<RateWindow> = None;
+                    for p in parents {
+                        if let Some(w) = windows.get(&p) {
+                            match &mut inherited {
+                                Some(i) => i.absorb(w),
+                                None => inherited = Some(w.clone()),
+                            }
+                        }
+                    }
+                    if let Some(w) = inherited {
+                        windows.insert(tag, w);
+                    }
+                }
+            }
+            windows.retain(|t, _| map.tags.contains(t));
+        }
         let lanes = if self.follow {
             map.len().clamp(1, self.max_lanes)
         } else {
@@ -409,7 +450,7 @@ pub struct ShardLimits {
 
 /// A sliding window of what was sent to one shard: a second, and a little
 /// more (see [`WINDOW`]).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RateWindow {
     limits: ShardLimits,
     /// (when, records, bytes, booking id), in booking order; a booking
@@ -535,6 +576,19 @@ impl RateWindow {
         id
     }
 
+    /// Counts what `other` counts as well (a merged shard takes what both
+    /// its parents took).
+    pub fn absorb(&mut self, other: &RateWindow) {
+        for &(t, r, b, _) in &other.sent {
+            let id = self.next_id;
+            self.next_id += 1;
+            self.sent.push_back((t, r, b, id));
+            self.records += r;
+            self.bytes += b;
+        }
+        self.sent.make_contiguous().sort_by_key(|e| e.0);
+    }
+
     /// Moves a booking to when it really went, if that is later.
     pub fn settle(&mut self, id: u64, at: Instant) {
         if let Some(e) = self.sent.iter_mut().find(|e| e.3 == id) {
@@ -641,6 +695,25 @@ mod tests {
         assert!(r.set_map(map_of(&[(0, "shard-1"), (half, "shard-2")])));
         assert_eq!(r.retag(&r.snapshot(), "abc", None), 2);
         // A flow that does not pace keeps its lane count.
+        let limits = ShardLimits {
+            records_per_sec: 1_000,
+            bytes_per_sec: 1 << 20,
+        };
+        let now = Instant::now();
+        let r = Router::new(Some(map_of(&[(0, "p")])), 1, true, 64);
+        r.window(0, limits, |w| w.record(now, 600, 6_000));
+        r.set_map(map_of(&[(0, "c1"), (half, "c2")]));
+        for child in [1, 2] {
+            let room = r.window(child, limits, |w| w.room(now).1);
+            assert_eq!(room, 400, "a child starts with what its parent took");
+        }
+        r.window(1, limits, |w| w.record(now, 100, 1_000));
+        r.set_map(map_of(&[(0, "m")]));
+        let (wait, _, _) = r.window(3, limits, |w| w.room(now));
+        assert!(
+            wait > Duration::ZERO,
+            "a merged shard starts with both parents' 1,300 records (one's 700 would leave room)"
+        );
         let fixed = Router::new(Some(map_of(&[(0, "a"), (half, "b")])), 4, false, 64);
         assert_eq!(fixed.snapshot().lanes, 4);
     }

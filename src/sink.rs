@@ -765,7 +765,12 @@ impl Lane {
         out
     }
 
-    async fn put(&self, records: &[Entry], booked: Vec<(u32, u64)>, paced_at: Instant) -> CallResult {
+    async fn put(
+        &self,
+        records: &[Entry],
+        booked: Vec<(u32, u64)>,
+        paced_at: Instant,
+    ) -> CallResult {
         let arn = match &self.stream {
             StreamRef::Arn { arn, .. } => Some(arn.as_str()),
             StreamRef::Name(_) => None,

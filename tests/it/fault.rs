@@ -79,7 +79,8 @@ type Map = Vec<(u128, String)>;
 /// The shard limiter's state: each shard's second.
 #[derive(Default)]
 struct Limiter {
-    windows: std::collections::HashMap<String, std::collections::VecDeque<(std::time::Instant, u64)>>,
+    windows:
+        std::collections::HashMap<String, std::collections::VecDeque<(std::time::Instant, u64)>>,
 }
 
 #[derive(Debug, Default)]
@@ -329,7 +330,11 @@ async fn forward(
 async fn shard_map(ctx: &Ctx, parts: &hyper::http::request::Parts, request: &Value) -> Map {
     let stream = request["StreamName"]
         .as_str()
-        .or_else(|| request["StreamARN"].as_str().and_then(|a| a.rsplit('/').next()))
+        .or_else(|| {
+            request["StreamARN"]
+                .as_str()
+                .and_then(|a| a.rsplit('/').next())
+        })
         .unwrap_or("")
         .to_string();
     // The server behind does not check signatures: the call's own headers
@@ -483,17 +488,31 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
             let now = arrived;
             let mut l = ctx.limiter.lock().expect("limiter");
             let w = l.windows.entry(shard.clone()).or_default();
-            while w.front().is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(1)) {
+            while w
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(1))
+            {
                 w.pop_front();
             }
             let used: u64 = w.iter().map(|(_, b)| b).sum();
             if w.len() as u64 >= limit.records || used + bytes > limit.bytes {
                 stats.entries_throttled.fetch_add(1, Ordering::Relaxed);
+                if std::env::var_os("KINETAIL_SHOW_THROTTLES").is_some() {
+                    eprintln!(
+                        "throttled on {shard} at {:?}: {} in its second",
+                        now,
+                        w.len()
+                    );
+                }
                 failed_at.push(i);
                 continue;
             }
             w.push_back((now, bytes));
-            stats.accepted.lock().expect("accepted").push(Accepted { at: now, shard, bytes });
+            stats.accepted.lock().expect("accepted").push(Accepted {
+                at: now,
+                shard,
+                bytes,
+            });
         }
         if rand::random::<f64>() < f.entry_fail {
             failed_at.push(i);

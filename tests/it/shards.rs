@@ -117,9 +117,12 @@ async fn backlog(stream: &str, n: usize, len: usize) -> (f64, f64, u64, usize) {
 /// paced 900 records a second, 2 KB lines (bytes bind) at least 95% of the
 /// paced 0.9 MiB, and not one entry is throttled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backlogged_shard_runs_at_its_paced_budget_in_records_and_bytes_and_nothing_is_throttled() {
+async fn a_backlogged_shard_runs_at_its_paced_budget_in_records_and_bytes_and_nothing_is_throttled()
+{
     let (records, _, throttled, busiest) = backlog("short", 9_000, 100).await;
-    eprintln!("short lines: {records:.0} records/s, busiest second {busiest}, {throttled} throttled");
+    eprintln!(
+        "short lines: {records:.0} records/s, busiest second {busiest}, {throttled} throttled"
+    );
     assert_eq!(throttled, 0, "nothing throttled (short lines)");
     assert!(
         records >= 0.95 * PACED_RECORDS,
@@ -163,8 +166,10 @@ fn in_order_per_key(got: &[Got]) -> Result<(), String> {
     for g in got {
         let text = std::str::from_utf8(&g.data).map_err(|e| e.to_string())?;
         let mut parts = text.split(' ');
-        let (Some(key), Some(n)) = (parts.next(), parts.next().and_then(|n| n.parse::<u64>().ok()))
-        else {
+        let (Some(key), Some(n)) = (
+            parts.next(),
+            parts.next().and_then(|n| n.parse::<u64>().ok()),
+        ) else {
             return Err(format!("not a written line: {text:?}"));
         };
         if let Some(before) = last.insert(key, n)
@@ -184,7 +189,8 @@ fn in_order_per_key(got: &[Got]) -> Result<(), String> {
 /// of the writer stopping. Defaults, but for a partition key read from the
 /// line, so that keys (and their order) can be checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_split_and_a_merge_under_a_writer_keep_every_line_once_in_order_per_key_and_unthrottled() {
+async fn a_split_and_a_merge_under_a_writer_keep_every_line_once_in_order_per_key_and_unthrottled()
+{
     let server = Kinesalite::start();
     let client = server.client();
     create_stream(&client, "split", 1).await;
@@ -225,7 +231,10 @@ async fn a_split_and_a_merge_under_a_writer_keep_every_line_once_in_order_per_ke
     let stopped = Instant::now();
     wait_for_lines(&client, "split", &want, TIMEOUT).await;
     let drained = stopped.elapsed();
-    eprintln!("split: backlog drained {:.1} s after the writer stopped", drained.as_secs_f64());
+    eprintln!(
+        "split: backlog drained {:.1} s after the writer stopped",
+        drained.as_secs_f64()
+    );
     assert!(
         drained < Duration::from_secs(10),
         "the split's backlog took {drained:?} to drain after the writer; log:\n{}",
@@ -248,14 +257,21 @@ async fn a_split_and_a_merge_under_a_writer_keep_every_line_once_in_order_per_ke
     want.extend(complete_lines(&writer.await.expect("writer")));
     let got = wait_for_lines(&client, "split", &want, TIMEOUT).await;
     let shards: std::collections::HashSet<&str> = got.iter().map(|g| g.shard.as_str()).collect();
-    assert_eq!(shards.len(), 4, "the parent, two children and the merged shard took records");
+    assert_eq!(
+        shards.len(),
+        4,
+        "the parent, two children and the merged shard took records"
+    );
     let d = Delivery::of(got.iter().map(|g| g.data.clone()), want.clone());
     assert!(d.exactly_once(), "{d}; log:\n{}", daemon.log_tail(20));
     let throttled = proxy.stats.entries_throttled.load(Ordering::Relaxed) as f64;
     let seen = proxy.stats.entries_seen.load(Ordering::Relaxed) as f64;
     eprintln!("throttled {throttled} of {seen} entries");
     in_order_per_key(&got).unwrap_or_else(|e| panic!("out of order: {e}"));
-    assert!(throttled / seen < 0.01, "{throttled} of {seen} entries throttled");
+    assert!(
+        throttled / seen < 0.01,
+        "{throttled} of {seen} entries throttled"
+    );
     assert!(
         daemon.log_text().matches("shard map updated").count() >= 2,
         "both changes were followed"
