@@ -34,8 +34,9 @@ use crate::globs::glob_base;
 use crate::metadata::{self, Wanted};
 use crate::metrics::Metrics;
 use crate::packing::Packer;
+use crate::route::LaneSet;
 use crate::shards::{Router, list_shards};
-use crate::sink::{Lane, LaneSet, SinkShared};
+use crate::sink::{Lane, SinkShared};
 use crate::tailer::{EventDirs, FlowRuntime, Slots};
 
 /// How many record groups may wait in a lane's queue. The byte budget is the
@@ -233,7 +234,7 @@ fn start_flow(
             stop.clone(),
         ));
     }
-    let make: crate::sink::LaneMaker = {
+    let start: crate::route::LaneStarter = {
         let (client, flow, router, shared, stop) = (
             env.client.clone(),
             flow.clone(),
@@ -241,23 +242,26 @@ fn start_flow(
             env.shared.clone(),
             stop.clone(),
         );
-        Box::new(move |index, rx| Lane {
-            flow: flow.name.clone(),
-            index,
-            client: client.clone(),
-            stream: flow.stream.clone(),
-            linger: flow.linger,
-            pace: flow.pace,
-            aggregate_bytes: flow.aggregate_bytes,
-            packer: Packer::new(flow.aggregate_bytes, flow.record.compression),
-            router: router.clone(),
-            lead: Default::default(),
-            rx,
-            shared: shared.clone(),
-            stop: stop.clone(),
+        Box::new(move |index, rx| {
+            let lane = Lane {
+                flow: flow.name.clone(),
+                index,
+                client: client.clone(),
+                stream: flow.stream.clone(),
+                linger: flow.linger,
+                pace: flow.pace,
+                aggregate_bytes: flow.aggregate_bytes,
+                packer: Packer::new(flow.aggregate_bytes, flow.record.compression),
+                router: router.clone(),
+                lead: Default::default(),
+                rx,
+                shared: shared.clone(),
+                stop: stop.clone(),
+            };
+            tokio::spawn(lane.run())
         })
     };
-    let lanes = Arc::new(LaneSet::new(make, router.snapshot().lanes, LANE_QUEUE));
+    let lanes = Arc::new(LaneSet::new(start, router.snapshot().lanes, LANE_QUEUE));
     let runtime = Arc::new(FlowRuntime {
         settings: flow.clone(),
         lanes: lanes.clone(),

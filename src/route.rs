@@ -5,9 +5,14 @@
 //! the shard map picks its shard, and the shard picks its lane.
 //!
 //! Called inline by the tailer for each hand-off, not a task of its own: a
-//! hand-off between threads costs more than keying a batch.
+//! hand-off between threads costs more than keying a batch. [`LaneSet`]
+//! holds the lanes' queues, and starts a lane when routing first needs it.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::batcher::Record;
 use crate::checkpoint::{ChunkId, FileId};
@@ -125,4 +130,72 @@ impl<'a> Keyer<'a> {
             data
         }
     }
+}
+
+/// Starts the lane of a given number around its queue's receiving end.
+pub type LaneStarter =
+    Box<dyn Fn(usize, mpsc::Receiver<Vec<Record>>) -> JoinHandle<()> + Send + Sync>;
+
+/// The lanes of a flow, each started when routing first needs it (a split
+/// brings more lanes; after a merge the extra ones sit idle).
+pub struct LaneSet {
+    senders: Mutex<Vec<mpsc::Sender<Vec<Record>>>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+    start: LaneStarter,
+    queue: usize,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for LaneSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaneSet")
+            .field("lanes", &lock(&self.senders).len())
+            .finish()
+    }
+}
+
+impl LaneSet {
+    /// Starts lanes `0..first`; each queue holds up to `queue` chunks.
+    pub fn new(start: LaneStarter, first: usize, queue: usize) -> LaneSet {
+        let set = LaneSet {
+            senders: Mutex::new(Vec::new()),
+            handles: Mutex::new(Vec::new()),
+            start,
+            queue,
+            closed: AtomicBool::new(false),
+        };
+        if first > 0 {
+            set.sender(first - 1);
+        }
+        set
+    }
+
+    /// The queue of lane `lane`, starting it (and those below it) if need
+    /// be; `None` once the set is closed.
+    pub fn sender(&self, lane: usize) -> Option<mpsc::Sender<Vec<Record>>> {
+        let mut senders = lock(&self.senders);
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        while senders.len() <= lane {
+            let (tx, rx) = mpsc::channel(self.queue);
+            let lane = (self.start)(senders.len(), rx);
+            lock(&self.handles).push(lane);
+            senders.push(tx);
+        }
+        senders.get(lane).cloned()
+    }
+
+    /// Closes the queues (each lane ends once it has sent what it holds)
+    /// and returns the lanes to await.
+    pub fn close(&self) -> Vec<JoinHandle<()>> {
+        let mut senders = lock(&self.senders);
+        self.closed.store(true, Ordering::SeqCst);
+        senders.clear();
+        std::mem::take(&mut *lock(&self.handles))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

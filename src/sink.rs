@@ -20,7 +20,6 @@
 //! The lane never drops a record: it leaves the lane only as an ack.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,6 @@ use aws_sdk_kinesis::error::BoxError;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_types::body::SdkBody;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{backoff, slow_backoff};
@@ -81,71 +79,8 @@ pub struct SinkShared {
     pub metrics: Arc<Metrics>,
 }
 
-/// Makes the lane of a given number around its queue's receiving end.
-pub type LaneMaker = Box<dyn Fn(usize, mpsc::Receiver<Vec<Record>>) -> Lane + Send + Sync>;
-
-/// The lanes of a flow, each started when routing first needs it (a split
-/// brings more lanes; after a merge the extra ones sit idle).
-pub struct LaneSet {
-    senders: Mutex<Vec<mpsc::Sender<Vec<Record>>>>,
-    handles: Mutex<Vec<JoinHandle<()>>>,
-    make: LaneMaker,
-    queue: usize,
-    closed: AtomicBool,
-}
-
-impl std::fmt::Debug for LaneSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LaneSet")
-            .field("lanes", &lock(&self.senders).len())
-            .finish()
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl LaneSet {
-    /// Starts lanes `0..first`; each queue holds up to `queue` chunks.
-    pub fn new(make: LaneMaker, first: usize, queue: usize) -> LaneSet {
-        let set = LaneSet {
-            senders: Mutex::new(Vec::new()),
-            handles: Mutex::new(Vec::new()),
-            make,
-            queue,
-            closed: AtomicBool::new(false),
-        };
-        if first > 0 {
-            set.sender(first - 1);
-        }
-        set
-    }
-
-    /// The queue of lane `lane`, starting it (and those below it) if need
-    /// be; `None` once the set is closed.
-    pub fn sender(&self, lane: usize) -> Option<mpsc::Sender<Vec<Record>>> {
-        let mut senders = lock(&self.senders);
-        if self.closed.load(Ordering::SeqCst) {
-            return None;
-        }
-        while senders.len() <= lane {
-            let (tx, rx) = mpsc::channel(self.queue);
-            let l = (self.make)(senders.len(), rx);
-            lock(&self.handles).push(tokio::spawn(l.run()));
-            senders.push(tx);
-        }
-        senders.get(lane).cloned()
-    }
-
-    /// Closes the queues (each lane ends once it has sent what it holds)
-    /// and returns the lanes to await.
-    pub fn close(&self) -> Vec<JoinHandle<()>> {
-        let mut senders = lock(&self.senders);
-        self.closed.store(true, Ordering::SeqCst);
-        senders.clear();
-        std::mem::take(&mut *lock(&self.handles))
-    }
 }
 
 /// One lane of a flow: a queue of records and at most one call in flight.

@@ -158,7 +158,7 @@ impl EventDirs {
 #[derive(Debug)]
 pub struct FlowRuntime {
     pub settings: FlowSettings,
-    pub lanes: Arc<crate::sink::LaneSet>,
+    pub lanes: Arc<crate::route::LaneSet>,
     pub budget: Arc<Budget>,
     pub checkpoints: Arc<Checkpoints>,
     pub metrics: Arc<Metrics>,
