@@ -10,7 +10,7 @@
 //! hash each with SHA-256 as SigV4 does; no network. Timings are wall-clock
 //! and noisy on shared machines: compare ratios taken in the same run.
 //!
-//! Usage: kinetail-bench [--quick] [--lines N] [--only a,b,...,m] [--repeat N] [--json FILE]
+//! Usage: kinetail-bench [--quick] [--lines N] [--only a,b,...,n] [--repeat N] [--json FILE]
 //!                       [--against NAME=COMMAND]
 //!
 //! `--repeat N` runs each backlog scenario N times and reports the run with
@@ -270,15 +270,24 @@ async fn endpoint(counts: Arc<Counts>) -> std::io::Result<u16> {
 enum Lines {
     Text,
     Json,
+    /// Text lines padded to 2,048 bytes (a shard's bytes bind before its
+    /// records do).
+    Long,
 }
 
-/// Writes `n` lines of about 100 bytes of `kind` to `path`.
+/// Writes `n` lines of `kind` to `path` (about 100 bytes, but `Long`).
 fn generate(path: &Path, n: u64, kind: Lines) -> std::io::Result<u64> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut bytes = 0;
     for i in 0..n {
         let (m, s, ms) = ((i / 60_000) % 60, (i / 1000) % 60, i % 1000);
         let line = match kind {
+            Lines::Long => {
+                let mut l = format!("2026-11-25T10:{m:02}:{s:02}.{ms:03}Z request {i:010} ");
+                l.extend(std::iter::repeat_n('x', 2_047 - l.len()));
+                l.push('\n');
+                l
+            }
             Lines::Text => format!(
                 "2026-11-25T10:{m:02}:{s:02}.{ms:03}Z host-{} app[{}]: request {i:010} served in {} ms status 200 path /api/v1/items\n",
                 i % 7,
@@ -830,7 +839,8 @@ async fn main() -> std::io::Result<()> {
         );
         std::process::exit(2);
     }
-    // Scenarios to run: all unless `--only` lists some (letters a to l).
+    // Scenarios to run: all unless `--only` lists some (letters a to l;
+    // m and n, one paced shard against its budget, only when named).
     let only = value("--only").unwrap_or_else(|| "a,b,c,d,e,f,g,h,i,j,k,l".into());
     let wants = |s: &str| only.split(',').any(|o| o.trim() == s);
     let mut rows = Vec::new();
@@ -881,6 +891,12 @@ async fn main() -> std::io::Result<()> {
             Lines::Text,
         ),
         (
+            "n",
+            "(n) backlog of 2 KB lines, paced, one shard: budget 0.94 MB/s",
+            String::new(),
+            Lines::Long,
+        ),
+        (
             "d",
             "(d) backlog, aggregated (4 shards)",
             "aggregate = true".into(),
@@ -918,6 +934,8 @@ async fn main() -> std::io::Result<()> {
         let (flow, shards, n) = match letter {
             "i" => (extra, 64, n),
             "m" => (extra, 1, n.min(18_000)),
+            // (n): the same for bytes, 0.9 MiB a second; 18 MB of lines.
+            "n" => (extra, 1, n.min(9_000)),
             _ => (format!("{unpaced}\n{extra}"), 4, n),
         };
         let flow = flow.as_str();
