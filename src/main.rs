@@ -239,7 +239,7 @@ fn reset_state(config: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match kinetail::store::reset(&settings.state_dir) {
+    match kinetail::state::store::reset(&settings.state_dir) {
         Ok(moved) if moved.is_empty() => {
             out("no checkpoint store to move aside\n");
             ExitCode::SUCCESS
@@ -279,7 +279,7 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let files = match kinetail::status::collect(&settings.state_dir) {
+    let files = match kinetail::service::status::collect(&settings.state_dir) {
         Ok(f) => f,
         Err(e) => {
             say(format_args!("kinetail: {e}"));
@@ -300,7 +300,7 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
         }
     } else {
         let now = kinetail::clock::now_ms();
-        out(&kinetail::status::render(&files, now));
+        out(&kinetail::service::status::render(&files, now));
     }
     ExitCode::SUCCESS
 }
@@ -365,7 +365,7 @@ fn run(settings: Settings) -> ExitCode {
             }
         }
     });
-    let result = runtime.block_on(kinetail::daemon::run(
+    let result = runtime.block_on(kinetail::service::daemon::run(
         settings,
         async {
             let _ = stop_rx.await;
@@ -376,7 +376,7 @@ fn run(settings: Settings) -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(kinetail::daemon::DaemonError::Store(e)) if e.needs_operator() => {
+        Err(kinetail::service::daemon::DaemonError::Store(e)) if e.needs_operator() => {
             say(format_args!("kinetail: {e}"));
             ExitCode::from(EXIT_STORE)
         }

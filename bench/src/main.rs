@@ -160,7 +160,7 @@ fn put_records(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
         // decompresses first.
         let plain = decompress(&data);
         let data = plain.as_deref().unwrap_or(&data);
-        lines += kinetail::aggregate::decode(data)
+        lines += kinetail::records::aggregate::decode(data)
             .map(|inner| inner.len() as u64)
             .unwrap_or(1);
         if let Some(t) = stamp(data) {

@@ -6,7 +6,7 @@
 //! nothing (and then the SDK reads the body).
 #![no_main]
 
-use kinetail::classify::{Failure, classify, entry_outcome, read_answer};
+use kinetail::kinesis::classify::{Failure, classify, entry_outcome, read_answer};
 
 /// The oracle's own reading of a sequence number Kinesis could give.
 fn digits(s: &str) -> bool {

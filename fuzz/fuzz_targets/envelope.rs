@@ -3,8 +3,8 @@
 //! kept as a message gives its exact bytes back.
 #![no_main]
 
-use kinetail::envelope::{Envelope, FieldKeys, LineContext, Placement};
-use kinetail::framing::{Line, Piece};
+use kinetail::records::envelope::{Envelope, FieldKeys, LineContext, Placement};
+use kinetail::lines::framing::{Line, Piece};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

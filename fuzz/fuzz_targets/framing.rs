@@ -3,7 +3,7 @@
 //! cover the input exactly, in order, and no line is longer than its bound.
 #![no_main]
 
-use kinetail::framing::{Framer, Piece};
+use kinetail::lines::framing::{Framer, Piece};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

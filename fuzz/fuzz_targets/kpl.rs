@@ -3,9 +3,9 @@
 //! a panic.
 #![no_main]
 
-use kinetail::aggregate::{Aggregator, decode};
-use kinetail::batcher::{NO_SHARD, Record};
-use kinetail::checkpoint::NO_CHUNK;
+use kinetail::records::aggregate::{Aggregator, decode};
+use kinetail::records::batcher::{NO_SHARD, Record};
+use kinetail::state::checkpoint::NO_CHUNK;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

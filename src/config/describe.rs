@@ -8,8 +8,8 @@ use super::{
     AwsSettings, FlowSettings, FollowSymlinks, MetadataSource, Oversize, RecordSettings, Settings,
     StartAt,
 };
-use crate::envelope::Placement;
-use crate::multiline::Rule;
+use crate::lines::multiline::Rule;
+use crate::records::envelope::Placement;
 
 fn ms(d: Duration) -> u128 {
     d.as_millis()

@@ -8,10 +8,10 @@ use super::check::Locator;
 use super::keys::{explicit_hash_key, key_spec};
 use super::raw::{RawFlow, Str};
 use super::record::RecordSettings;
-use crate::keying::{KeySource, KeySpec};
-use crate::multiline::MultilineSettings;
-use crate::shards::ShardLimits;
-use crate::stream::{StreamRef, parse_stream};
+use crate::kinesis::shards::ShardLimits;
+use crate::kinesis::stream::{StreamRef, parse_stream};
+use crate::lines::multiline::MultilineSettings;
+use crate::records::keying::{KeySource, KeySpec};
 
 pub const DEFAULT_LINGER_MS: u64 = 200;
 pub const DEFAULT_MAX_IN_FLIGHT: u64 = 4;
@@ -28,7 +28,7 @@ pub enum StartAt {
     End,
 }
 
-pub use crate::globs::FollowSymlinks;
+pub use crate::input::globs::FollowSymlinks;
 
 /// What happens to a line too long for one Kinesis record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,15 +221,15 @@ fn reaches_state_dir(
     exclude: &[glob::Pattern],
     state_dir: &Path,
 ) -> Option<PathBuf> {
-    let opts = crate::globs::MATCH_OPTIONS;
+    let opts = crate::input::globs::MATCH_OPTIONS;
     // The directory as written with its separators tidied (`//`), and
     // where it really is (through links), when it exists.
     let tidy: PathBuf = state_dir.components().collect();
     let real = std::fs::canonicalize(state_dir).ok();
     let dirs: Vec<PathBuf> = std::iter::once(tidy).chain(real).collect();
-    crate::store::FILES
+    crate::state::store::FILES
         .iter()
-        .chain(&[crate::dead_letter::DEAD_LETTER_FILE])
+        .chain(&[crate::state::dead_letter::DEAD_LETTER_FILE])
         .flat_map(|name| dirs.iter().map(move |d| d.join(name)))
         .find(|own| {
             pattern.matches_path_with(own, opts)
@@ -282,7 +282,7 @@ fn aggregation(loc: &Locator<'_>, f: &RawFlow) -> Result<usize, ConfigError> {
     loc.size(
         f.aggregate_max_bytes.as_ref(),
         DEFAULT_AGGREGATE_MAX_BYTES,
-        1024..=crate::aggregate::MAX_AGGREGATE_BYTES as u64,
+        1024..=crate::records::aggregate::MAX_AGGREGATE_BYTES as u64,
         "flow.aggregate_max_bytes",
     )
 }

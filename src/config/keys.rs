@@ -8,8 +8,8 @@ use toml::Spanned;
 use super::ConfigError;
 use super::check::Locator;
 use super::raw::RawKey;
-use crate::keying::{KeySource, KeySpec, MAX_KEY_CHARS};
-use crate::shards::is_hash_key;
+use crate::kinesis::shards::is_hash_key;
+use crate::records::keying::{KeySource, KeySpec, MAX_KEY_CHARS};
 
 pub(super) fn key_spec(loc: &Locator<'_>, key: &Spanned<RawKey>) -> Result<KeySpec, ConfigError> {
     let k = key.get_ref();

@@ -5,8 +5,8 @@ use toml::Spanned;
 use super::ConfigError;
 use super::check::Locator;
 use super::raw::RawMultiline;
-use crate::batcher::MAX_DATA_BYTES;
-use crate::multiline::{MultilineSettings, Rule};
+use crate::lines::multiline::{MultilineSettings, Rule};
+use crate::records::batcher::MAX_DATA_BYTES;
 
 pub const DEFAULT_MULTILINE_MAX_LINES: u64 = 500;
 pub const DEFAULT_MULTILINE_TIMEOUT_MS: u64 = 1_000;

@@ -6,9 +6,9 @@ use toml::Spanned;
 use super::ConfigError;
 use super::check::Locator;
 use super::raw::{RawFlow, Str};
-use crate::compress::Compression;
-use crate::envelope::{Envelope, FieldKeys, Placement};
 use crate::re::Re;
+use crate::records::compress::Compression;
+use crate::records::envelope::{Envelope, FieldKeys, Placement};
 
 /// Where cloud metadata comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

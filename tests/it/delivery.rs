@@ -401,7 +401,7 @@ async fn aggregated_loghub_lines_deaggregate_with_aws_kinesis_agg_to_the_origina
     // Wait until the checkpoints cover every complete line.
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let files = kinetail::store::load(&s.state()).unwrap_or_default();
+        let files = kinetail::state::store::load(&s.state()).unwrap_or_default();
         let done = files.len() == 9
             && files.iter().all(|f| {
                 let bytes = std::fs::read(&f.path).unwrap_or_default();

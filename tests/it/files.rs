@@ -533,7 +533,7 @@ async fn multiline_events_group_stack_traces_in_loghub_lines() {
     // The checkpoint of the last event is the end of its last line.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let saved = kinetail::store::load(&s.state())
+        let saved = kinetail::state::store::load(&s.state())
             .ok()
             .and_then(|f| f.first().map(|f| f.offset));
         if saved == Some(content.len() as u64) {
@@ -633,7 +633,7 @@ async fn oversize_lines_are_split_truncated_or_dropped_and_dead_lettered_byte_fo
     // Every file's checkpoint reaches its end: dead-lettered bytes count as done.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let files = kinetail::store::load(&s.state()).unwrap_or_default();
+        let files = kinetail::state::store::load(&s.state()).unwrap_or_default();
         if files.len() == 3 && files.iter().all(|f| f.offset == content.len() as u64) {
             break;
         }

@@ -176,7 +176,7 @@ async fn ship_and_stop(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_store_falls_back_to_the_previous_generation_or_refuses_to_start() {
-    use kinetail::store::{PREVIOUS_FILE, STORE_FILE};
+    use kinetail::state::store::{PREVIOUS_FILE, STORE_FILE};
     let server = Kinesalite::start();
     let client = server.client();
     create_stream(&client, "store", 1).await;
@@ -332,7 +332,7 @@ async fn closed_pipes_never_make_kinetail_panic_or_lose_its_checkpoint() {
     assert!(ok.success());
     let status = child.wait().expect("wait");
     assert!(status.success(), "a clean stop: {status}");
-    let saved = kinetail::store::load(&s.state()).expect("store");
+    let saved = kinetail::state::store::load(&s.state()).expect("store");
     let size = std::fs::metadata(&file).expect("stat").len();
     assert_eq!(
         saved.iter().map(|f| f.offset).max(),
@@ -420,7 +420,7 @@ async fn state_files_are_private_whatever_the_umask_and_links_are_not_followed()
         b"precious",
         "the link's target is untouched"
     );
-    let saved = kinetail::store::load(&fresh).expect("store");
+    let saved = kinetail::state::store::load(&fresh).expect("store");
     assert_eq!(
         saved[0].offset,
         std::fs::metadata(&file).expect("stat").len()
@@ -552,7 +552,7 @@ async fn pseudo_files_are_refused_once_and_names_not_utf8_are_tailed() {
         "the odd name is shown escaped: {log}"
     );
     assert!(d.stop(Duration::from_secs(30)).success());
-    let saved = kinetail::store::load(&s.state()).expect("store");
+    let saved = kinetail::state::store::load(&s.state()).expect("store");
     assert!(
         saved.iter().any(|f| f.path == odd),
         "its checkpoint is stored exactly"

@@ -10,7 +10,7 @@ use crate::util::*;
 const SHIP_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn saved_offset(s: &Scratch, file: &std::path::Path) -> u64 {
-    kinetail::store::load(&s.state())
+    kinetail::state::store::load(&s.state())
         .ok()
         .and_then(|files| files.into_iter().find(|f| f.path == file).map(|f| f.offset))
         .unwrap_or(0)
@@ -279,7 +279,7 @@ async fn failed_entries_are_retried_and_checkpoints_never_pass_unconfirmed_recor
     let mut last_offset = 0;
     let deadline = std::time::Instant::now() + SHIP_TIMEOUT;
     while std::time::Instant::now() < deadline {
-        if let Ok(files) = kinetail::store::load(&s.state())
+        if let Ok(files) = kinetail::state::store::load(&s.state())
             && let Some(saved) = files.iter().find(|f| f.path == file)
         {
             let offset = saved.offset as usize;

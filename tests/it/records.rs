@@ -51,7 +51,7 @@ fn line_of(v: &Value) -> Vec<u8> {
 async fn saved(s: &Scratch, file: &std::path::Path, offset: u64, daemon: &Daemon) {
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let files = kinetail::store::load(&s.state()).unwrap_or_default();
+        let files = kinetail::state::store::load(&s.state()).unwrap_or_default();
         if files.iter().any(|f| f.path == file && f.offset == offset) {
             return;
         }
@@ -103,7 +103,7 @@ fields = { pod = "${TEST_POD_NAME}", env = "prod" }
     std::fs::rename(s.logs().join("b.log"), s.logs().join("c.log")).expect("rename");
     let renamed = s.logs().join("c.log");
     eventually(TIMEOUT, "the store shows the new path", async || {
-        let files = kinetail::store::load(&s.state()).unwrap_or_default();
+        let files = kinetail::state::store::load(&s.state()).unwrap_or_default();
         files.iter().any(|f| f.path == renamed).then_some(())
     })
     .await;
@@ -595,7 +595,7 @@ async fn zstd_records_decode_to_their_envelopes_keyed_by_the_line_and_split_line
          partition_key = { from = \"deterministic\" }\n",
     );
     let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
-    let pieces = 2_500_000usize.div_ceil(kinetail::shaping::max_line_piece(
+    let pieces = 2_500_000usize.div_ceil(kinetail::lines::shaping::max_line_piece(
         &kinetail::config::Settings::from_toml(
             &config,
             &std::fs::read_to_string(&config).expect("config"),

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::envelope::{METADATA_MAX_BYTES, SharedMetadata};
+use crate::records::envelope::{METADATA_MAX_BYTES, SharedMetadata};
 
 /// How often metadata is fetched again (tags and IPs can change).
 pub const REFRESH: Duration = Duration::from_secs(300);

@@ -14,7 +14,7 @@ use md5::{Digest, Md5};
 use prost::Message;
 use prost::encoding::encoded_len_varint;
 
-use crate::batcher::{MAX_BYTES_PER_RECORD, MAX_KEY_BYTES, Record};
+use crate::records::batcher::{MAX_BYTES_PER_RECORD, MAX_KEY_BYTES, Record};
 
 /// The first bytes of every aggregated record.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
@@ -180,7 +180,7 @@ pub fn decode(data: &[u8]) -> Option<Vec<Inner>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batcher::NO_SHARD;
+    use crate::records::batcher::NO_SHARD;
     use proptest::prelude::*;
 
     fn rec(data: Vec<u8>, key: &str, ehk: Option<&str>) -> Record {
@@ -193,7 +193,7 @@ mod tests {
             ehk: ehk.map(str::to_string),
             shard: NO_SHARD,
             epoch: 0,
-            chunk: crate::checkpoint::NO_CHUNK,
+            chunk: crate::state::checkpoint::NO_CHUNK,
         }
     }
 

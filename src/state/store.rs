@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{FileKey, Fingerprint};
+use crate::input::identity::{FileKey, Fingerprint};
 
 /// Name of the store's base inside `state_dir`.
 pub const STORE_FILE: &str = "checkpoints.json";

@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use smallvec::SmallVec;
 
-use crate::aggregate::{Aggregator, MAX_AGGREGATE_BYTES};
-use crate::batcher::{Entry, PAYLOAD_UNIT, Record};
-use crate::compress::Compression;
-use crate::keying::MAX_KEY_CHARS;
+use crate::records::aggregate::{Aggregator, MAX_AGGREGATE_BYTES};
+use crate::records::batcher::{Entry, PAYLOAD_UNIT, Record};
+use crate::records::compress::Compression;
+use crate::records::keying::MAX_KEY_CHARS;
 
 #[derive(Debug)]
 pub struct Packer {
@@ -177,7 +177,7 @@ fn first_key_len(records: &[Record]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batcher::NO_SHARD;
+    use crate::records::batcher::NO_SHARD;
 
     fn rec(i: u64, data: Vec<u8>) -> Record {
         Record {
@@ -257,7 +257,7 @@ mod tests {
         let entries = pack_all(&p, lines(2_000));
         let mut back = Vec::new();
         let _ = flate2::read::GzDecoder::new(entries[0].data()).read_to_end(&mut back);
-        let inner = crate::aggregate::decode(&back).unwrap_or_default();
+        let inner = crate::records::aggregate::decode(&back).unwrap_or_default();
         assert_eq!(inner.len(), entries[0].records.len());
         assert_eq!(inner[0].2, entries[0].records[0].data);
     }

@@ -32,18 +32,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::batcher::{NO_SHARD, Record, coalesce_acks};
-use crate::budget::Budget;
-use crate::checkpoint::{Checkpoints, FileId, NO_CHUNK};
 use crate::config::{FlowSettings, MetadataSource};
-use crate::dead_letter::DeadLetter;
-use crate::envelope::SharedMetadata;
-use crate::framing::{Framer, Line};
-use crate::identity::{FileKey, Fingerprint, file_key, head_is, head_matches, read_head};
-use crate::metrics::Metrics;
-use crate::route::{Keyer, Source};
-use crate::shaping::{Dead, Shaper, max_line_piece};
-use crate::shards::Router;
+use crate::input::identity::{FileKey, Fingerprint, file_key, head_is, head_matches, read_head};
+use crate::kinesis::shards::Router;
+use crate::lines::framing::{Framer, Line};
+use crate::lines::shaping::{Dead, Shaper, max_line_piece};
+use crate::records::batcher::{NO_SHARD, Record, coalesce_acks};
+use crate::records::envelope::SharedMetadata;
+use crate::records::route::{Keyer, Source};
+use crate::service::metrics::Metrics;
+use crate::state::budget::Budget;
+use crate::state::checkpoint::{Checkpoints, FileId, NO_CHUNK};
+use crate::state::dead_letter::DeadLetter;
 
 /// Bytes asked of the kernel per read, at most: a file being caught up on
 /// grows its buffer to this.
@@ -158,7 +158,7 @@ impl EventDirs {
 #[derive(Debug)]
 pub struct FlowRuntime {
     pub settings: FlowSettings,
-    pub lanes: Arc<crate::route::LaneSet>,
+    pub lanes: Arc<crate::records::route::LaneSet>,
     pub budget: Arc<Budget>,
     pub checkpoints: Arc<Checkpoints>,
     pub metrics: Arc<Metrics>,

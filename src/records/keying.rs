@@ -43,7 +43,7 @@ impl KeySource {
             // An MD5 in hex.
             KeySource::Deterministic => 32,
             KeySource::Static(v) => v.len(),
-            _ => crate::batcher::MAX_KEY_BYTES,
+            _ => crate::records::batcher::MAX_KEY_BYTES,
         }
     }
 }

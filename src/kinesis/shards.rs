@@ -277,7 +277,7 @@ impl Router {
                 key.hash(&mut h);
                 (
                     (h.finish() % routing.lanes as u64) as usize,
-                    crate::batcher::NO_SHARD,
+                    crate::records::batcher::NO_SHARD,
                 )
             }
         }
@@ -289,7 +289,7 @@ impl Router {
     pub fn retag(&self, routing: &Routing, key: &str, ehk: Option<&str>) -> u32 {
         match &routing.map {
             Some(m) => m.tags[m.shard_of(record_hash(key, ehk))],
-            None => crate::batcher::NO_SHARD,
+            None => crate::records::batcher::NO_SHARD,
         }
     }
 
@@ -324,7 +324,10 @@ impl Router {
 
     /// Notes records leaving the lanes (confirmed, dead-lettered,
     /// withdrawn, or never handed over).
-    pub fn leave<'r>(&self, records: impl IntoIterator<Item = &'r crate::batcher::Record>) {
+    pub fn leave<'r>(
+        &self,
+        records: impl IntoIterator<Item = &'r crate::records::batcher::Record>,
+    ) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let mut emptied = false;
         for r in records {
@@ -403,7 +406,7 @@ pub enum ListShardsError {
 #[cfg(feature = "aws")]
 pub async fn list_shards(
     client: &aws_sdk_kinesis::Client,
-    stream: &crate::stream::StreamRef,
+    stream: &crate::kinesis::stream::StreamRef,
 ) -> Result<ShardMap, ListShardsError> {
     let mut shards = Vec::new();
     let mut token: Option<String> = None;
@@ -412,8 +415,8 @@ pub async fn list_shards(
         req = match &token {
             Some(t) => req.next_token(t),
             None => match stream {
-                crate::stream::StreamRef::Name(n) => req.stream_name(n),
-                crate::stream::StreamRef::Arn { arn, name } => {
+                crate::kinesis::stream::StreamRef::Name(n) => req.stream_name(n),
+                crate::kinesis::stream::StreamRef::Arn { arn, name } => {
                     req.stream_name(name).stream_arn(arn)
                 }
             },
@@ -720,7 +723,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_of_a_new_map_wait_until_the_older_ones_left_the_lanes() {
-        let rec = |epoch| crate::batcher::Record {
+        let rec = |epoch| crate::records::batcher::Record {
             data: Vec::new(),
             key: "k".into(),
             file: 1,
@@ -729,7 +732,7 @@ mod tests {
             ehk: None,
             shard: 0,
             epoch,
-            chunk: crate::checkpoint::NO_CHUNK,
+            chunk: crate::state::checkpoint::NO_CHUNK,
         };
         let r = Arc::new(Router::new(None, 1, true, 64));
         r.enter(0, 2);

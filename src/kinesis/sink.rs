@@ -35,18 +35,18 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{backoff, slow_backoff};
-use crate::batcher::{
+use crate::kinesis::classify::{Failure, classify, entry_outcome};
+use crate::kinesis::shards::{RateWindow, Router, ShardLimits};
+use crate::kinesis::stream::StreamRef;
+use crate::records::batcher::{
     Batch, Entry, MAX_BYTES_PER_RECORD, NO_SHARD, PAYLOAD_UNIT, Record, coalesce_acks,
     put_records_body,
 };
-use crate::budget::Budget;
-use crate::checkpoint::{Checkpoints, FileId};
-use crate::classify::{Failure, classify, entry_outcome};
-use crate::dead_letter::DeadLetter;
-use crate::metrics::Metrics;
-use crate::packing::Packer;
-use crate::shards::{RateWindow, Router, ShardLimits};
-use crate::stream::StreamRef;
+use crate::records::packing::Packer;
+use crate::service::metrics::Metrics;
+use crate::state::budget::Budget;
+use crate::state::checkpoint::{Checkpoints, FileId};
+use crate::state::dead_letter::DeadLetter;
 
 /// Backoff between retries of failed entries and retryable calls.
 const QUICK_MIN: Duration = Duration::from_millis(100);
@@ -138,7 +138,7 @@ struct PreparedBody(bytes::Bytes);
 
 impl Intercept for PreparedBody {
     fn name(&self) -> &'static str {
-        "kinetail::sink::PreparedBody"
+        "kinetail::kinesis::sink::PreparedBody"
     }
 
     fn modify_before_signing(
@@ -198,7 +198,7 @@ struct Booking {
 
 impl Intercept for Booking {
     fn name(&self) -> &'static str {
-        "kinetail::sink::Booking"
+        "kinetail::kinesis::sink::Booking"
     }
 
     fn modify_before_transmit(
@@ -237,10 +237,10 @@ fn per_shard(entries: &[Entry]) -> Vec<(u32, u64, u64)> {
 
 /// What [`LeanAnswer`] read from a successful answer, for the call that
 /// waits on it.
-type Digest = Arc<std::sync::Mutex<Option<crate::classify::Answered>>>;
+type Digest = Arc<std::sync::Mutex<Option<crate::kinesis::classify::Answered>>>;
 
 /// The body the SDK's deserializer is given in place of an answer that
-/// [`crate::classify::read_answer`] has read: a valid answer with no
+/// [`crate::kinesis::classify::read_answer`] has read: a valid answer with no
 /// entries, which it parses in no time.
 const DIGESTED: &[u8] = br#"{"FailedRecordCount":0,"Records":[]}"#;
 
@@ -254,7 +254,7 @@ struct LeanAnswer(Digest);
 
 impl Intercept for LeanAnswer {
     fn name(&self) -> &'static str {
-        "kinetail::sink::LeanAnswer"
+        "kinetail::kinesis::sink::LeanAnswer"
     }
 
     fn modify_before_deserialization(
@@ -313,7 +313,7 @@ impl http_body::Body for Digesting {
                 Poll::Ready(None) => {
                     self.done = true;
                     let read = std::mem::take(&mut self.read);
-                    let out = match crate::classify::read_answer(&read) {
+                    let out = match crate::kinesis::classify::read_answer(&read) {
                         Some(entries) => {
                             *self.digest.lock().unwrap_or_else(|p| p.into_inner()) = Some(entries);
                             bytes::Bytes::from_static(DIGESTED)
@@ -758,7 +758,7 @@ impl Lane {
                 let answered = match digested {
                     Some(answered) => answered,
                     None => {
-                        let mut answered = crate::classify::Answered::default();
+                        let mut answered = crate::kinesis::classify::Answered::default();
                         for e in out.records {
                             let outcome = entry_outcome(e.sequence_number, e.error_code);
                             if let (Ok(_), Some(shard)) = (&outcome, e.shard_id.as_deref()) {
@@ -871,7 +871,7 @@ impl Lane {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shards::WINDOW;
+    use crate::kinesis::shards::WINDOW;
     use http_body_util::BodyExt;
 
     proptest::proptest! {
@@ -960,7 +960,7 @@ mod tests {
                 Some(vec![Ok("1".to_string()), Err("InternalFailure".to_string())])
             );
             // What the SDK is given is an answer it reads.
-            assert!(crate::classify::read_answer(&out).is_some_and(|e| e.entries.is_empty()));
+            assert!(crate::kinesis::classify::read_answer(&out).is_some_and(|e| e.entries.is_empty()));
 
             let (out, entries) = through(b"<html>bad gateway</html>").await;
             assert_eq!(out, b"<html>bad gateway</html>");

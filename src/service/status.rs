@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::identity::file_key;
-use crate::store::StoreError;
+use crate::input::identity::file_key;
+use crate::state::store::StoreError;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FileStatus {
     pub flow: String,
-    #[serde(serialize_with = "crate::store::serialize_path")]
+    #[serde(serialize_with = "crate::state::store::serialize_path")]
     pub path: PathBuf,
     pub dev: u64,
     pub ino: u64,
@@ -35,7 +35,7 @@ pub struct FileStatus {
 
 /// The status of every file in the store of `state_dir`.
 pub fn collect(state_dir: &Path) -> Result<Vec<FileStatus>, StoreError> {
-    let files = crate::store::load(state_dir)?;
+    let files = crate::state::store::load(state_dir)?;
     Ok(files
         .into_iter()
         .map(|f| {

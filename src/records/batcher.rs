@@ -8,7 +8,7 @@
 
 use smallvec::{SmallVec, smallvec};
 
-use crate::checkpoint::{Ack, ChunkId, FileId, NO_CHUNK};
+use crate::state::checkpoint::{Ack, ChunkId, FileId, NO_CHUNK};
 
 /// At most this many records in one `PutRecords` call.
 pub const MAX_RECORDS_PER_CALL: usize = 500;

@@ -32,9 +32,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::Checkpoints;
-use crate::identity::file_key;
-use crate::metrics::Metrics;
+use crate::input::identity::file_key;
+use crate::service::metrics::Metrics;
+use crate::state::checkpoint::Checkpoints;
 
 /// What the API shows.
 #[derive(Debug)]
@@ -203,7 +203,7 @@ pub const MAX_FILE_SERIES: usize = 200;
 pub fn render(state: &ApiState) -> String {
     let m = &state.metrics;
     let mut out = String::new();
-    for c in crate::metrics::COUNTERS {
+    for c in crate::service::metrics::COUNTERS {
         let _ = writeln!(
             out,
             "# HELP kinetail_{0} {1}\n# TYPE kinetail_{0} counter\nkinetail_{0} {2}",
@@ -258,7 +258,7 @@ pub fn render(state: &ApiState) -> String {
     // MAX_FILE_SERIES they are summed per flow (a neighbour's thousands
     // of files must not make the page, and a scraper's series, grow
     // without bound).
-    let mut sized: Vec<(&crate::store::SavedFile, Option<u64>)> = files
+    let mut sized: Vec<(&crate::state::store::SavedFile, Option<u64>)> = files
         .iter()
         .map(|f| {
             let size = std::fs::metadata(&f.path)
@@ -268,8 +268,9 @@ pub fn render(state: &ApiState) -> String {
             (f, size)
         })
         .collect();
-    let lag =
-        |f: &crate::store::SavedFile, size: Option<u64>| size.map(|s| s.saturating_sub(f.offset));
+    let lag = |f: &crate::state::store::SavedFile, size: Option<u64>| {
+        size.map(|s| s.saturating_sub(f.offset))
+    };
     sized.sort_by_key(|(f, size)| std::cmp::Reverse(lag(f, *size)));
     let _ = writeln!(
         out,

@@ -26,8 +26,8 @@ use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::batcher::json_string as string;
-use crate::framing::{Line, Piece};
+use crate::lines::framing::{Line, Piece};
+use crate::records::batcher::json_string as string;
 
 /// Where a parsed JSON line goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,14 +9,16 @@
 
 use std::time::Duration;
 
-#[cfg(test)]
-use crate::batcher::MAX_BYTES_PER_RECORD;
-use crate::batcher::{KINESIS_RECORD, RecordLimit};
 use crate::config::{FlowSettings, Oversize};
-use crate::envelope::{ENVELOPE_RESERVE, METADATA_MAX_BYTES, WORST_EXPANSION, message_len};
-use crate::framing::{Line, Piece};
-use crate::multiline::Grouper;
+use crate::lines::framing::{Line, Piece};
+use crate::lines::multiline::Grouper;
 use crate::re::Re;
+#[cfg(test)]
+use crate::records::batcher::MAX_BYTES_PER_RECORD;
+use crate::records::batcher::{KINESIS_RECORD, RecordLimit};
+use crate::records::envelope::{
+    ENVELOPE_RESERVE, METADATA_MAX_BYTES, WORST_EXPANSION, message_len,
+};
 
 /// Appended to the part of a truncated line that is sent.
 pub const TRUNCATION_MARKER: &[u8] = b" [truncated by kinetail]";
@@ -329,7 +331,7 @@ fn split_line(line: Line, k: usize) -> (Line, Line) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::Framer;
+    use crate::lines::framing::Framer;
 
     fn settings(oversize: Oversize) -> FlowSettings {
         let policy = match oversize {
@@ -428,7 +430,7 @@ mod tests {
     fn record_size(s: &FlowSettings, line: &Line) -> usize {
         let mut out = Vec::new();
         let long_path = "/".repeat(4096);
-        let ctx = crate::envelope::LineContext {
+        let ctx = crate::records::envelope::LineContext {
             timestamp: "2026-12-04T00:00:00.000Z",
             host: "host",
             path: &long_path,

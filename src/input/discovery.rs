@@ -32,10 +32,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{COPY_WINDOW, CopyCandidate, SavedFile};
 use crate::config::{FlowSettings, StartAt};
-use crate::identity::{FileKey, Fingerprint, file_key, fingerprint, head_matches};
-use crate::tailer::{FlowRuntime, TailStart, Tailer};
+use crate::input::identity::{FileKey, Fingerprint, file_key, fingerprint, head_matches};
+use crate::input::tailer::{FlowRuntime, TailStart, Tailer};
+use crate::state::checkpoint::{COPY_WINDOW, CopyCandidate, SavedFile};
 
 /// Wakers of a flow's open tailers by path, for notify events.
 pub type WakeRegistry = Arc<Mutex<HashMap<PathBuf, Arc<Notify>>>>;
@@ -58,11 +58,10 @@ pub const RESCAN_SAFETY: Duration = Duration::from_secs(60);
 
 /// The wait before the next periodic scan of `flow`.
 fn next_rescan(flow: &FlowRuntime, rescan: Duration) -> Duration {
-    let announced = flow
-        .settings
-        .paths
-        .iter()
-        .all(|p| flow.event_dirs.has_under(&crate::globs::glob_base(p)));
+    let announced = flow.settings.paths.iter().all(|p| {
+        flow.event_dirs
+            .has_under(&crate::input::globs::glob_base(p))
+    });
     if announced {
         rescan.max(RESCAN_SAFETY)
     } else {
@@ -96,10 +95,10 @@ pub fn expand(flow: &FlowSettings, state_dir: &Path) -> (Vec<PathBuf>, Vec<(Path
     let mut seen = HashSet::new();
     let mut files = Vec::new();
     let mut problems = Vec::new();
-    let opts = crate::globs::MATCH_OPTIONS;
+    let opts = crate::input::globs::MATCH_OPTIONS;
     let own = std::fs::canonicalize(state_dir).ok();
     for pattern in &flow.paths {
-        let found = crate::globs::walk(pattern, flow.follow_symlinks);
+        let found = crate::input::globs::walk(pattern, flow.follow_symlinks);
         problems.extend(found.problems);
         for path in found.files {
             if flow
@@ -208,7 +207,7 @@ enum Copy {
     Sent,
     /// A copy of a file truncated within the window: it takes over that
     /// reading.
-    TakeOver(crate::checkpoint::FileId),
+    TakeOver(crate::state::checkpoint::FileId),
     /// A copy of a file truncated while kinetail was stopped: it takes over
     /// that file's saved entry.
     TakeOverSaved(SavedFile),
@@ -324,7 +323,7 @@ fn copy_of(
     let saved = flow
         .checkpoints
         .saved_copy_candidates(&flow.settings.name, key);
-    let Ok(head) = crate::identity::read_head(file, Fingerprint::MAX_LEN as usize) else {
+    let Ok(head) = crate::input::identity::read_head(file, Fingerprint::MAX_LEN as usize) else {
         return Copy::No;
     };
     for s in saved {
@@ -525,7 +524,7 @@ fn start_tailer(
     file: File,
     key: FileKey,
     fp: Fingerprint,
-    id: crate::checkpoint::FileId,
+    id: crate::state::checkpoint::FileId,
     offset: u64,
     known: &mut Known,
     wakes: &WakeRegistry,

@@ -23,21 +23,21 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiState;
-use crate::budget::Budget;
-use crate::checkpoint::{Checkpoints, StoreError};
 use crate::config::{AwsSettings, FlowSettings, MetadataSource, Settings};
-use crate::dead_letter::DeadLetter;
-use crate::discovery::{self, WakeRegistry};
-use crate::envelope::SharedMetadata;
-use crate::globs::glob_base;
-use crate::metadata::{self, Wanted};
-use crate::metrics::Metrics;
-use crate::packing::Packer;
-use crate::route::LaneSet;
-use crate::shards::{Router, list_shards};
-use crate::sink::{Lane, SinkShared};
-use crate::tailer::{EventDirs, FlowRuntime, Slots};
+use crate::input::discovery::{self, WakeRegistry};
+use crate::input::globs::glob_base;
+use crate::input::tailer::{EventDirs, FlowRuntime, Slots};
+use crate::kinesis::shards::{Router, list_shards};
+use crate::kinesis::sink::{Lane, SinkShared};
+use crate::records::envelope::SharedMetadata;
+use crate::records::metadata::{self, Wanted};
+use crate::records::packing::Packer;
+use crate::records::route::LaneSet;
+use crate::service::api::ApiState;
+use crate::service::metrics::Metrics;
+use crate::state::budget::Budget;
+use crate::state::checkpoint::{Checkpoints, StoreError};
+use crate::state::dead_letter::DeadLetter;
 
 /// How many record groups may wait in a lane's queue. The byte budget is the
 /// real bound on memory; this only keeps the queue short.
@@ -170,7 +170,7 @@ fn wants_map(flow: &FlowSettings) -> bool {
 /// [`LIST_SHARDS_TIMEOUT`] of waiting. Without the map (stream missing, no
 /// permission for ListShards, no answer) lanes are keyed by hash until a
 /// refresh finds it.
-async fn first_map(client: Client, flow: FlowSettings) -> Option<crate::shards::ShardMap> {
+async fn first_map(client: Client, flow: FlowSettings) -> Option<crate::kinesis::shards::ShardMap> {
     if !wants_map(&flow) {
         return None;
     }
@@ -192,13 +192,13 @@ async fn first_map(client: Client, flow: FlowSettings) -> Option<crate::shards::
 async fn first_maps(
     client: &Client,
     flows: &[FlowSettings],
-) -> Vec<Option<crate::shards::ShardMap>> {
+) -> Vec<Option<crate::kinesis::shards::ShardMap>> {
     let mut set = tokio::task::JoinSet::new();
     for (i, f) in flows.iter().enumerate() {
         let (client, f) = (client.clone(), f.clone());
         set.spawn(async move { (i, first_map(client, f).await) });
     }
-    let mut maps: Vec<Option<crate::shards::ShardMap>> = vec![None; flows.len()];
+    let mut maps: Vec<Option<crate::kinesis::shards::ShardMap>> = vec![None; flows.len()];
     while let Some(done) = set.join_next().await {
         if let Ok((i, map)) = done
             && let Some(slot) = maps.get_mut(i)
@@ -214,7 +214,7 @@ async fn first_maps(
 fn start_flow(
     env: &Env,
     flow: &FlowSettings,
-    map: Option<crate::shards::ShardMap>,
+    map: Option<crate::kinesis::shards::ShardMap>,
     watched: &Watched,
 ) -> RunningFlow {
     let stop = CancellationToken::new();
@@ -234,7 +234,7 @@ fn start_flow(
             stop.clone(),
         ));
     }
-    let start: crate::route::LaneStarter = {
+    let start: crate::records::route::LaneStarter = {
         let (client, flow, router, shared, stop) = (
             env.client.clone(),
             flow.clone(),
@@ -321,7 +321,7 @@ pub async fn run(
         ready: std::sync::atomic::AtomicBool::new(false),
     });
     if let Some(addr) = settings.api {
-        tokio::spawn(crate::api::listen_and_serve(
+        tokio::spawn(crate::service::api::listen_and_serve(
             addr,
             api_state.clone(),
             stop_api.clone(),

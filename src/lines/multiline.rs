@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::framing::{Line, Piece};
+use crate::lines::framing::{Line, Piece};
 
 /// How lines group into events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +94,7 @@ impl Grouper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::Framer;
+    use crate::lines::framing::Framer;
 
     fn run(rule: Rule, text: &[u8], max_lines: usize, max_bytes: usize) -> (Vec<Line>, Grouper) {
         let mut f = Framer::new(0, 1 << 20, true);

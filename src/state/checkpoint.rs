@@ -19,8 +19,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::clock::now_ms;
-pub use crate::identity::{FileKey, Fingerprint};
-pub use crate::store::{SavedFile, StoreError};
+pub use crate::input::identity::{FileKey, Fingerprint};
+pub use crate::state::store::{SavedFile, StoreError};
 
 /// Entries for files not seen for this long are dropped from the store.
 pub const EXPIRE_AFTER: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -186,19 +186,19 @@ pub struct Checkpoints {
     state: Mutex<State>,
     /// Held for a whole save: saves are written in the order their
     /// snapshots were taken, one at a time.
-    store: Mutex<crate::store::Store>,
+    store: Mutex<crate::state::store::Store>,
 }
 
 impl Checkpoints {
     /// Loads the store in `dir` (creating `dir`, 0700, if needed); see
     /// `store::load` for what happens to a store that cannot be read.
     pub fn open(dir: &Path) -> Result<Checkpoints, StoreError> {
-        crate::store::create_dir(dir)?;
+        crate::state::store::create_dir(dir)?;
         let mut state = State {
             whole: true,
             ..State::default()
         };
-        let (store, files) = crate::store::Store::open(dir)?;
+        let (store, files) = crate::state::store::Store::open(dir)?;
         for f in files {
             state.saved.insert((f.flow.clone(), f.key), f);
         }
@@ -879,7 +879,11 @@ mod tests {
         assert!(cp2.lookup("other", key).is_none());
 
         // One save so far: no previous generation to fall back to.
-        std::fs::write(dir.path().join(crate::store::STORE_FILE), b"{not json").unwrap();
+        std::fs::write(
+            dir.path().join(crate::state::store::STORE_FILE),
+            b"{not json",
+        )
+        .unwrap();
         let e = Checkpoints::open(dir.path()).unwrap_err();
         assert!(e.needs_operator(), "{e}");
     }
@@ -888,7 +892,7 @@ mod tests {
     fn a_save_after_a_change_writes_only_the_changed_readings_and_a_load_sees_all() {
         let dir = tempfile::tempdir().unwrap();
         let journal_lines = || {
-            std::fs::read_to_string(dir.path().join(crate::store::JOURNAL_FILE))
+            std::fs::read_to_string(dir.path().join(crate::state::store::JOURNAL_FILE))
                 .unwrap()
                 .lines()
                 .count()
@@ -1004,7 +1008,7 @@ mod tests {
         cp.start_call(&mut spans);
         assert_eq!(spans, vec![(id, 70)]);
         cp.save().unwrap();
-        assert_eq!(crate::store::load(dir.path()).unwrap()[0].offset, 70);
+        assert_eq!(crate::state::store::load(dir.path()).unwrap()[0].offset, 70);
     }
 
     #[test]
@@ -1032,7 +1036,7 @@ mod tests {
         let again = cp.register("f", key, Fingerprint::of(b"h"), PathBuf::from("/x"), 50);
         assert!(cp.is_followed("f", key));
         cp.save().unwrap();
-        let saved = crate::store::load(dir.path()).unwrap();
+        let saved = crate::state::store::load(dir.path()).unwrap();
         assert_eq!(saved.len(), 1);
         assert_eq!(saved[0].offset, 50);
         assert_eq!(cp.confirmed(again), Some(50));
@@ -1082,7 +1086,7 @@ mod tests {
         }]);
         assert_eq!(cp.confirmed(id), Some(40));
         cp.save().unwrap();
-        let mut saved = crate::store::load(dir.path()).unwrap();
+        let mut saved = crate::state::store::load(dir.path()).unwrap();
         saved.sort_by_key(|s| s.key.ino);
         assert_eq!(saved.len(), 2);
         assert_eq!((saved[0].key, saved[0].offset), (orig, 0));

@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::batcher::Record;
-use crate::checkpoint::{ChunkId, FileId};
 use crate::config::FlowSettings;
-use crate::envelope::LineContext;
-use crate::framing::Line;
-use crate::keying::KeyContext;
-use crate::shards::{Router, Routing, to_hash_key};
+use crate::kinesis::shards::{Router, Routing, to_hash_key};
+use crate::lines::framing::Line;
+use crate::records::batcher::Record;
+use crate::records::envelope::LineContext;
+use crate::records::keying::KeyContext;
+use crate::state::checkpoint::{ChunkId, FileId};
 
 /// Where the lines of one hand-off come from: they share a file, a path,
 /// a read time and a chunk.

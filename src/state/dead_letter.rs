@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::backoff::slow_backoff;
-use crate::batcher::Record;
+use crate::records::batcher::Record;
 
 /// Name of the dead-letter file inside `state_dir`.
 pub const DEAD_LETTER_FILE: &str = "dead-letter.jsonl";

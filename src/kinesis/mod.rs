@@ -1,0 +1,8 @@
+//! Kinesis: what is Kinesis Data Streams' own: stream references, shards
+//! and pacing, the lanes' `PutRecords` calls, and what answers mean.
+
+pub mod classify;
+pub mod shards;
+#[cfg(feature = "aws")]
+pub mod sink;
+pub mod stream;

@@ -1,0 +1,13 @@
+//! Records: a line becomes a record (its key, its data: the line or its
+//! envelope, compressed), is routed to a lane, and is packed into calls
+//! (entries, aggregates, batches).
+
+pub mod aggregate;
+pub mod batcher;
+pub mod compress;
+pub mod envelope;
+pub mod keying;
+#[cfg(feature = "aws")]
+pub mod metadata;
+pub mod packing;
+pub mod route;
