@@ -34,11 +34,33 @@ if [ ! -x tests/agg/.venv/bin/python ]; then
 fi
 tests/agg/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/agg/requirements.txt
 
-echo "== cargo test"
 # Tests that cannot check what they are for (data absent, a case the
 # machine cannot make) skip themselves and list why here.
 skipped=target/tmp/skipped.txt
+mkdir -p target/tmp
 rm -f "$skipped"
+
+# Formatting and lints are part of the tests: a diff or a warning fails.
+for tool in fmt clippy; do
+    if ! cargo "$tool" --version >/dev/null 2>&1; then
+        component=$([ "$tool" = fmt ] && echo rustfmt || echo clippy)
+        rustup component add "$component" >/dev/null 2>&1 || true
+    fi
+done
+if cargo fmt --version >/dev/null 2>&1; then
+    echo "== cargo fmt --check"
+    cargo fmt --all --check
+else
+    echo "cargo fmt --check: rustfmt is not installed and could not be" >>"$skipped"
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+    echo "== cargo clippy -D warnings"
+    cargo clippy --locked --workspace --all-targets -- -D warnings
+else
+    echo "cargo clippy: clippy is not installed and could not be" >>"$skipped"
+fi
+
+echo "== cargo test"
 cargo test --locked --workspace --all-targets -- --test-threads "${KINETAIL_TEST_THREADS:-2}"
 if [ -s "$skipped" ]; then
     echo "== tests that skipped themselves:"
