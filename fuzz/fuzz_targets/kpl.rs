@@ -5,7 +5,7 @@
 
 use kinetail::records::aggregate::{Aggregator, decode};
 use kinetail::records::batcher::{NO_SHARD, Record};
-use kinetail::state::checkpoint::NO_CHUNK;
+use kinetail::records::batcher::NO_CHUNK;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

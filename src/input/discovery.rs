@@ -207,7 +207,7 @@ enum Copy {
     Sent,
     /// A copy of a file truncated within the window: it takes over that
     /// reading.
-    TakeOver(crate::state::checkpoint::FileId),
+    TakeOver(crate::records::batcher::FileId),
     /// A copy of a file truncated while kinetail was stopped: it takes over
     /// that file's saved entry.
     TakeOverSaved(SavedFile),
@@ -524,7 +524,7 @@ fn start_tailer(
     file: File,
     key: FileKey,
     fp: Fingerprint,
-    id: crate::state::checkpoint::FileId,
+    id: crate::records::batcher::FileId,
     offset: u64,
     known: &mut Known,
     wakes: &WakeRegistry,

@@ -37,12 +37,13 @@ use crate::input::identity::{FileKey, Fingerprint, file_key, head_is, head_match
 use crate::kinesis::shards::Router;
 use crate::lines::framing::{Framer, Line};
 use crate::lines::shaping::{Dead, Shaper, max_line_piece};
+use crate::records::batcher::{FileId, NO_CHUNK};
 use crate::records::batcher::{NO_SHARD, Record, coalesce_acks};
 use crate::records::envelope::SharedMetadata;
 use crate::records::route::{Keyer, Source};
 use crate::service::metrics::Metrics;
 use crate::state::budget::Budget;
-use crate::state::checkpoint::{Checkpoints, FileId, NO_CHUNK};
+use crate::state::checkpoint::Checkpoints;
 use crate::state::dead_letter::DeadLetter;
 
 /// Bytes asked of the kernel per read, at most: a file being caught up on

@@ -732,7 +732,7 @@ mod tests {
             ehk: None,
             shard: 0,
             epoch,
-            chunk: crate::state::checkpoint::NO_CHUNK,
+            chunk: crate::records::batcher::NO_CHUNK,
         };
         let r = Arc::new(Router::new(None, 1, true, 64));
         r.enter(0, 2);

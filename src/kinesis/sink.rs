@@ -38,6 +38,7 @@ use crate::backoff::{backoff, slow_backoff};
 use crate::kinesis::classify::{Failure, classify, entry_outcome};
 use crate::kinesis::shards::{RateWindow, Router, ShardLimits};
 use crate::kinesis::stream::StreamRef;
+use crate::records::batcher::FileId;
 use crate::records::batcher::{
     Batch, Entry, MAX_BYTES_PER_RECORD, NO_SHARD, PAYLOAD_UNIT, Record, coalesce_acks,
     put_records_body,
@@ -45,7 +46,7 @@ use crate::records::batcher::{
 use crate::records::packing::Packer;
 use crate::service::metrics::Metrics;
 use crate::state::budget::Budget;
-use crate::state::checkpoint::{Checkpoints, FileId};
+use crate::state::checkpoint::Checkpoints;
 use crate::state::dead_letter::DeadLetter;
 
 /// Backoff between retries of failed entries and retryable calls.

@@ -193,7 +193,7 @@ mod tests {
             ehk: ehk.map(str::to_string),
             shard: NO_SHARD,
             epoch: 0,
-            chunk: crate::state::checkpoint::NO_CHUNK,
+            chunk: crate::records::batcher::NO_CHUNK,
         }
     }
 

@@ -8,8 +8,6 @@
 
 use smallvec::{SmallVec, smallvec};
 
-use crate::state::checkpoint::{Ack, ChunkId, FileId, NO_CHUNK};
-
 /// At most this many records in one `PutRecords` call.
 pub const MAX_RECORDS_PER_CALL: usize = 500;
 /// At most this many bytes (data plus partition keys) in one call.
@@ -29,6 +27,30 @@ pub const KINESIS_RECORD: RecordLimit = RecordLimit {
     bytes: MAX_BYTES_PER_RECORD,
     key_counts: true,
 };
+
+/// Identifies one reading of one file for the lifetime of the process. A
+/// truncated file gets a new id, so late acks for its old content are ignored.
+pub type FileId = u64;
+
+/// Identifies the records of one hand-off of one file (see
+/// `state::checkpoint::Checkpoints::open_chunk`); [`NO_CHUNK`] for records acked one by one.
+pub type ChunkId = u64;
+pub const NO_CHUNK: ChunkId = 0;
+
+/// One acknowledgement: records confirmed by Kinesis or durably
+/// dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// A byte range of a file.
+    Range { file: FileId, start: u64, end: u64 },
+    /// `records` of the records of a chunk; the chunk's whole range is
+    /// acked once all of them are.
+    Chunk {
+        file: FileId,
+        chunk: ChunkId,
+        records: usize,
+    },
+}
 
 /// The longest partition key in bytes: 256 characters of up to 4 bytes.
 pub const MAX_KEY_BYTES: usize = 256 * 4;

@@ -18,9 +18,9 @@ use crate::config::FlowSettings;
 use crate::kinesis::shards::{Router, Routing, to_hash_key};
 use crate::lines::framing::Line;
 use crate::records::batcher::Record;
+use crate::records::batcher::{ChunkId, FileId};
 use crate::records::envelope::LineContext;
 use crate::records::keying::KeyContext;
-use crate::state::checkpoint::{ChunkId, FileId};
 
 /// Where the lines of one hand-off come from: they share a file, a path,
 /// a read time and a chunk.

@@ -20,34 +20,11 @@ use std::time::{Duration, Instant};
 
 use crate::clock::now_ms;
 pub use crate::input::identity::{FileKey, Fingerprint};
+use crate::records::batcher::{Ack, ChunkId, FileId, NO_CHUNK};
 pub use crate::state::store::{SavedFile, StoreError};
 
 /// Entries for files not seen for this long are dropped from the store.
 pub const EXPIRE_AFTER: Duration = Duration::from_secs(14 * 24 * 3600);
-
-/// Identifies one reading of one file for the lifetime of the process. A
-/// truncated file gets a new id, so late acks for its old content are ignored.
-pub type FileId = u64;
-
-/// Identifies the records of one hand-off of one file (see
-/// [`Checkpoints::open_chunk`]); [`NO_CHUNK`] for records acked one by one.
-pub type ChunkId = u64;
-pub const NO_CHUNK: ChunkId = 0;
-
-/// One acknowledgement: records confirmed by Kinesis or durably
-/// dead-lettered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ack {
-    /// A byte range of a file.
-    Range { file: FileId, start: u64, end: u64 },
-    /// `records` of the records of a chunk; the chunk's whole range is
-    /// acked once all of them are.
-    Chunk {
-        file: FileId,
-        chunk: ChunkId,
-        records: usize,
-    },
-}
 
 /// A chunk's range and how many of its records are not yet acked.
 #[derive(Debug)]
