@@ -1,6 +1,8 @@
 //! Counters of what the pipeline did. Plain atomics, shared by every stage;
-//! the stages only add. [`COUNTERS`] is the one list of them that
-//! `/metrics`, the watchdog's `STATUS=` line and the stop summary read.
+//! the stages only add. [`COUNTERS`] lists the plain counters that
+//! `/metrics`, the watchdog's `STATUS=` line and the stop summary read; the
+//! gauges and the labelled families (per error code, per file) are
+//! rendered by `service::api`.
 //! Relaxed ordering is enough: nothing synchronises through them.
 
 use std::collections::BTreeMap;

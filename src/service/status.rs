@@ -1,7 +1,8 @@
 //! `kinetail status`: what the checkpoint store says of each file, next to
 //! what the file looks like now.
 //!
-//! It only reads: the store (which the daemon replaces atomically, so a
+//! It only reads: the store (a base the daemon replaces atomically and a
+//! journal of whole lines it appends, a line cut short being skipped, so a
 //! read never sees half a save) and the files' metadata. It never opens the
 //! files nor takes a lock, so it can run beside the daemon without
 //! disturbing it. The figures are as of the daemon's last save, at most
