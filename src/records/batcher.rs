@@ -28,6 +28,25 @@ pub const KINESIS_RECORD: RecordLimit = RecordLimit {
     key_counts: true,
 };
 
+/// What one destination takes, record and call: the limits half of a
+/// lane's contract with its destination (ARCHITECTURE.md, "The destination
+/// seam"). Framing and shaping cut by `record`; a batch packs under the
+/// call limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub record: RecordLimit,
+    pub call_records: usize,
+    /// Bytes of a call, counted as `record` counts them.
+    pub call_bytes: usize,
+}
+
+/// Kinesis Data Streams' `PutRecords`: 500 records, 5 MiB a call.
+pub const KINESIS: Limits = Limits {
+    record: KINESIS_RECORD,
+    call_records: MAX_RECORDS_PER_CALL,
+    call_bytes: MAX_BYTES_PER_CALL,
+};
+
 /// Identifies one reading of one file for the lifetime of the process. A
 /// truncated file gets a new id, so late acks for its old content are ignored.
 pub type FileId = u64;
@@ -164,7 +183,7 @@ pub struct Batch {
 
 impl Default for Batch {
     fn default() -> Batch {
-        Batch::with_limits(MAX_RECORDS_PER_CALL, MAX_BYTES_PER_CALL)
+        Batch::within(&KINESIS, usize::MAX, usize::MAX)
     }
 }
 
@@ -173,14 +192,20 @@ impl Batch {
         Batch::default()
     }
 
-    /// A batch with tighter limits than the API's (for a paced shard); the
-    /// API's limits still apply.
+    /// A batch with tighter limits than Kinesis's (for a paced shard); its
+    /// limits still apply.
     pub fn with_limits(max_records: usize, max_bytes: usize) -> Batch {
+        Batch::within(&KINESIS, max_records, max_bytes)
+    }
+
+    /// A batch for a destination's calls, held to at most `max_records`
+    /// and `max_bytes` as well.
+    pub fn within(limits: &Limits, max_records: usize, max_bytes: usize) -> Batch {
         Batch {
             records: Vec::new(),
             bytes: 0,
-            max_records: max_records.clamp(1, MAX_RECORDS_PER_CALL),
-            max_bytes: max_bytes.clamp(1, MAX_BYTES_PER_CALL),
+            max_records: max_records.clamp(1, limits.call_records),
+            max_bytes: max_bytes.clamp(1, limits.call_bytes),
         }
     }
 
