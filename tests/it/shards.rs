@@ -54,21 +54,25 @@ fn busiest_second(accepted: &[Accepted], shard: &str) -> usize {
     most
 }
 
+/// A one-shard stream on a fresh server, and an endpoint in front of it
+/// that enforces Kinesis's per-shard limits.
+async fn one_shard_behind_the_limits(stream: &str) -> (Kinesalite, fault::FaultProxy) {
+    let server = Kinesalite::start();
+    create_stream(&server.client(), stream, 1).await;
+    let faults = Faults {
+        shard_limit: Some(ShardLimit::KINESIS),
+        ..Faults::default()
+    };
+    let proxy = fault::start(&server.endpoint(), faults).await;
+    (server, proxy)
+}
+
 /// Ships a backlog of `n` lines of `len` bytes to a one-shard stream behind
 /// the limits, on defaults; returns (records/s, bytes/s, throttled
 /// entries, busiest second) as the endpoint saw them.
 async fn backlog(stream: &str, n: usize, len: usize) -> (f64, f64, u64, usize) {
-    let server = Kinesalite::start();
+    let (server, proxy) = one_shard_behind_the_limits(stream).await;
     let client = server.client();
-    create_stream(&client, stream, 1).await;
-    let proxy = fault::start(
-        &server.endpoint(),
-        Faults {
-            shard_limit: Some(ShardLimit::KINESIS),
-            ..Faults::default()
-        },
-    )
-    .await;
     let s = Scratch::new();
     let text: Vec<u8> = (0..n)
         .flat_map(|i| {
@@ -191,17 +195,8 @@ fn in_order_per_key(got: &[Got]) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_and_a_merge_under_a_writer_keep_every_line_once_in_order_per_key_and_unthrottled()
 {
-    let server = Kinesalite::start();
+    let (server, proxy) = one_shard_behind_the_limits("split").await;
     let client = server.client();
-    create_stream(&client, "split", 1).await;
-    let proxy = fault::start(
-        &server.endpoint(),
-        Faults {
-            shard_limit: Some(ShardLimit::KINESIS),
-            ..Faults::default()
-        },
-    )
-    .await;
     let s = Scratch::new();
     let log = s.logs().join("app.log");
     std::fs::write(&log, b"").expect("create");
