@@ -26,6 +26,10 @@
 //! `KINETAIL_BENCH_TOP` (say `max_buffer_bytes = 4194304`) is added to the
 //! top of every configuration, to try other settings.
 
+use kinetail::records::batcher::MAX_KEY_CHARS;
+use kinetail::records::batcher::{
+    MAX_BYTES_PER_CALL, MAX_BYTES_PER_RECORD, MAX_RECORDS_PER_CALL, PAYLOAD_UNIT,
+};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -130,7 +134,7 @@ fn put_records(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
     let mut total = 0usize;
     let mut lines = 0u64;
     let mut units = 0u64;
-    if records.is_empty() || records.len() > 500 {
+    if records.is_empty() || records.len() > MAX_RECORDS_PER_CALL {
         counts.rejected.fetch_add(1, Ordering::Relaxed);
         return json(
             400,
@@ -147,7 +151,7 @@ fn put_records(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
         }
         let size = key.len() + data.len();
         let chars = key.chars().count();
-        if !(1..=256).contains(&chars) || size > 1024 * 1024 {
+        if !(1..=MAX_KEY_CHARS).contains(&chars) || size > MAX_BYTES_PER_RECORD {
             counts.rejected.fetch_add(1, Ordering::Relaxed);
             return json(
                 400,
@@ -155,7 +159,7 @@ fn put_records(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
             );
         }
         total += size;
-        units += size.div_ceil(25_000) as u64;
+        units += size.div_ceil(PAYLOAD_UNIT) as u64;
         // Compressed data (compression = "gzip" | "zstd") is what a consumer
         // decompresses first.
         let plain = decompress(&data);
@@ -173,7 +177,7 @@ fn put_records(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
                 .push(d);
         }
     }
-    if total > 5 * 1024 * 1024 {
+    if total > MAX_BYTES_PER_CALL {
         counts.rejected.fetch_add(1, Ordering::Relaxed);
         return json(
             400,
@@ -707,7 +711,7 @@ fn floor(n: u64) -> std::io::Result<Row> {
         b64.encode_string(line, &mut body);
         body.push_str(&format!("\",\"PartitionKey\":\"{:016x}\"}}", i));
         in_batch += 1;
-        if in_batch == 500 {
+        if in_batch == MAX_RECORDS_PER_CALL {
             flush(&mut body, &mut in_batch);
         }
     }

@@ -282,7 +282,7 @@ fn aggregation(loc: &Locator<'_>, f: &RawFlow) -> Result<usize, ConfigError> {
     loc.size(
         f.aggregate_max_bytes.as_ref(),
         DEFAULT_AGGREGATE_MAX_BYTES,
-        1024..=crate::records::aggregate::MAX_AGGREGATE_BYTES as u64,
+        1024..=crate::records::batcher::MAX_DATA_BYTES as u64,
         "flow.aggregate_max_bytes",
     )
 }

@@ -9,7 +9,8 @@ use super::ConfigError;
 use super::check::Locator;
 use super::raw::RawKey;
 use crate::kinesis::shards::is_hash_key;
-use crate::records::keying::{KeySource, KeySpec, MAX_KEY_CHARS};
+use crate::records::batcher::MAX_KEY_CHARS;
+use crate::records::keying::{KeySource, KeySpec};
 
 pub(super) fn key_spec(loc: &Locator<'_>, key: &Spanned<RawKey>) -> Result<KeySpec, ConfigError> {
     let k = key.get_ref();

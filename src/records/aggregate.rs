@@ -14,13 +14,11 @@ use md5::{Digest, Md5};
 use prost::Message;
 use prost::encoding::encoded_len_varint;
 
-use crate::records::batcher::{MAX_BYTES_PER_RECORD, MAX_KEY_BYTES, Record};
+use crate::records::batcher::{MAX_DATA_BYTES, Record};
 
 /// The first bytes of every aggregated record.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 const DIGEST_LEN: usize = 16;
-/// The largest aggregate data, leaving room for any partition key.
-pub const MAX_AGGREGATE_BYTES: usize = MAX_BYTES_PER_RECORD - MAX_KEY_BYTES;
 
 #[derive(Clone, PartialEq, Message)]
 pub struct AggregatedRecord {
@@ -60,10 +58,10 @@ fn field_len(payload: usize) -> usize {
 
 impl Aggregator {
     /// An aggregator whose aggregates hold at most `max_bytes` of data
-    /// (capped at [`MAX_AGGREGATE_BYTES`]).
+    /// (capped at [`MAX_DATA_BYTES`]).
     pub fn new(max_bytes: usize) -> Aggregator {
         Aggregator {
-            max_bytes: max_bytes.min(MAX_AGGREGATE_BYTES),
+            max_bytes: max_bytes.min(MAX_DATA_BYTES),
             keys: HashMap::new(),
             ehks: HashMap::new(),
             msg: AggregatedRecord::default(),
@@ -109,7 +107,7 @@ impl Aggregator {
             added += field_len(e.len());
         }
         let limit = if self.members.is_empty() {
-            MAX_AGGREGATE_BYTES
+            MAX_DATA_BYTES
         } else {
             self.max_bytes
         };
@@ -180,7 +178,7 @@ pub fn decode(data: &[u8]) -> Option<Vec<Inner>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::batcher::NO_SHARD;
+    use crate::records::batcher::{MAX_BYTES_PER_RECORD, NO_SHARD};
     use proptest::prelude::*;
 
     fn rec(data: Vec<u8>, key: &str, ehk: Option<&str>) -> Record {

@@ -71,9 +71,12 @@ pub enum Ack {
     },
 }
 
-/// The longest partition key in bytes: 256 characters of up to 4 bytes.
-pub const MAX_KEY_BYTES: usize = 256 * 4;
-/// The longest line data framing emits, so that any key still fits.
+/// The most characters Kinesis accepts in a partition key.
+pub const MAX_KEY_CHARS: usize = 256;
+/// The longest partition key in bytes: its characters, of up to 4 bytes.
+pub const MAX_KEY_BYTES: usize = MAX_KEY_CHARS * 4;
+/// The longest line data framing emits (and the largest aggregate), so
+/// that any key still fits.
 pub const MAX_DATA_BYTES: usize = MAX_BYTES_PER_RECORD - MAX_KEY_BYTES;
 /// Kinesis bills each record in PUT payload units of 25 KB (counted here as
 /// 25,000 bytes, data and partition key, to be safe).

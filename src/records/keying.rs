@@ -10,8 +10,7 @@
 
 use md5::{Digest, Md5};
 
-/// The most characters Kinesis accepts in a partition key.
-pub const MAX_KEY_CHARS: usize = 256;
+use crate::records::batcher::MAX_KEY_CHARS;
 
 /// Where a key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,10 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use smallvec::SmallVec;
 
-use crate::records::aggregate::{Aggregator, MAX_AGGREGATE_BYTES};
-use crate::records::batcher::{Entry, PAYLOAD_UNIT, Record};
+use crate::records::aggregate::Aggregator;
+use crate::records::batcher::{Entry, MAX_DATA_BYTES, MAX_KEY_BYTES, PAYLOAD_UNIT, Record};
 use crate::records::compress::Compression;
-use crate::records::keying::MAX_KEY_CHARS;
 
 #[derive(Debug)]
 pub struct Packer {
@@ -43,7 +42,7 @@ const MAX_ATTEMPTS: u32 = 4;
 impl Packer {
     pub fn new(max_bytes: usize, compression: Compression) -> Packer {
         Packer {
-            max_bytes: max_bytes.min(MAX_AGGREGATE_BYTES),
+            max_bytes: max_bytes.min(MAX_DATA_BYTES),
             compression,
             ratio: AtomicU64::new(0.25f64.to_bits()),
         }
@@ -94,8 +93,8 @@ impl Packer {
         // The aggregate takes the key of its first record.
         let target = self
             .target()
-            .saturating_sub(first.key.len().min(MAX_KEY_CHARS * 4));
-        let uncompressed_room = MAX_AGGREGATE_BYTES - self.compression.margin(MAX_AGGREGATE_BYTES);
+            .saturating_sub(first.key.len().min(MAX_KEY_BYTES));
+        let uncompressed_room = MAX_DATA_BYTES - self.compression.margin(MAX_DATA_BYTES);
         let mut limit = if self.compression.is_on() {
             ((target as f64 / self.ratio() * SAFETY) as usize).min(uncompressed_room)
         } else {
