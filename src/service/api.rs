@@ -32,8 +32,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::input::identity::file_key;
 use crate::service::metrics::Metrics;
+use crate::service::status::{file_lag, size_now};
 use crate::state::checkpoint::Checkpoints;
 
 /// What the API shows.
@@ -258,20 +258,9 @@ pub fn render(state: &ApiState) -> String {
     // MAX_FILE_SERIES they are summed per flow (a neighbour's thousands
     // of files must not make the page, and a scraper's series, grow
     // without bound).
-    let mut sized: Vec<(&crate::state::store::SavedFile, Option<u64>)> = files
-        .iter()
-        .map(|f| {
-            let size = std::fs::metadata(&f.path)
-                .ok()
-                .filter(|m| file_key(m) == f.key)
-                .map(|m| m.len());
-            (f, size)
-        })
-        .collect();
-    let lag = |f: &crate::state::store::SavedFile, size: Option<u64>| {
-        size.map(|s| s.saturating_sub(f.offset))
-    };
-    sized.sort_by_key(|(f, size)| std::cmp::Reverse(lag(f, *size)));
+    let mut sized: Vec<(&crate::state::store::SavedFile, Option<u64>)> =
+        files.iter().map(|f| (f, size_now(f).0)).collect();
+    sized.sort_by_key(|(f, size)| std::cmp::Reverse(file_lag(f, *size)));
     let _ = writeln!(
         out,
         "# HELP kinetail_file_lag_bytes Bytes in a file not yet confirmed by Kinesis (past {MAX_FILE_SERIES} files, the rest summed per flow under path=\"(other files)\")."
@@ -280,7 +269,7 @@ pub fn render(state: &ApiState) -> String {
     let mut confirmed = String::new();
     let mut others: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
     for (f, size) in sized.iter().skip(MAX_FILE_SERIES) {
-        *others.entry(f.flow.as_str()).or_default() += lag(f, *size).unwrap_or(0);
+        *others.entry(f.flow.as_str()).or_default() += file_lag(f, *size).unwrap_or(0);
     }
     for (flow, lag) in &others {
         let _ = writeln!(
@@ -295,12 +284,8 @@ pub fn render(state: &ApiState) -> String {
             label(&f.flow),
             label(&f.path.display().to_string())
         );
-        if let Some(size) = size {
-            let _ = writeln!(
-                out,
-                "kinetail_file_lag_bytes{{{labels}}} {}",
-                size.saturating_sub(f.offset)
-            );
+        if let Some(lag) = file_lag(f, size) {
+            let _ = writeln!(out, "kinetail_file_lag_bytes{{{labels}}} {lag}");
         }
         if let Some(t) = f.last_confirmed_unix_ms {
             let _ = writeln!(

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::input::identity::file_key;
-use crate::state::store::StoreError;
+use crate::state::store::{SavedFile, StoreError};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FileStatus {
@@ -34,17 +34,30 @@ pub struct FileStatus {
     pub state: &'static str,
 }
 
+/// Where a saved file stands now: its size when its path still names it,
+/// or why not.
+pub fn size_now(f: &SavedFile) -> (Option<u64>, &'static str) {
+    match std::fs::metadata(&f.path) {
+        Ok(m) if file_key(&m) == f.key => (Some(m.len()), "active"),
+        Ok(_) => (None, "rotated: the path names another file now"),
+        Err(_) => (None, "gone: the path names no file now"),
+    }
+}
+
+/// A file's lag: bytes written but not yet confirmed, when its size is
+/// known. `/metrics` and `kinetail status` both show it.
+pub fn file_lag(f: &SavedFile, size: Option<u64>) -> Option<u64> {
+    size.map(|s| s.saturating_sub(f.offset))
+}
+
 /// The status of every file in the store of `state_dir`.
 pub fn collect(state_dir: &Path) -> Result<Vec<FileStatus>, StoreError> {
     let files = crate::state::store::load(state_dir)?;
     Ok(files
         .into_iter()
         .map(|f| {
-            let (size, state) = match std::fs::metadata(&f.path) {
-                Ok(m) if file_key(&m) == f.key => (Some(m.len()), "active"),
-                Ok(_) => (None, "rotated: the path names another file now"),
-                Err(_) => (None, "gone: the path names no file now"),
-            };
+            let (size, state) = size_now(&f);
+            let bytes_behind = file_lag(&f, size);
             FileStatus {
                 flow: f.flow,
                 path: f.path,
@@ -52,7 +65,7 @@ pub fn collect(state_dir: &Path) -> Result<Vec<FileStatus>, StoreError> {
                 ino: f.key.ino,
                 size,
                 confirmed_offset: f.offset,
-                bytes_behind: size.map(|s| s.saturating_sub(f.offset)),
+                bytes_behind,
                 last_sequence: f.last_sequence,
                 last_confirmed_unix_ms: f.last_confirmed_unix_ms,
                 state,
