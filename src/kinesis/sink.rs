@@ -462,127 +462,144 @@ impl Lane {
     async fn deliver(&self, entries: Vec<Entry>) {
         let mut queue: VecDeque<Vec<Entry>> = VecDeque::from([entries]);
         let mut last_stuck_log: Option<Instant> = None;
-        while let Some(mut pending) = queue.pop_front() {
-            let mut quick = backoff(QUICK_MIN, QUICK_MAX);
-            let mut slow = slow_backoff();
-            loop {
-                if self.stop.is_cancelled() {
-                    // Withdraw what is past the cut before pacing for it.
-                    self.admit(&mut pending);
-                }
-                let Some(booked) = self.pace(&pending).await else {
-                    // The stop came during the wait: admit again.
-                    continue;
-                };
-                let paced_at = Instant::now();
-                self.admit(&mut pending);
-                if pending.is_empty() {
-                    break;
-                }
-                let delay = match self.put(&pending, booked, paced_at).await {
-                    CallResult::Entries(codes) => {
-                        let mut confirmed = Vec::with_capacity(pending.len());
-                        let mut failed = Vec::new();
-                        let mut first_code = None;
-                        let mut codes_failed: Vec<&str> = Vec::new();
-                        // Where the answer for the last confirmed record of
-                        // each file is, for `kinetail status`.
-                        let mut last_seq: Vec<(FileId, usize)> = Vec::new();
-                        for (i, (r, answer)) in pending.drain(..).zip(&codes).enumerate() {
-                            match answer {
-                                Ok(_) => {
-                                    for m in &r.records {
-                                        match last_seq.iter_mut().rev().find(|(f, _)| *f == m.file)
-                                        {
-                                            Some(entry) => entry.1 = i,
-                                            None => last_seq.push((m.file, i)),
-                                        }
-                                    }
-                                    confirmed.push(r);
-                                }
-                                Err(c) => {
-                                    codes_failed.push(c);
-                                    first_code.get_or_insert(c.as_str());
-                                    failed.push(r);
-                                }
-                            }
-                        }
-                        for (file, i) in last_seq {
-                            if let Some(Ok(seq)) = codes.get(i) {
-                                self.shared.checkpoints.note_sequence(file, seq.clone());
-                            }
-                        }
-                        let confirmed_any = !confirmed.is_empty();
-                        self.confirm(&confirmed);
-                        if failed.is_empty() {
-                            break;
-                        }
-                        Metrics::add(&self.shared.metrics.entries_retried, failed.len() as u64);
-                        for code in &codes_failed {
-                            self.shared.metrics.retried(code, 1);
-                        }
-                        if self.pace.is_some()
-                            && first_code == Some("ProvisionedThroughputExceededException")
-                        {
-                            // Throttled despite pacing: the shards may have
-                            // changed (a split or merge).
-                            self.router.request_refresh();
-                        }
-                        tracing::debug!(flow = %self.flow, lane = self.index, failed = failed.len(), code = ?first_code, "retrying failed entries");
-                        pending = failed;
-                        if confirmed_any {
-                            // Part of the call went through: the stream is
-                            // taking records, so the wait starts over short
-                            // rather than growing while progress is made.
-                            quick = backoff(QUICK_MIN, QUICK_MAX);
-                        }
-                        quick.next()
-                    }
-                    CallResult::Failed {
-                        class,
-                        message,
-                        code,
-                    } => {
-                        Metrics::add(&self.shared.metrics.call_failures, 1);
-                        self.shared
-                            .metrics
-                            .retried(code.as_deref().unwrap_or("connection"), 1);
-                        match class {
-                            Failure::Retry => {
-                                tracing::warn!(flow = %self.flow, lane = self.index, records = pending.len(), error = %message, "PutRecords failed; retrying the call");
-                                quick.next()
-                            }
-                            Failure::Stuck => {
-                                self.router.request_refresh();
-                                if last_stuck_log.is_none_or(|t| t.elapsed() >= STUCK_LOG_INTERVAL)
-                                {
-                                    last_stuck_log = Some(Instant::now());
-                                    tracing::error!(flow = %self.flow, stream = %self.stream, records = pending.len(), error = %message,
-                                        "PutRecords cannot succeed until this is fixed; records are kept and retried");
-                                }
-                                slow.next()
-                            }
-                            Failure::Invalid if pending.len() > 1 => {
-                                let second = pending.split_off(pending.len() / 2);
-                                queue.push_front(second);
-                                queue.push_front(pending);
-                                break;
-                            }
-                            Failure::Invalid => {
-                                let records = pending.into_iter().flat_map(|e| e.records).collect();
-                                self.dead_letter(
-                                    records,
-                                    &format!("rejected by Kinesis: {message}"),
-                                )
-                                .await;
-                                break;
-                            }
-                        }
-                    }
-                };
-                tokio::time::sleep(delay.unwrap_or(Duration::from_secs(1))).await;
+        while let Some(pending) = queue.pop_front() {
+            if let Some((first, second)) = self.settle_call(pending, &mut last_stuck_log).await {
+                queue.push_front(second);
+                queue.push_front(first);
             }
         }
+    }
+
+    /// Sends `pending` until each entry is confirmed or dead-lettered; or,
+    /// when Kinesis finds the call invalid and it has more than one entry,
+    /// returns its halves, to be sent one after the other (so the entry
+    /// at fault ends up alone, and only it is dead-lettered).
+    async fn settle_call(
+        &self,
+        mut pending: Vec<Entry>,
+        last_stuck_log: &mut Option<Instant>,
+    ) -> Option<(Vec<Entry>, Vec<Entry>)> {
+        let mut quick = backoff(QUICK_MIN, QUICK_MAX);
+        let mut slow = slow_backoff();
+        loop {
+            if self.stop.is_cancelled() {
+                // Withdraw what is past the cut before pacing for it.
+                self.admit(&mut pending);
+            }
+            let Some(booked) = self.pace(&pending).await else {
+                // The stop came during the wait: admit again.
+                continue;
+            };
+            let paced_at = Instant::now();
+            self.admit(&mut pending);
+            if pending.is_empty() {
+                return None;
+            }
+            let delay = match self.put(&pending, booked, paced_at).await {
+                CallResult::Entries(codes) => {
+                    let (failed, progress) =
+                        self.settle_entries(std::mem::take(&mut pending), &codes);
+                    if failed.is_empty() {
+                        return None;
+                    }
+                    pending = failed;
+                    if progress {
+                        // Part of the call went through: the stream is
+                        // taking records, so the wait starts over short
+                        // rather than growing while progress is made.
+                        quick = backoff(QUICK_MIN, QUICK_MAX);
+                    }
+                    quick.next()
+                }
+                CallResult::Failed {
+                    class,
+                    message,
+                    code,
+                } => {
+                    Metrics::add(&self.shared.metrics.call_failures, 1);
+                    self.shared
+                        .metrics
+                        .retried(code.as_deref().unwrap_or("connection"), 1);
+                    match class {
+                        Failure::Retry => {
+                            tracing::warn!(flow = %self.flow, lane = self.index, records = pending.len(), error = %message, "PutRecords failed; retrying the call");
+                            quick.next()
+                        }
+                        Failure::Stuck => {
+                            self.router.request_refresh();
+                            if last_stuck_log.is_none_or(|t| t.elapsed() >= STUCK_LOG_INTERVAL) {
+                                *last_stuck_log = Some(Instant::now());
+                                tracing::error!(flow = %self.flow, stream = %self.stream, records = pending.len(), error = %message,
+                                    "PutRecords cannot succeed until this is fixed; records are kept and retried");
+                            }
+                            slow.next()
+                        }
+                        Failure::Invalid if pending.len() > 1 => {
+                            let second = pending.split_off(pending.len() / 2);
+                            return Some((pending, second));
+                        }
+                        Failure::Invalid => {
+                            let records = pending.into_iter().flat_map(|e| e.records).collect();
+                            self.dead_letter(records, &format!("rejected by Kinesis: {message}"))
+                                .await;
+                            return None;
+                        }
+                    }
+                }
+            };
+            tokio::time::sleep(delay.unwrap_or(Duration::from_secs(1))).await;
+        }
+    }
+
+    /// Applies an answer with one code per entry: confirms the entries it
+    /// confirmed (noting each file's last sequence number, for `kinetail
+    /// status`) and counts the failed ones. Returns the failed entries, to
+    /// send again, and whether any entry was confirmed.
+    fn settle_entries(
+        &self,
+        pending: Vec<Entry>,
+        codes: &[Result<String, String>],
+    ) -> (Vec<Entry>, bool) {
+        let mut confirmed = Vec::with_capacity(pending.len());
+        let mut failed = Vec::new();
+        let mut first_code = None;
+        // Where the answer for the last confirmed record of each file is.
+        let mut last_seq: Vec<(FileId, usize)> = Vec::new();
+        for (i, (r, answer)) in pending.into_iter().zip(codes).enumerate() {
+            match answer {
+                Ok(_) => {
+                    for m in &r.records {
+                        match last_seq.iter_mut().rev().find(|(f, _)| *f == m.file) {
+                            Some(entry) => entry.1 = i,
+                            None => last_seq.push((m.file, i)),
+                        }
+                    }
+                    confirmed.push(r);
+                }
+                Err(c) => {
+                    self.shared.metrics.retried(c, 1);
+                    first_code.get_or_insert(c.as_str());
+                    failed.push(r);
+                }
+            }
+        }
+        for (file, i) in last_seq {
+            if let Some(Ok(seq)) = codes.get(i) {
+                self.shared.checkpoints.note_sequence(file, seq.clone());
+            }
+        }
+        let progress = !confirmed.is_empty();
+        self.confirm(&confirmed);
+        if !failed.is_empty() {
+            Metrics::add(&self.shared.metrics.entries_retried, failed.len() as u64);
+            if self.pace.is_some() && first_code == Some("ProvisionedThroughputExceededException") {
+                // Throttled despite pacing: the shards may have changed (a
+                // split or merge).
+                self.router.request_refresh();
+            }
+            tracing::debug!(flow = %self.flow, lane = self.index, failed = failed.len(), code = ?first_code, "retrying failed entries");
+        }
+        (failed, progress)
     }
 
     /// Waits until every shard in `records` can take its share of them
