@@ -296,12 +296,12 @@ impl Scratch {
 
     /// Writes a config with the given `[[flow]]` sections (use `{logs}` for
     /// the log directory) and extra top-level keys. Nothing else is set
-    /// beyond the state directory, a 200 ms checkpoint interval (so tests
-    /// see saves sooner) and the endpoint: flows run kinetail's defaults,
-    /// pacing included, unless a test sets (and says why) otherwise.
+    /// beyond the state directory and the endpoint: kinetail runs its
+    /// defaults (the checkpoint interval, pacing, the buffer) unless a test
+    /// sets (and says why) otherwise.
     pub fn config(&self, endpoint: &str, top: &str, flows: &str) -> PathBuf {
         let text = format!(
-            "state_dir = {state:?}\ncheckpoint_interval_ms = 200\n{top}\n[aws]\nregion = \"{REGION}\"\nendpoint_url = \"{endpoint}\"\n\n{flows}\n",
+            "state_dir = {state:?}\n{top}\n[aws]\nregion = \"{REGION}\"\nendpoint_url = \"{endpoint}\"\n\n{flows}\n",
             state = self.state().display().to_string(),
             flows = flows.replace("{logs}", &self.logs().display().to_string()),
         );
