@@ -265,3 +265,36 @@ fn the_check_finds_a_wrong_way_import_a_circle_and_an_unplaced_module() {
         BTreeSet::from(["records::batcher".to_string(), "clock".to_string()])
     );
 }
+
+/// Every metric `/metrics` serves is in the README's list: the counters
+/// of `COUNTERS` and the families `service::api` writes by hand (found by
+/// their `# TYPE` lines).
+#[test]
+fn every_metric_served_is_in_the_readme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let api = std::fs::read_to_string(src().join("service/api.rs")).expect("api.rs");
+    let mut names: Vec<String> = kinetail::service::metrics::COUNTERS
+        .iter()
+        .map(|c| format!("kinetail_{}", c.name))
+        .collect();
+    for (i, _) in api.match_indices("# TYPE kinetail_") {
+        let name: String = api[i + "# TYPE ".len()..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        // `kinetail_{0}`: the counters, listed above.
+        if name != "kinetail_" {
+            names.push(name);
+        }
+    }
+    assert!(names.len() > 15, "the metrics were found: {names:?}");
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !readme.contains(&format!("`{n}`")) && !readme.contains(&format!("`{n}{{")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "metrics served but not in the README: {missing:?}"
+    );
+}
