@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{FlowSettings, StartAt};
 use crate::input::identity::{FileKey, Fingerprint, file_key, fingerprint, head_matches};
 use crate::input::tailer::{FlowRuntime, TailStart, Tailer};
+use crate::records::batcher::FileId;
 use crate::state::checkpoint::{COPY_WINDOW, CopyCandidate, SavedFile};
 
 /// Wakers of a flow's open tailers by path, for notify events.
@@ -376,31 +377,8 @@ fn consider(
     wakes: &WakeRegistry,
     shutdown: &CancellationToken,
 ) -> Result<(), Skip> {
-    let name = &flow.settings.name;
     let meta = std::fs::metadata(path)?;
-    let key = file_key(&meta);
-    if let Some(a) = known.active.get(&key) {
-        // The checkpoint table owns the path (the tailer asks it); the wake
-        // registry is only an index from the paths notify reports.
-        let moved = known.paths.get(&key).is_none_or(|p| p != path);
-        if moved && let Some(old) = flow.checkpoints.set_path(name, key, path) {
-            tracing::info!(flow = %name, from = %crate::redact::path(&old), to = %crate::redact::path(path), "file renamed; following it");
-            let mut w = wakes.lock().unwrap_or_else(|e| e.into_inner());
-            if w.get(&old).is_some_and(|n| Arc::ptr_eq(n, &a.wake)) {
-                w.remove(&old);
-            }
-            w.insert(path.to_path_buf(), a.wake.clone());
-        }
-        return Ok(());
-    }
-    if let Some(limit) = flow.settings.ignore_older
-        && meta
-            .modified()
-            .ok()
-            .and_then(|m| m.elapsed().ok())
-            .is_some_and(|age| age > limit)
-    {
-        // Picked up by a later scan if it is written to again.
+    if follow_known(flow, path, file_key(&meta), known, wakes) || too_old(flow, &meta) {
         return Ok(());
     }
     let file = File::open(path)?;
@@ -411,110 +389,148 @@ fn consider(
         return Err(Skip::NotRegular);
     }
     let key = file_key(&meta);
-    if known.active.contains_key(&key) || flow.checkpoints.is_followed(name, key) {
+    if known.active.contains_key(&key) || flow.checkpoints.is_followed(&flow.settings.name, key) {
         return Ok(());
     }
     if meta.len() == 0 && size_lies(&file) {
         return Err(Skip::PseudoFile);
     }
     let fp = fingerprint(&file)?;
-    let saved = flow.checkpoints.resume_point(name, key);
-    // A file with an entry whose head changed was truncated (and maybe
-    // refilled) while kinetail was stopped: read from its start whatever
-    // `start_at` says, since its new lines were written after the entry.
-    let known_file = saved.is_some();
-    let resume = saved
-        .filter(|saved| saved.fingerprint.len <= fp.len && head_matches(&file, &saved.fingerprint));
-    let mut taken_over = None;
-    if resume.is_none() {
-        match copy_of(flow, &file, meta.len(), key, known.held.get(&key).copied()) {
-            Copy::No => {}
-            Copy::Sent => {
-                tracing::info!(flow = %name, path = %crate::redact::path(path), "copy of a followed file whose lines were all sent through it: reading on from its end");
-                let offset = meta.len();
-                let id =
-                    flow.checkpoints
-                        .register(name, key, fp.clone(), path.to_path_buf(), offset);
-                start_tailer(
-                    flow, path, file, key, fp, id, offset, known, wakes, shutdown,
-                );
-                return Ok(());
-            }
-            Copy::Hold => {
-                held.insert(
-                    key,
-                    known.held.get(&key).copied().unwrap_or_else(Instant::now),
-                );
-                return Ok(());
-            }
-            Copy::TakeOver(id) => taken_over = Some(id),
-            Copy::TakeOverSaved(saved) => {
-                let offset = saved.offset;
-                tracing::info!(flow = %name, path = %crate::redact::path(path), offset, "copy of a file truncated while kinetail was stopped (copytruncate): reading on from that file's checkpoint");
-                let id =
-                    flow.checkpoints
-                        .take_over_saved(&saved, key, fp.clone(), path.to_path_buf());
-                start_tailer(
-                    flow, path, file, key, fp, id, offset, known, wakes, shutdown,
-                );
-                return Ok(());
-            }
-        }
-    }
-    let (id, offset) = match (taken_over, resume) {
-        (Some(original), _) => match flow.checkpoints.take_over(
-            original,
-            key,
-            fp.clone(),
-            path.to_path_buf(),
-            meta.len(),
-        ) {
-            Some(offset) => {
-                tracing::info!(flow = %name, path = %crate::redact::path(path), offset, "copy of a truncated file (copytruncate): reading on from where the original was read");
-                (original, offset)
-            }
-            // The original settled in the meantime, or the copy holds
-            // nothing that was not read: read it on from its end.
-            None => {
-                let offset = meta.len();
-                (
-                    flow.checkpoints
-                        .register(name, key, fp.clone(), path.to_path_buf(), offset),
-                    offset,
-                )
-            }
-        },
-        (None, Some(saved)) => {
-            let offset = if meta.len() < saved.offset {
-                tracing::warn!(flow = %name, path = %crate::redact::path(path), size = meta.len(), offset = saved.offset,
-                    "file is shorter than its checkpoint: truncated while stopped; reading from the start");
-                0
-            } else {
-                saved.offset
-            };
-            (
-                flow.checkpoints
-                    .register(name, key, fp.clone(), path.to_path_buf(), offset),
-                offset,
-            )
-        }
-        (None, None) => {
-            let offset = if first_scan && flow.settings.start_at == StartAt::End && !known_file {
-                meta.len()
-            } else {
-                0
-            };
-            (
-                flow.checkpoints
-                    .register(name, key, fp.clone(), path.to_path_buf(), offset),
-                offset,
-            )
-        }
+    let found = Found {
+        path,
+        file: &file,
+        len: meta.len(),
+        key,
+        fp: &fp,
+    };
+    let Some((id, offset)) = start_point(flow, &found, first_scan, known, held) else {
+        return Ok(());
     };
     start_tailer(
         flow, path, file, key, fp, id, offset, known, wakes, shutdown,
     );
     Ok(())
+}
+
+/// A file that is already followed: notes a rename (the checkpoint table
+/// owns the path; the wake registry is only an index from the paths
+/// notify reports). Whether it was followed.
+fn follow_known(
+    flow: &FlowRuntime,
+    path: &Path,
+    key: FileKey,
+    known: &Known,
+    wakes: &WakeRegistry,
+) -> bool {
+    let Some(a) = known.active.get(&key) else {
+        return false;
+    };
+    let moved = known.paths.get(&key).is_none_or(|p| p != path);
+    if moved && let Some(old) = flow.checkpoints.set_path(&flow.settings.name, key, path) {
+        tracing::info!(flow = %flow.settings.name, from = %crate::redact::path(&old), to = %crate::redact::path(path), "file renamed; following it");
+        let mut w = wakes.lock().unwrap_or_else(|e| e.into_inner());
+        if w.get(&old).is_some_and(|n| Arc::ptr_eq(n, &a.wake)) {
+            w.remove(&old);
+        }
+        w.insert(path.to_path_buf(), a.wake.clone());
+    }
+    true
+}
+
+/// Whether `ignore_older` leaves the file alone (a later scan picks it up
+/// if it is written to again).
+fn too_old(flow: &FlowRuntime, meta: &std::fs::Metadata) -> bool {
+    flow.settings.ignore_older.is_some_and(|limit| {
+        meta.modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > limit)
+    })
+}
+
+/// A file discovery has opened and not followed yet.
+struct Found<'a> {
+    path: &'a Path,
+    file: &'a File,
+    len: u64,
+    key: FileKey,
+    fp: &'a Fingerprint,
+}
+
+/// Where reading a newly found file starts, registered in the checkpoint
+/// table: its saved entry (if its head still matches), the reading of the
+/// file it is a copy of, its end (a copy already sent, `start_at = "end"`
+/// at the first scan), or its start. `None` while it is held as a possible
+/// copy.
+fn start_point(
+    flow: &FlowRuntime,
+    f: &Found<'_>,
+    first_scan: bool,
+    known: &Known,
+    held: &mut HashMap<FileKey, Instant>,
+) -> Option<(FileId, u64)> {
+    let name = &flow.settings.name;
+    let cp = &flow.checkpoints;
+    let register = |offset| {
+        (
+            cp.register(name, f.key, f.fp.clone(), f.path.to_path_buf(), offset),
+            offset,
+        )
+    };
+    let saved = cp.resume_point(name, f.key);
+    // A file with an entry whose head changed was truncated (and maybe
+    // refilled) while kinetail was stopped: read from its start whatever
+    // `start_at` says, since its new lines were written after the entry.
+    let known_file = saved.is_some();
+    let resume = saved.filter(|saved| {
+        saved.fingerprint.len <= f.fp.len && head_matches(f.file, &saved.fingerprint)
+    });
+    if let Some(saved) = resume {
+        let offset = if f.len < saved.offset {
+            tracing::warn!(flow = %name, path = %crate::redact::path(f.path), size = f.len, offset = saved.offset,
+                "file is shorter than its checkpoint: truncated while stopped; reading from the start");
+            0
+        } else {
+            saved.offset
+        };
+        return Some(register(offset));
+    }
+    match copy_of(flow, f.file, f.len, f.key, known.held.get(&f.key).copied()) {
+        Copy::No => {}
+        Copy::Sent => {
+            tracing::info!(flow = %name, path = %crate::redact::path(f.path), "copy of a followed file whose lines were all sent through it: reading on from its end");
+            return Some(register(f.len));
+        }
+        Copy::Hold => {
+            held.insert(
+                f.key,
+                known.held.get(&f.key).copied().unwrap_or_else(Instant::now),
+            );
+            return None;
+        }
+        Copy::TakeOver(original) => {
+            return Some(
+                match cp.take_over(original, f.key, f.fp.clone(), f.path.to_path_buf(), f.len) {
+                    Some(offset) => {
+                        tracing::info!(flow = %name, path = %crate::redact::path(f.path), offset, "copy of a truncated file (copytruncate): reading on from where the original was read");
+                        (original, offset)
+                    }
+                    // The original settled in the meantime, or the copy
+                    // holds nothing that was not read: read it on from
+                    // its end.
+                    None => register(f.len),
+                },
+            );
+        }
+        Copy::TakeOverSaved(saved) => {
+            let offset = saved.offset;
+            tracing::info!(flow = %name, path = %crate::redact::path(f.path), offset, "copy of a file truncated while kinetail was stopped (copytruncate): reading on from that file's checkpoint");
+            let id = cp.take_over_saved(&saved, f.key, f.fp.clone(), f.path.to_path_buf());
+            return Some((id, offset));
+        }
+    }
+    let at_end = first_scan && flow.settings.start_at == StartAt::End && !known_file;
+    Some(register(if at_end { f.len } else { 0 }))
 }
 
 #[allow(clippy::too_many_arguments)]
