@@ -226,6 +226,9 @@ async fn throttled_share(
         &format!("[[flow]]\nname = \"p\"\npaths = [\"{{logs}}/*.log\"]\nstream = \"{stream}\"\nlinger_ms = 20\n{flow}"),
     );
     let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    // Not reading the stream back while it is measured: see
+    // `accepted_at_least`.
+    proxy.accepted_at_least(n, TIMEOUT).await;
     let got = wait_for_count(&client, stream, n, TIMEOUT).await;
     assert_eq!(
         got.len(),
@@ -241,6 +244,7 @@ async fn throttled_share(
     load(&proxy.stats.entries_throttled) / load(&proxy.stats.entries_seen).max(1.0)
 }
 
+#[ignore = "measures rates against a per-second limit: scripts/test.sh runs it alone, after the suite"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pacing_keeps_throttling_under_one_percent_where_unpaced_sending_is_throttled() {
     let server = Kinesalite::start();

@@ -190,6 +190,20 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
+    /// Waits until the shard limiter has let `n` entries through (cheap to
+    /// ask, unlike reading the stream back, which loads the machine whose
+    /// timing a rate test measures).
+    pub async fn accepted_at_least(&self, n: usize, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.stats.accepted.lock().expect("accepted").len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the endpoint took fewer than {n} entries in {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -90,6 +90,10 @@ async fn backlog(stream: &str, n: usize, len: usize) -> (f64, f64, u64, usize) {
         &format!("[[flow]]\nname = \"b\"\npaths = [\"{{logs}}/*.log\"]\nstream = \"{stream}\"\n"),
     );
     let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    // Waited for at the endpoint: reading the stream back while the
+    // backlog goes (megabytes of JSON, again and again) would load the
+    // machine whose timing is measured.
+    proxy.accepted_at_least(n, TIMEOUT).await;
     let got = wait_for_lines(&client, stream, &complete_lines(&text), TIMEOUT).await;
     let d = Delivery::of(got.into_iter().map(|g| g.data), complete_lines(&text));
     assert!(d.exactly_once(), "{d}; log:\n{}", daemon.log_tail(20));
@@ -120,6 +124,7 @@ async fn backlog(stream: &str, n: usize, len: usize) -> (f64, f64, u64, usize) {
 /// and 1 MiB a second: short lines (records bind) reach at least 95% of the
 /// paced 900 records a second, 2 KB lines (bytes bind) at least 95% of the
 /// paced 0.9 MiB, and not one entry is throttled.
+#[ignore = "measures rates against a per-second limit: scripts/test.sh runs it alone, after the suite"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlogged_shard_runs_at_its_paced_budget_in_records_and_bytes_and_nothing_is_throttled()
 {
@@ -192,6 +197,7 @@ fn in_order_per_key(got: &[Got]) -> Result<(), String> {
 /// 1% of entries throttled, and the split's backlog is gone within seconds
 /// of the writer stopping. Defaults, but for a partition key read from the
 /// line, so that keys (and their order) can be checked.
+#[ignore = "measures rates against a per-second limit: scripts/test.sh runs it alone, after the suite"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_and_a_merge_under_a_writer_keep_every_line_once_in_order_per_key_and_unthrottled()
 {
@@ -224,8 +230,9 @@ async fn a_split_and_a_merge_under_a_writer_keep_every_line_once_in_order_per_ke
         .expect("split");
     let mut want = complete_lines(&writer.await.expect("writer"));
     let stopped = Instant::now();
-    wait_for_lines(&client, "split", &want, TIMEOUT).await;
+    proxy.accepted_at_least(want.len(), TIMEOUT).await;
     let drained = stopped.elapsed();
+    wait_for_lines(&client, "split", &want, TIMEOUT).await;
     eprintln!(
         "split: backlog drained {:.1} s after the writer stopped",
         drained.as_secs_f64()
@@ -250,6 +257,7 @@ async fn a_split_and_a_merge_under_a_writer_keep_every_line_once_in_order_per_ke
         .await
         .expect("merge");
     want.extend(complete_lines(&writer.await.expect("writer")));
+    proxy.accepted_at_least(want.len(), TIMEOUT).await;
     let got = wait_for_lines(&client, "split", &want, TIMEOUT).await;
     let shards: std::collections::HashSet<&str> = got.iter().map(|g| g.shard.as_str()).collect();
     assert_eq!(
