@@ -182,15 +182,6 @@ impl Router {
         self.refresh.notified().await;
     }
 
-    /// The most lanes this flow can route to.
-    pub fn max_lanes(&self) -> usize {
-        if self.follow {
-            self.max_lanes.max(self.fixed_lanes)
-        } else {
-            self.fixed_lanes
-        }
-    }
-
     /// The current routing, to route a group of records with one lock.
     pub fn snapshot(&self) -> Arc<Routing> {
         self.routing
