@@ -118,6 +118,8 @@ fn modules() -> Vec<(String, PathBuf)> {
                 [one] if one == "lib" || one == "main" => continue,
                 [first, ..] if first == "config" => "config".to_string(),
                 [_, last] if last == "mod" => continue,
+                // A module split into a folder of its own is one module.
+                [folder, module, _, ..] => format!("{folder}::{module}"),
                 _ => parts.join("::"),
             };
             out.push((name, path));
