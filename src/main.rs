@@ -305,37 +305,17 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(settings: Settings) -> ExitCode {
-    raise_open_file_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.worker_threads)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            say(format_args!(
-                "kinetail: cannot start the async runtime: {e}"
-            ));
-            return ExitCode::FAILURE;
-        }
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    // Signals whose default is to end the process at once, without the
-    // final save, and that kinetail has no use for: caught and logged, so
-    // that a logrotate `postrotate` that sends USR1 to "the logging
-    // daemon" (or a stray timer signal) does not kill it.
+/// Signals, on a thread of their own: TERM and INT stop (a second one
+/// exits at once), HUP reloads. Signals whose default is to end the process
+/// at once, without the final save, and that kinetail has no use for are
+/// caught and logged, so that a logrotate `postrotate` that sends USR1 to
+/// "the logging daemon" (or a stray timer signal) does not kill it.
+fn handle_signals(
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    reload_tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> std::io::Result<()> {
     let ignored = [SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF];
-    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP].iter().chain(&ignored)) {
-        Ok(s) => s,
-        Err(e) => {
-            say(format_args!(
-                "kinetail: cannot install signal handlers: {e}"
-            ));
-            return ExitCode::FAILURE;
-        }
-    };
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP].iter().chain(&ignored))?;
     std::thread::spawn(move || {
         let mut stop_tx = Some(stop_tx);
         for sig in signals.forever() {
@@ -365,6 +345,32 @@ fn run(settings: Settings) -> ExitCode {
             }
         }
     });
+    Ok(())
+}
+
+fn run(settings: Settings) -> ExitCode {
+    raise_open_file_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.worker_threads)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            say(format_args!(
+                "kinetail: cannot start the async runtime: {e}"
+            ));
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    if let Err(e) = handle_signals(stop_tx, reload_tx) {
+        say(format_args!(
+            "kinetail: cannot install signal handlers: {e}"
+        ));
+        return ExitCode::FAILURE;
+    }
     let result = runtime.block_on(kinetail::service::daemon::run(
         settings,
         async {

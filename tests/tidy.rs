@@ -269,27 +269,24 @@ fn the_check_finds_a_wrong_way_import_a_circle_and_an_unplaced_module() {
 }
 
 /// Every metric `/metrics` serves is in the README's list: the counters
-/// of `COUNTERS` and the families `service::api` writes by hand (found by
-/// their `# TYPE` lines).
+/// of `COUNTERS` and the other families of `FAMILIES`, and `service::api`
+/// writes no family outside those two tables.
 #[test]
 fn every_metric_served_is_in_the_readme() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
     let api = std::fs::read_to_string(src().join("service/api.rs")).expect("api.rs");
-    let mut names: Vec<String> = kinetail::service::metrics::COUNTERS
+    assert_eq!(
+        api.matches("# TYPE kinetail_").count(),
+        1,
+        "api.rs writes `# TYPE` lines in one place, for the tables' families"
+    );
+    let names: Vec<String> = kinetail::service::metrics::COUNTERS
         .iter()
-        .map(|c| format!("kinetail_{}", c.name))
+        .map(|c| c.name)
+        .chain(kinetail::service::metrics::FAMILIES.iter().map(|f| f.name))
+        .map(|n| format!("kinetail_{n}"))
         .collect();
-    for (i, _) in api.match_indices("# TYPE kinetail_") {
-        let name: String = api[i + "# TYPE ".len()..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        // `kinetail_{0}`: the counters, listed above.
-        if name != "kinetail_" {
-            names.push(name);
-        }
-    }
     assert!(names.len() > 15, "the metrics were found: {names:?}");
     let missing: Vec<&String> = names
         .iter()
@@ -298,5 +295,69 @@ fn every_metric_served_is_in_the_readme() {
     assert!(
         missing.is_empty(),
         "metrics served but not in the README: {missing:?}"
+    );
+}
+
+/// The longest a function may be, in lines, outside tests: a reader holds a
+/// function at once, and a longer one has seams to split along.
+const MAX_FUNCTION_LINES: usize = 80;
+
+/// The functions of `text` (outside its tests) longer than
+/// [`MAX_FUNCTION_LINES`]: `(name, lines)`. A function ends at the first
+/// `}` at its own indentation (rustfmt's layout).
+fn long_functions(text: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = without_tests(text).lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let Some(at) = trimmed.find("fn ") else {
+            continue;
+        };
+        let head = &trimmed[..at];
+        let is_fn = head.split_whitespace().all(|w| {
+            w == "pub" || w.starts_with("pub(") || w == "async" || w == "const" || w == "unsafe"
+        });
+        if !is_fn || trimmed.ends_with(';') {
+            continue;
+        }
+        let name: String = trimmed[at + 3..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let close = format!("{indent}}}");
+        if let Some(len) = lines[i..].iter().position(|l| l.trim_end() == close)
+            && len + 1 > MAX_FUNCTION_LINES
+        {
+            out.push((name, len + 1));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_is_longer_than_a_reader_holds() {
+    let mut long = Vec::new();
+    let mut files = modules().into_iter().map(|(_, p)| p).collect::<Vec<_>>();
+    files.push(src().join("main.rs"));
+    files.push(src().join("lib.rs"));
+    for path in files {
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (name, n) in long_functions(&text) {
+            long.push(format!("{}: {name} has {n} lines", path.display()));
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines:\n{}",
+        long.join("\n")
+    );
+    // The check itself finds a long one.
+    let body = "    let x = 1;\n".repeat(MAX_FUNCTION_LINES);
+    let long_one = format!("pub async fn f() {{\n{body}}}\n\nfn g() {{\n}}\n");
+    assert_eq!(
+        long_functions(&long_one),
+        [("f".to_string(), MAX_FUNCTION_LINES + 2)]
     );
 }

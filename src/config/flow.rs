@@ -21,6 +21,9 @@ pub const DEFAULT_SHARD_RECORDS_PER_SEC: u64 = 1_000;
 pub const DEFAULT_SHARD_BYTES_PER_SEC: u64 = 1024 * 1024;
 /// The KPL's default aggregate size.
 pub const DEFAULT_AGGREGATE_MAX_BYTES: u64 = 51_200;
+pub const DEFAULT_STRIP_CR: bool = true;
+pub const DEFAULT_PACE: bool = true;
+pub const DEFAULT_AGGREGATE: bool = false;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAt {
@@ -91,32 +94,7 @@ impl FlowSettings {
         let stream_s = loc.string(&f.stream, "flow.stream")?;
         let stream = parse_stream(&stream_s)
             .map_err(|m| loc.at(f.stream.span(), format!("flow.stream: {m}")))?;
-        let start_at = loc.choice(
-            f.start_at.as_ref(),
-            StartAt::Beginning,
-            &[("beginning", StartAt::Beginning), ("end", StartAt::End)],
-            "flow.start_at",
-        )?;
-        let oversize = loc.choice(
-            f.oversize.as_ref(),
-            Oversize::Split,
-            &[
-                ("split", Oversize::Split),
-                ("truncate", Oversize::Truncate),
-                ("drop", Oversize::Drop),
-            ],
-            "flow.oversize",
-        )?;
-        let follow_symlinks = loc.choice(
-            f.follow_symlinks.as_ref(),
-            FollowSymlinks::Owned,
-            &[
-                ("owned", FollowSymlinks::Owned),
-                ("always", FollowSymlinks::Always),
-                ("never", FollowSymlinks::Never),
-            ],
-            "flow.follow_symlinks",
-        )?;
+        let (start_at, oversize, follow_symlinks) = choices(loc, f)?;
         let partition_key = match f.partition_key.as_ref() {
             None => KeySpec {
                 primary: KeySource::Random,
@@ -138,7 +116,7 @@ impl FlowSettings {
                 1..=64,
                 "flow.max_in_flight",
             )?,
-            strip_cr: f.strip_cr.unwrap_or(true),
+            strip_cr: f.strip_cr.unwrap_or(DEFAULT_STRIP_CR),
             multiline: f
                 .multiline
                 .as_ref()
@@ -162,6 +140,40 @@ impl FlowSettings {
             record: RecordSettings::from_raw(loc, f)?,
         })
     }
+}
+
+/// The flow's settings that are one of a few words.
+fn choices(
+    loc: &Locator<'_>,
+    f: &RawFlow,
+) -> Result<(StartAt, Oversize, FollowSymlinks), ConfigError> {
+    let start_at = loc.choice(
+        f.start_at.as_ref(),
+        StartAt::Beginning,
+        &[("beginning", StartAt::Beginning), ("end", StartAt::End)],
+        "flow.start_at",
+    )?;
+    let oversize = loc.choice(
+        f.oversize.as_ref(),
+        Oversize::Split,
+        &[
+            ("split", Oversize::Split),
+            ("truncate", Oversize::Truncate),
+            ("drop", Oversize::Drop),
+        ],
+        "flow.oversize",
+    )?;
+    let follow_symlinks = loc.choice(
+        f.follow_symlinks.as_ref(),
+        FollowSymlinks::Owned,
+        &[
+            ("owned", FollowSymlinks::Owned),
+            ("always", FollowSymlinks::Always),
+            ("never", FollowSymlinks::Never),
+        ],
+        "flow.follow_symlinks",
+    )?;
+    Ok((start_at, oversize, follow_symlinks))
 }
 
 /// The flow's globs, checked: absolute, valid, and not reaching kinetail's
@@ -255,7 +267,7 @@ fn ignore_older(loc: &Locator<'_>, f: &RawFlow) -> Result<Option<Duration>, Conf
 
 /// The shard limits to pace under, unless `pace = false`.
 fn pacing(loc: &Locator<'_>, f: &RawFlow) -> Result<Option<ShardLimits>, ConfigError> {
-    if !f.pace.unwrap_or(true) {
+    if !f.pace.unwrap_or(DEFAULT_PACE) {
         return Ok(None);
     }
     Ok(Some(ShardLimits {
@@ -276,7 +288,7 @@ fn pacing(loc: &Locator<'_>, f: &RawFlow) -> Result<Option<ShardLimits>, ConfigE
 
 /// The aggregate size in bytes, 0 when aggregation is off.
 fn aggregation(loc: &Locator<'_>, f: &RawFlow) -> Result<usize, ConfigError> {
-    if !f.aggregate.unwrap_or(false) {
+    if !f.aggregate.unwrap_or(DEFAULT_AGGREGATE) {
         return Ok(0);
     }
     loc.size(

@@ -60,6 +60,8 @@ pub const DEFAULT_MAX_OPEN_FILES: u64 = 512;
 /// truncation: more than twice as many in the suite's test (ARCHITECTURE.md,
 /// "Threads").
 pub const DEFAULT_WORKER_THREADS: u64 = 2;
+/// The API answers on loopback addresses only unless asked.
+pub const DEFAULT_ALLOW_REMOTE: bool = false;
 const MAX_WORKER_THREADS: u64 = 64;
 
 /// A configuration error, positioned in the file when the position is known.
@@ -280,7 +282,7 @@ fn api(loc: &Locator<'_>, a: &RawApi) -> Result<std::net::SocketAddr, ConfigErro
             format!("api.listen {text:?} is not an address like \"127.0.0.1:9810\""),
         )
     })?;
-    if !addr.ip().is_loopback() && !a.allow_remote.unwrap_or(false) {
+    if !addr.ip().is_loopback() && !a.allow_remote.unwrap_or(DEFAULT_ALLOW_REMOTE) {
         return Err(loc.at(
             a.listen.span(),
             format!("api.listen {addr} is not a loopback address; set api.allow_remote = true to serve it beyond this host"),

@@ -10,6 +10,10 @@ use crate::re::Re;
 use crate::records::compress::Compression;
 use crate::records::envelope::{Envelope, FieldKeys, Placement};
 
+/// Instance tags in the EC2 metadata only when asked (they need the
+/// instance metadata option, or an API call).
+pub const DEFAULT_METADATA_TAGS: bool = false;
+
 /// Where cloud metadata comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetadataSource {
@@ -89,7 +93,7 @@ impl RecordSettings {
                 "flow.compression",
             )?,
             metadata: metadata(loc, f.metadata.as_ref())?,
-            metadata_tags: f.metadata_tags.unwrap_or(false),
+            metadata_tags: f.metadata_tags.unwrap_or(DEFAULT_METADATA_TAGS),
         })
     }
 }

@@ -773,38 +773,7 @@ impl Lane {
         match sent {
             Ok(out) => {
                 let digested = digest.lock().unwrap_or_else(|p| p.into_inner()).take();
-                let answered = match digested {
-                    Some(answered) => answered,
-                    None => {
-                        let mut answered = crate::kinesis::classify::Answered::default();
-                        for e in out.records {
-                            let outcome = entry_outcome(e.sequence_number, e.error_code);
-                            if let (Ok(_), Some(shard)) = (&outcome, e.shard_id.as_deref()) {
-                                answered.note_shard(shard);
-                            }
-                            answered.entries.push(outcome);
-                        }
-                        answered
-                    }
-                };
-                // A shard the map does not know took records: the stream
-                // was resharded (a split, a merge, on-demand scaling).
-                if !self.router.knows_shards(&answered.shards) {
-                    self.router.request_refresh();
-                }
-                let entries = answered.entries;
-                if entries.len() != records.len() {
-                    return CallResult::Failed {
-                        class: Failure::Retry,
-                        code: None,
-                        message: format!(
-                            "response has {} entries for {} records",
-                            entries.len(),
-                            records.len()
-                        ),
-                    };
-                }
-                CallResult::Entries(entries)
+                self.answered(digested.unwrap_or_else(|| answer_of(out)), records.len())
             }
             Err(e) => {
                 let status = e.raw_response().map(|r| r.status().as_u16());
@@ -816,6 +785,24 @@ impl Lane {
                 }
             }
         }
+    }
+
+    /// What a successful call's answer means for a call of `sent` records.
+    fn answered(&self, answered: crate::kinesis::classify::Answered, sent: usize) -> CallResult {
+        // A shard the map does not know took records: the stream was
+        // resharded (a split, a merge, on-demand scaling).
+        if !self.router.knows_shards(&answered.shards) {
+            self.router.request_refresh();
+        }
+        let entries = answered.entries;
+        if entries.len() != sent {
+            return CallResult::Failed {
+                class: Failure::Retry,
+                code: None,
+                message: format!("response has {} entries for {sent} records", entries.len()),
+            };
+        }
+        CallResult::Entries(entries)
     }
 
     fn confirm(&self, entries: &[Entry]) {
@@ -884,6 +871,21 @@ impl Lane {
         self.release(&records);
         self.shared.checkpoints.ack(&coalesce_acks(&records));
     }
+}
+
+/// The answer as the SDK parsed it, when the lean reader did not read it.
+fn answer_of(
+    out: aws_sdk_kinesis::operation::put_records::PutRecordsOutput,
+) -> crate::kinesis::classify::Answered {
+    let mut answered = crate::kinesis::classify::Answered::default();
+    for e in out.records {
+        let outcome = entry_outcome(e.sequence_number, e.error_code);
+        if let (Ok(_), Some(shard)) = (&outcome, e.shard_id.as_deref()) {
+            answered.note_shard(shard);
+        }
+        answered.entries.push(outcome);
+    }
+    answered
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::service::metrics::Metrics;
+use crate::service::metrics::{self, Family, Metrics};
 use crate::service::status::{file_lag, size_now};
 use crate::state::checkpoint::Checkpoints;
 
@@ -197,26 +197,39 @@ fn label(v: &str) -> String {
 }
 
 /// At most this many files get series of their own on `/metrics`.
-pub const MAX_FILE_SERIES: usize = 200;
+pub use crate::service::metrics::MAX_FILE_SERIES;
 
 /// The metrics in the Prometheus text format.
 pub fn render(state: &ApiState) -> String {
-    let m = &state.metrics;
     let mut out = String::new();
-    for c in crate::service::metrics::COUNTERS {
-        let _ = writeln!(
-            out,
-            "# HELP kinetail_{0} {1}\n# TYPE kinetail_{0} counter\nkinetail_{0} {2}",
-            c.name,
-            c.help,
-            (c.get)(m)
-        );
-    }
+    render_process(&mut out, &state.metrics);
+    render_files(&mut out, &state.checkpoints.live_files());
+    out
+}
+
+/// A metric family's `# HELP` and `# TYPE` lines.
+fn family(out: &mut String, f: &Family) {
     let _ = writeln!(
         out,
-        "# HELP kinetail_retries_total Retries by error code (\"connection\" when there was no answer)."
+        "# HELP kinetail_{0} {1}\n# TYPE kinetail_{0} {2}",
+        f.name, f.help, f.kind
     );
-    let _ = writeln!(out, "# TYPE kinetail_retries_total counter");
+}
+
+/// The daemon's own counters and gauges.
+fn render_process(out: &mut String, m: &Metrics) {
+    for c in crate::service::metrics::COUNTERS {
+        family(
+            out,
+            &Family {
+                name: c.name,
+                kind: "counter",
+                help: c.help,
+            },
+        );
+        let _ = writeln!(out, "kinetail_{} {}", c.name, (c.get)(m));
+    }
+    family(out, &metrics::RETRIES);
     for (reason, n) in m
         .retries_by_reason
         .lock()
@@ -229,43 +242,31 @@ pub fn render(state: &ApiState) -> String {
             label(reason)
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP kinetail_in_flight_calls PutRecords calls waiting for an answer."
-    );
-    let _ = writeln!(out, "# TYPE kinetail_in_flight_calls gauge");
+    family(out, &metrics::IN_FLIGHT_CALLS);
     let _ = writeln!(
         out,
         "kinetail_in_flight_calls {}",
         m.in_flight.load(Ordering::Relaxed)
     );
-    let now_ms = crate::clock::now_ms();
+    family(out, &metrics::CHECKPOINT_AGE);
     let last = Metrics::get(&m.last_checkpoint_unix_ms);
-    let _ = writeln!(
-        out,
-        "# HELP kinetail_checkpoint_age_seconds Seconds since checkpoints were last saved (-1: never)."
-    );
-    let _ = writeln!(out, "# TYPE kinetail_checkpoint_age_seconds gauge");
     let age = if last == 0 {
         -1.0
     } else {
-        now_ms.saturating_sub(last) as f64 / 1000.0
+        crate::clock::now_ms().saturating_sub(last) as f64 / 1000.0
     };
     let _ = writeln!(out, "kinetail_checkpoint_age_seconds {age}");
+}
 
-    let files = state.checkpoints.live_files();
-    // Each file's size, then the files furthest behind first: past
-    // MAX_FILE_SERIES they are summed per flow (a neighbour's thousands
-    // of files must not make the page, and a scraper's series, grow
-    // without bound).
+/// Each file's lag and last confirmation: the files furthest behind first;
+/// past MAX_FILE_SERIES they are summed per flow (a neighbour's thousands
+/// of files must not make the page, and a scraper's series, grow without
+/// bound).
+fn render_files(out: &mut String, files: &[crate::state::store::SavedFile]) {
     let mut sized: Vec<(&crate::state::store::SavedFile, Option<u64>)> =
         files.iter().map(|f| (f, size_now(f).0)).collect();
     sized.sort_by_key(|(f, size)| std::cmp::Reverse(file_lag(f, *size)));
-    let _ = writeln!(
-        out,
-        "# HELP kinetail_file_lag_bytes Bytes in a file not yet confirmed by Kinesis (past {MAX_FILE_SERIES} files, the rest summed per flow under path=\"(other files)\")."
-    );
-    let _ = writeln!(out, "# TYPE kinetail_file_lag_bytes gauge");
+    family(out, &metrics::FILE_LAG);
     let mut confirmed = String::new();
     let mut others: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
     for (f, size) in sized.iter().skip(MAX_FILE_SERIES) {
@@ -295,14 +296,6 @@ pub fn render(state: &ApiState) -> String {
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP kinetail_file_last_confirmed_timestamp_seconds When Kinesis last confirmed a record of the file."
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE kinetail_file_last_confirmed_timestamp_seconds gauge"
-    );
+    family(out, &metrics::FILE_LAST_CONFIRMED);
     out.push_str(&confirmed);
-    out
 }

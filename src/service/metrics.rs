@@ -158,6 +158,54 @@ pub const COUNTERS: &[Counter] = &[
     },
 ];
 
+/// A family of series `/metrics` writes beside [`COUNTERS`]: labelled, or
+/// computed when asked.
+pub struct Family {
+    /// Its name in `/metrics`, after `kinetail_`.
+    pub name: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    /// Its `# HELP` text.
+    pub help: &'static str,
+}
+
+pub const RETRIES: Family = Family {
+    name: "retries_total",
+    kind: "counter",
+    help: "Retries by error code (\"connection\" when there was no answer).",
+};
+pub const IN_FLIGHT_CALLS: Family = Family {
+    name: "in_flight_calls",
+    kind: "gauge",
+    help: "PutRecords calls waiting for an answer.",
+};
+pub const CHECKPOINT_AGE: Family = Family {
+    name: "checkpoint_age_seconds",
+    kind: "gauge",
+    help: "Seconds since checkpoints were last saved (-1: never).",
+};
+/// How many files get series of their own; the rest are summed per flow.
+pub const MAX_FILE_SERIES: usize = 200;
+pub const FILE_LAG: Family = Family {
+    name: "file_lag_bytes",
+    kind: "gauge",
+    help: "Bytes in a file not yet confirmed by Kinesis (past 200 files, the rest summed per flow under path=\"(other files)\").",
+};
+pub const FILE_LAST_CONFIRMED: Family = Family {
+    name: "file_last_confirmed_timestamp_seconds",
+    kind: "gauge",
+    help: "When Kinesis last confirmed a record of the file.",
+};
+
+/// Every family beside the counters, in the order they are shown.
+pub const FAMILIES: &[&Family] = &[
+    &RETRIES,
+    &IN_FLIGHT_CALLS,
+    &CHECKPOINT_AGE,
+    &FILE_LAG,
+    &FILE_LAST_CONFIRMED,
+];
+
 impl Metrics {
     /// The counters of the summary, in one line: "12 lines read, 12
     /// records sent, ...".

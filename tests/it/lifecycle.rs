@@ -486,7 +486,7 @@ async fn a_stop_during_a_reload_is_served_at_once_and_loses_nothing() {
     s.config("http://127.0.0.1:9", "", &flows("linger_ms = 100\n"));
     daemon.signal("HUP");
     daemon
-        .logged("reloading the configuration", Duration::from_secs(10))
+        .logged("reload begins", Duration::from_secs(10))
         .await;
     daemon.signal("TERM");
     let stopped = Instant::now();

@@ -18,7 +18,7 @@ use crate::kinesis::shards::ShardMap;
 
 impl Daemon {
     pub(super) fn reload(&mut self) {
-        tracing::info!("reloading the configuration");
+        tracing::info!("reload begins");
         notify_systemd(&[
             sd_notify::NotifyState::Reloading,
             sd_notify::NotifyState::Status("reloading the configuration"),
