@@ -37,8 +37,8 @@ use crate::input::identity::{FileKey, Fingerprint, file_key, head_is, head_match
 use crate::kinesis::shards::Router;
 use crate::lines::framing::{Framer, Line};
 use crate::lines::shaping::{Dead, Shaper, max_line_piece};
-use crate::records::batcher::{FileId, NO_CHUNK};
-use crate::records::batcher::{NO_SHARD, Record, coalesce_acks};
+use crate::records::batcher::FileId;
+use crate::records::batcher::{Record, coalesce_acks};
 use crate::records::envelope::SharedMetadata;
 use crate::records::route::{Keyer, Source};
 use crate::service::metrics::Metrics;
@@ -728,17 +728,7 @@ impl Tailer {
     /// A line that is done without being sent, as a record to ack (and to
     /// dead-letter, when it is one).
     fn unsent(&self, l: Line) -> Record {
-        Record {
-            data: l.data,
-            key: String::new(),
-            file: self.id,
-            start: l.start,
-            end: l.end,
-            ehk: None,
-            shard: NO_SHARD,
-            epoch: 0,
-            chunk: NO_CHUNK,
-        }
+        Record::new(l.data, String::new()).ranged(self.id, l.start, l.end)
     }
 
     /// After a wait at the end of the file: whether it was truncated, is

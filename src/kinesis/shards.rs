@@ -715,15 +715,10 @@ mod tests {
     #[tokio::test]
     async fn records_of_a_new_map_wait_until_the_older_ones_left_the_lanes() {
         let rec = |epoch| crate::records::batcher::Record {
-            data: Vec::new(),
-            key: "k".into(),
-            file: 1,
-            start: 0,
-            end: 1,
-            ehk: None,
-            shard: 0,
             epoch,
-            chunk: crate::records::batcher::NO_CHUNK,
+            ..crate::records::batcher::Record::new(Vec::new(), "k")
+                .ranged(1, 0, 1)
+                .on_shard(0)
         };
         let r = Arc::new(Router::new(None, 1, true, 64));
         r.enter(0, 2);

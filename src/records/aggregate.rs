@@ -178,21 +178,13 @@ pub fn decode(data: &[u8]) -> Option<Vec<Inner>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::batcher::{MAX_BYTES_PER_RECORD, NO_SHARD};
+    use crate::records::batcher::MAX_BYTES_PER_RECORD;
     use proptest::prelude::*;
 
     fn rec(data: Vec<u8>, key: &str, ehk: Option<&str>) -> Record {
-        Record {
-            data,
-            key: key.into(),
-            file: 0,
-            start: 0,
-            end: 1,
-            ehk: ehk.map(str::to_string),
-            shard: NO_SHARD,
-            epoch: 0,
-            chunk: crate::records::batcher::NO_CHUNK,
-        }
+        Record::new(data, key)
+            .ranged(0, 0, 1)
+            .with_ehk(ehk.map(str::to_string))
     }
 
     #[test]

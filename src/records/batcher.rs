@@ -112,6 +112,48 @@ pub struct Record {
 pub const NO_SHARD: u32 = u32::MAX;
 
 impl Record {
+    /// A record of `data` under `key`, from nowhere yet: file 0, the range
+    /// of `data` and its terminator, no explicit hash key, no shard, no
+    /// chunk. The setters below place it.
+    pub fn new(data: Vec<u8>, key: impl Into<String>) -> Record {
+        let end = data.len() as u64 + 1;
+        Record {
+            data,
+            key: key.into(),
+            file: 0,
+            start: 0,
+            end,
+            ehk: None,
+            shard: NO_SHARD,
+            epoch: 0,
+            chunk: NO_CHUNK,
+        }
+    }
+
+    /// The file range it covers.
+    pub fn ranged(mut self, file: FileId, start: u64, end: u64) -> Record {
+        (self.file, self.start, self.end) = (file, start, end);
+        self
+    }
+
+    /// The hand-off it belongs to.
+    pub fn chunked(mut self, chunk: ChunkId) -> Record {
+        self.chunk = chunk;
+        self
+    }
+
+    /// Its explicit hash key.
+    pub fn with_ehk(mut self, ehk: Option<String>) -> Record {
+        self.ehk = ehk;
+        self
+    }
+
+    /// The shard (tag) it goes to.
+    pub fn on_shard(mut self, shard: u32) -> Record {
+        self.shard = shard;
+        self
+    }
+
     /// The size Kinesis counts against its limits.
     pub fn api_size(&self) -> usize {
         self.data.len() + self.key.len()
@@ -345,17 +387,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn rec(data_len: usize, key: &str) -> Record {
-        Record {
-            data: vec![b'x'; data_len],
-            key: key.to_string(),
-            file: 0,
-            start: 0,
-            end: data_len as u64 + 1,
-            ehk: None,
-            shard: NO_SHARD,
-            epoch: 0,
-            chunk: NO_CHUNK,
-        }
+        Record::new(vec![b'x'; data_len], key)
     }
 
     #[test]
@@ -398,50 +430,10 @@ mod tests {
     #[test]
     fn acks_merge_touching_ranges_of_one_file() {
         let rs = [
-            Record {
-                data: vec![],
-                key: "k".into(),
-                file: 1,
-                start: 0,
-                end: 5,
-                ehk: None,
-                shard: NO_SHARD,
-                epoch: 0,
-                chunk: NO_CHUNK,
-            },
-            Record {
-                data: vec![],
-                key: "k".into(),
-                file: 1,
-                start: 5,
-                end: 9,
-                ehk: None,
-                shard: NO_SHARD,
-                epoch: 0,
-                chunk: NO_CHUNK,
-            },
-            Record {
-                data: vec![],
-                key: "k".into(),
-                file: 2,
-                start: 0,
-                end: 3,
-                ehk: None,
-                shard: NO_SHARD,
-                epoch: 0,
-                chunk: NO_CHUNK,
-            },
-            Record {
-                data: vec![],
-                key: "k".into(),
-                file: 1,
-                start: 12,
-                end: 15,
-                ehk: None,
-                shard: NO_SHARD,
-                epoch: 0,
-                chunk: NO_CHUNK,
-            },
+            Record::new(vec![], "k").ranged(1, 0, 5),
+            Record::new(vec![], "k").ranged(1, 5, 9),
+            Record::new(vec![], "k").ranged(2, 0, 3),
+            Record::new(vec![], "k").ranged(1, 12, 15),
         ];
         let acks = coalesce_acks(&rs);
         assert_eq!(

@@ -179,17 +179,10 @@ mod tests {
     use crate::records::batcher::NO_SHARD;
 
     fn rec(i: u64, data: Vec<u8>) -> Record {
-        Record {
-            data,
-            key: format!("{i:016x}"),
-            file: 1,
-            start: i * 100,
-            end: i * 100 + 100,
-            ehk: None,
-            shard: 0,
-            epoch: 0,
-            chunk: 1,
-        }
+        Record::new(data, format!("{i:016x}"))
+            .ranged(1, i * 100, i * 100 + 100)
+            .on_shard(0)
+            .chunked(1)
     }
 
     fn units_of(entries: &[Entry]) -> (usize, usize) {
