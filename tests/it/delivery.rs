@@ -450,34 +450,28 @@ async fn aggregated_loghub_lines_deaggregate_with_aws_kinesis_agg_to_the_origina
 /// A stand-in for STS that answers AssumeRole with fixed credentials and
 /// keeps the form bodies it received.
 async fn fake_sts() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use http_body_util::{BodyExt, Full};
+    use http_body_util::BodyExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
+    tokio::spawn(testkit::http::serve(
+        listener,
+        move |req: hyper::Request<hyper::body::Incoming>| {
             let log = log.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let log = log.clone();
-                        async move {
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            log.lock()
-                                .expect("lock")
-                                .push(String::from_utf8_lossy(&body).into_owned());
-                            let xml = r#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+            async move {
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                log.lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&body).into_owned());
+                let xml = r#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <AssumeRoleResult>
     <Credentials>
       <AccessKeyId>ASIAASSUMEDROLE</AccessKeyId>
@@ -492,21 +486,10 @@ async fn fake_sts() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
   </AssumeRoleResult>
   <ResponseMetadata><RequestId>fake-sts</RequestId></ResponseMetadata>
 </AssumeRoleResponse>"#;
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .header("content-type", "text/xml")
-                                    .body(Full::new(bytes::Bytes::from(xml)))
-                                    .expect("response"),
-                            )
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+                Some(testkit::http::response(200, "text/xml", xml))
+            }
+        },
+    ));
     (port, seen)
 }
 

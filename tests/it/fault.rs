@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 /// What to break, as shares between 0 and 1.
@@ -264,37 +264,23 @@ pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
         stats: stats.clone(),
     });
     let is_down = down.clone();
+    let gate_ctx = ctx.clone();
+    let gate = move || {
+        if is_down.load(Ordering::SeqCst) {
+            gate_ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
+            testkit::http::Admit::Close
+        } else {
+            testkit::http::Admit::Serve
+        }
+    };
     runtime.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            if is_down.load(Ordering::SeqCst) {
-                ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
-                drop(stream);
-                continue;
-            }
+        // An answer of None drops the connection without answering.
+        testkit::http::serve_gated(listener, gate, move |req| {
             let ctx = ctx.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let ctx = ctx.clone();
-                    async move {
-                        match handle(&ctx, req).await {
-                            Some(r) => Ok(r),
-                            // An error makes hyper drop the connection
-                            // without answering.
-                            None => Err::<Response<Full<Bytes>>, &'static str>(
-                                "closed after forwarding (injected)",
-                            ),
-                        }
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
+            async move { handle(&ctx, req).await }
+        })
+        .await
     });
     FaultProxy {
         port,

@@ -181,7 +181,7 @@ async fn rotation_run(mode: &str, stream: &str, glob: &str, every: Duration) -> 
     let n = 100_000;
     let stop = Arc::new(AtomicBool::new(false));
     let rotated = Arc::new(AtomicUsize::new(0));
-    let rotator = rotate_until(s.dir.path(), mode, every, stop.clone(), rotated.clone());
+    let rotator = rotate_until(s.root(), mode, every, stop.clone(), rotated.clone());
     let writer_path = log.clone();
     let reopen = (mode == "create").then_some(rotated);
     // About 5,000 lines a second: below what the local server takes, so
@@ -214,7 +214,7 @@ async fn rotation_run(mode: &str, stream: &str, glob: &str, every: Duration) -> 
     if let Ok(keep) = std::env::var("KINETAIL_TEST_KEEP") {
         let _ = Command::new("cp")
             .arg("-r")
-            .arg(s.dir.path())
+            .arg(s.root())
             .arg(&keep)
             .status();
     }
@@ -841,7 +841,7 @@ async fn bad_paths_are_reported_once_and_the_others_keep_flowing() {
     let as_root = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false);
-    for d in [s.dir.path().to_path_buf(), logs.clone()] {
+    for d in [s.root().to_path_buf(), logs.clone()] {
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     std::fs::create_dir_all(s.state()).expect("state");
@@ -892,7 +892,7 @@ async fn bad_paths_are_reported_once_and_the_others_keep_flowing() {
         // A copy of the binary in the scratch directory: the build tree may
         // not be reachable for nobody.
         let bin = s.path("kinetail");
-        std::fs::copy(env!("CARGO_BIN_EXE_kinetail"), &bin).expect("copy binary");
+        std::fs::copy(testkit::kinetail_bin(), &bin).expect("copy binary");
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))
             .expect("chmod binary");
         let child = Command::new("setpriv")

@@ -309,89 +309,79 @@ const TOKEN: &str = "stand-in-token";
 /// it accepts connections and never answers (IMDS past a container's hop
 /// limit looks like this).
 async fn metadata_stand_in(silent: bool) -> (u16, Arc<Mutex<Seen>>) {
-    use http_body_util::Full;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let log = seen.clone();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            if silent {
-                held.push(stream);
-                continue;
-            }
-            let log = log.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let log = log.clone();
-                        async move {
-                            let path = req.uri().path().to_string();
-                            let token = req
-                                .headers()
-                                .get("x-aws-ec2-metadata-token")
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_string);
-                            let ttl = req
-                                .headers()
-                                .get("x-aws-ec2-metadata-token-ttl-seconds")
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_string);
-                            let mut seen = log.lock().expect("lock");
-                            let (status, body, ttl_back) = if path.starts_with("/v4/abc") {
-                                seen.ecs_gets += 1;
-                                match path.as_str() {
-                                "/v4/abc/task" => (200, r#"{"Cluster":"arn:aws:ecs:eu-west-1:111122223333:cluster/prod","TaskARN":"arn:aws:ecs:eu-west-1:111122223333:task/prod/0a1b","Family":"shop","Revision":"12","AvailabilityZone":"eu-west-1b","LaunchType":"FARGATE"}"#.to_string(), None),
-                                "/v4/abc" => (200, r#"{"DockerId":"c0ffee","Name":"app","Image":"shop:1.2"}"#.to_string(), None),
-                                _ => (404, String::new(), None),
-                            }
-                            } else if req.method() == hyper::Method::PUT
-                                && path == "/latest/api/token"
-                            {
-                                match ttl {
-                                    Some(t) => {
-                                        seen.token_puts += 1;
-                                        (200, TOKEN.to_string(), Some(t))
-                                    }
-                                    None => (400, String::new(), None),
-                                }
-                            } else if token.as_deref() != Some(TOKEN) {
-                                seen.unauthorized += 1;
-                                (401, String::new(), None)
-                            } else {
-                                seen.gets += 1;
-                                match path.as_str() {
-                                "/latest/dynamic/instance-identity/document" => (200, r#"{"accountId":"111122223333","architecture":"x86_64","availabilityZone":"eu-west-1a","imageId":"ami-0123","instanceId":"i-0abc123","instanceType":"m7g.large","privateIp":"10.1.2.3","region":"eu-west-1"}"#.to_string(), None),
-                                "/latest/meta-data/tags/instance" => (200, "Name\nteam".to_string(), None),
-                                "/latest/meta-data/tags/instance/Name" => (200, "web-7".to_string(), None),
-                                "/latest/meta-data/tags/instance/team" => (200, "payments \"core\"".to_string(), None),
-                                _ => (404, String::new(), None),
-                            }
-                            };
-                            let mut resp = hyper::Response::builder().status(status);
-                            if let Some(t) = ttl_back {
-                                resp = resp.header("x-aws-ec2-metadata-token-ttl-seconds", t);
-                            }
-                            Ok::<_, std::convert::Infallible>(
-                                resp.body(Full::new(bytes::Bytes::from(body)))
-                                    .expect("response"),
-                            )
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
+    let gate = move || {
+        if silent {
+            testkit::http::Admit::Hold
+        } else {
+            testkit::http::Admit::Serve
         }
-    });
+    };
+    tokio::spawn(testkit::http::serve_gated(
+        listener,
+        gate,
+        move |req: hyper::Request<hyper::body::Incoming>| {
+            let answer = metadata_answer(&log, &req);
+            async move { Some(answer) }
+        },
+    ));
     (port, seen)
+}
+
+/// What the metadata stand-in answers `req`, counted in `log`.
+fn metadata_answer(
+    log: &Mutex<Seen>,
+    req: &hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let path = req.uri().path().to_string();
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let token = header("x-aws-ec2-metadata-token");
+    let ttl = header("x-aws-ec2-metadata-token-ttl-seconds");
+    let mut seen = log.lock().expect("lock");
+    let (status, body, ttl_back) = if path.starts_with("/v4/abc") {
+        seen.ecs_gets += 1;
+        match path.as_str() {
+            "/v4/abc/task" => (200, r#"{"Cluster":"arn:aws:ecs:eu-west-1:111122223333:cluster/prod","TaskARN":"arn:aws:ecs:eu-west-1:111122223333:task/prod/0a1b","Family":"shop","Revision":"12","AvailabilityZone":"eu-west-1b","LaunchType":"FARGATE"}"#.to_string(), None),
+            "/v4/abc" => (200, r#"{"DockerId":"c0ffee","Name":"app","Image":"shop:1.2"}"#.to_string(), None),
+            _ => (404, String::new(), None),
+        }
+    } else if req.method() == hyper::Method::PUT && path == "/latest/api/token" {
+        match ttl {
+            Some(t) => {
+                seen.token_puts += 1;
+                (200, TOKEN.to_string(), Some(t))
+            }
+            None => (400, String::new(), None),
+        }
+    } else if token.as_deref() != Some(TOKEN) {
+        seen.unauthorized += 1;
+        (401, String::new(), None)
+    } else {
+        seen.gets += 1;
+        match path.as_str() {
+            "/latest/dynamic/instance-identity/document" => (200, r#"{"accountId":"111122223333","architecture":"x86_64","availabilityZone":"eu-west-1a","imageId":"ami-0123","instanceId":"i-0abc123","instanceType":"m7g.large","privateIp":"10.1.2.3","region":"eu-west-1"}"#.to_string(), None),
+            "/latest/meta-data/tags/instance" => (200, "Name\nteam".to_string(), None),
+            "/latest/meta-data/tags/instance/Name" => (200, "web-7".to_string(), None),
+            "/latest/meta-data/tags/instance/team" => (200, "payments \"core\"".to_string(), None),
+            _ => (404, String::new(), None),
+        }
+    };
+    let mut resp = testkit::http::response(status, "text/plain", body);
+    if let Some(t) = ttl_back.and_then(|t| hyper::header::HeaderValue::from_str(&t).ok()) {
+        resp.headers_mut()
+            .insert("x-aws-ec2-metadata-token-ttl-seconds", t);
+    }
+    resp
 }
 
 fn metadata_config(s: &Scratch, endpoint: &str) -> std::path::PathBuf {

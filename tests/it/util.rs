@@ -270,36 +270,22 @@ pub fn loghub_dir(test: &str) -> Option<PathBuf> {
     }
 }
 
-/// A scratch directory with logs/, state/ and a config for one daemon.
-pub struct Scratch {
-    pub dir: tempfile::TempDir,
-}
+pub use testkit::Scratch;
+pub use testkit::kinetail;
+pub use testkit::procfs::{cpu_ticks, peak_rss_kib};
 
-impl Scratch {
-    pub fn new() -> Scratch {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
-        Scratch { dir }
-    }
-
-    pub fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    pub fn logs(&self) -> PathBuf {
-        self.path("logs")
-    }
-
-    pub fn state(&self) -> PathBuf {
-        self.path("state")
-    }
-
+/// A daemon's configuration in a scratch directory.
+pub trait Configure {
     /// Writes a config with the given `[[flow]]` sections (use `{logs}` for
     /// the log directory) and extra top-level keys. Nothing else is set
     /// beyond the state directory and the endpoint: kinetail runs its
     /// defaults (the checkpoint interval, pacing, the buffer) unless a test
     /// sets (and says why) otherwise.
-    pub fn config(&self, endpoint: &str, top: &str, flows: &str) -> PathBuf {
+    fn config(&self, endpoint: &str, top: &str, flows: &str) -> PathBuf;
+}
+
+impl Configure for Scratch {
+    fn config(&self, endpoint: &str, top: &str, flows: &str) -> PathBuf {
         let text = format!(
             "state_dir = {state:?}\n{top}\n[aws]\nregion = \"{REGION}\"\nendpoint_url = \"{endpoint}\"\n\n{flows}\n",
             state = self.state().display().to_string(),
@@ -339,16 +325,6 @@ pub struct Daemon {
     /// The log's length when this daemon started (the file may hold the
     /// logs of earlier runs).
     pub log_from: u64,
-}
-
-pub fn kinetail() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kinetail"));
-    c.env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_REGION");
-    c
 }
 
 impl Daemon {
@@ -484,18 +460,6 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
-}
-
-/// Peak resident memory of a process, in KiB, from /proc.
-pub fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// How what arrived compares with what was written, line by line.
