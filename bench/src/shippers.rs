@@ -1,0 +1,113 @@
+//! What a scenario runs: generated logs, and the shipper on them (kinetail
+//! on its defaults but what the scenario sets, or another shipper's
+//! command).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// The kind of lines a scenario ships.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Lines {
+    Text,
+    Json,
+    /// Text lines padded to 2,048 bytes (a shard's bytes bind before its
+    /// records do).
+    Long,
+}
+
+/// Writes `n` lines of `kind` to `path` (about 100 bytes, but `Long`).
+pub fn generate(path: &Path, n: u64, kind: Lines) -> std::io::Result<u64> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut bytes = 0;
+    for i in 0..n {
+        let (m, s, ms) = ((i / 60_000) % 60, (i / 1000) % 60, i % 1000);
+        let line = match kind {
+            Lines::Long => {
+                let mut l = format!("2026-11-25T10:{m:02}:{s:02}.{ms:03}Z request {i:010} ");
+                l.extend(std::iter::repeat_n('x', 2_047 - l.len()));
+                l.push('\n');
+                l
+            }
+            Lines::Text => format!(
+                "2026-11-25T10:{m:02}:{s:02}.{ms:03}Z host-{} app[{}]: request {i:010} served in {} ms status 200 path /api/v1/items\n",
+                i % 7,
+                1000 + i % 97,
+                i % 250
+            ),
+            Lines::Json => format!(
+                "{{\"ts\":\"2026-11-25T10:{m:02}:{s:02}.{ms:03}Z\",\"level\":\"info\",\"req\":{i},\"ms\":{},\"path\":\"/api/v1/items\"}}\n",
+                i % 250
+            ),
+        };
+        f.write_all(line.as_bytes())?;
+        bytes += line.len() as u64;
+    }
+    f.flush()?;
+    Ok(bytes)
+}
+
+/// Starts kinetail on `dir/logs/*.log`; `top` goes before the first table,
+/// `flow_extra` into the flow.
+pub fn start_kinetail(
+    dir: &Path,
+    port: u16,
+    top: &str,
+    flow_extra: &str,
+) -> std::io::Result<Child> {
+    let config = dir.join("kinetail.toml");
+    let top = format!(
+        "{top}\n{}",
+        std::env::var("KINETAIL_BENCH_TOP").unwrap_or_default()
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}/state\"\n{top}\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\"\n\n\
+             [[flow]]\nname = \"bench\"\npaths = [\"{}/logs/*.log\"]\nstream = \"bench\"\n{flow_extra}\n",
+            dir.display(),
+            dir.display()
+        ),
+    )?;
+    testkit::kinetail()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+}
+
+/// What ships a backlog: kinetail with a flow's extra settings, or another
+/// shipper's command (see `--against`).
+pub enum Shipper<'a> {
+    /// `top` goes before the first table, `flow_extra` into the flow.
+    Kinetail {
+        top: &'a str,
+        flow_extra: &'a str,
+    },
+    Other {
+        command: &'a str,
+    },
+}
+
+/// Starts another shipper: `command` run by `sh -c "exec ..."` (so the
+/// process measured is the shipper itself), with `{port}` replaced by the
+/// endpoint's port and `{dir}` by the scratch directory, whose `logs/`
+/// holds the log to ship.
+pub fn start_other(dir: &Path, port: u16, command: &str) -> std::io::Result<Child> {
+    let command = command
+        .replace("{port}", &port.to_string())
+        .replace("{dir}", &dir.display().to_string());
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {command}"))
+        .current_dir(dir)
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+}
