@@ -1,0 +1,172 @@
+//! From framed lines to records in the lanes: shaping, dead letters,
+//! keying, and the hand-off under the byte budget.
+
+use super::*;
+
+impl Tailer {
+    /// Shapes framed lines (oversize policy, multi-line grouping): what
+    /// is to be sent goes to `ready`, what is not goes to the dead-letter
+    /// file (and is acked once written there).
+    pub(super) async fn shape(&mut self, framed: &mut Vec<Line>, ready: &mut Vec<Line>) {
+        let mut dead: Vec<Dead> = Vec::new();
+        if self.shaper.shape(framed, ready, &mut dead) {
+            self.last_line_at = Instant::now();
+        }
+        if !dead.is_empty() {
+            self.dead_letter(dead).await;
+        }
+    }
+
+    /// Writes lines to the dead-letter file, retrying until it works, then
+    /// acks their ranges.
+    pub(super) async fn dead_letter(&self, dead: Vec<Dead>) {
+        let path = self.path();
+        let mut records = Vec::with_capacity(dead.len());
+        for (l, why) in dead {
+            let r = self.unsent(l);
+            self.flow
+                .dead_letter
+                .write_until_written(&self.flow.settings.name, &path, &r, why)
+                .await;
+            records.push(r);
+        }
+        Metrics::add(&self.flow.metrics.dead_lettered, records.len() as u64);
+        self.flow.checkpoints.ack(&coalesce_acks(&records));
+    }
+
+    /// A line that is done without being sent, as a record to ack (and to
+    /// dead-letter, when it is one).
+    pub(super) fn unsent(&self, l: Line) -> Record {
+        Record::new(l.data, String::new()).ranged(self.id, l.start, l.end)
+    }
+
+    /// Filters, keys and encodes the shaped lines and hands them to their
+    /// lanes, waiting for budget first.
+    pub(super) async fn hand_off(&mut self, lines: &mut Vec<Line>) {
+        if lines.is_empty() {
+            return;
+        }
+        // What framing let through whole but does not fit its record once
+        // encoded is cut again, by the oversize rule.
+        let mut dead = Vec::new();
+        self.shaper.fit(lines, &mut dead);
+        if !dead.is_empty() {
+            self.dead_letter(dead).await;
+        }
+        Metrics::add(&self.flow.metrics.lines_read, lines.len() as u64);
+        let filtered = self.shaper.filter(lines);
+        if !filtered.is_empty() {
+            // Done without sending: acked now, so a read whose lines were
+            // all filtered still moves the watermark.
+            Metrics::add(&self.flow.metrics.lines_filtered, filtered.len() as u64);
+            let records: Vec<Record> = filtered.into_iter().map(|l| self.unsent(l)).collect();
+            self.flow.checkpoints.ack(&coalesce_acks(&records));
+        }
+        let (first, last) = match (lines.first(), lines.last()) {
+            (Some(f), Some(l)) => (f.start, l.end),
+            _ => return,
+        };
+        let path = self.path();
+        let path = path.to_string_lossy();
+        let flow = self.flow.clone();
+        // One chunk for these lines: lines between them that are not here
+        // were dead-lettered or filtered, and acked, before.
+        let chunk = flow
+            .checkpoints
+            .open_chunk(self.id, first, last, lines.len());
+        let (timestamp, metadata) = match &flow.settings.record.envelope {
+            Some(_) => {
+                let wants = &flow.settings.record.metadata;
+                let members = flow.metadata.members(
+                    wants.contains(&MetadataSource::Ec2),
+                    wants.contains(&MetadataSource::Ecs),
+                );
+                let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+                (now.to_string(), members)
+            }
+            None => (String::new(), Arc::from("")),
+        };
+        let source = Source {
+            path: &path,
+            hostname: &flow.hostname,
+            timestamp: &timestamp,
+            metadata: &metadata,
+            file: self.id,
+            chunk,
+        };
+        let mut keyer = Keyer::new(&flow.settings, &flow.router, source);
+        let n_lanes = keyer.lanes();
+        let mut buckets: Vec<(Vec<Record>, usize)> =
+            (0..n_lanes).map(|_| (Vec::new(), 0)).collect();
+        for line in lines.drain(..) {
+            let (lane, rec) = keyer.record(line);
+            let (bucket, bytes) = &mut buckets[lane];
+            *bytes += rec.budget_size();
+            bucket.push(rec);
+            if *bytes >= HANDOFF_BYTES {
+                let full = std::mem::take(bucket);
+                *bytes = 0;
+                self.send(lane, full).await;
+            }
+        }
+        let (parse_failures, collisions) = keyer.counts();
+        Metrics::add(&flow.metrics.parse_failures, parse_failures as u64);
+        Metrics::add(&flow.metrics.parse_collisions, collisions as u64);
+        for (lane, (bucket, _)) in buckets.into_iter().enumerate() {
+            if !bucket.is_empty() {
+                self.send(lane, bucket).await;
+            }
+        }
+    }
+
+    /// Hands records to a lane once the budget has room for them. Once the
+    /// flow stops (even while waiting for the budget) only the records
+    /// below the file's cut go, at once: they fill holes under records
+    /// already sent. The others are withdrawn; the file still has them.
+    pub(super) async fn send(&mut self, lane: usize, records: Vec<Record>) {
+        let bytes: usize = records.iter().map(Record::budget_size).sum();
+        if !self.shutdown.is_cancelled() {
+            if self.flow.budget.try_take(bytes) {
+                return self.push(lane, records, bytes).await;
+            }
+            self.waited = true;
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {}
+                _ = self.flow.budget.take(bytes) => return self.push(lane, records, bytes).await,
+            }
+        }
+        let cut = self.flow.checkpoints.cut(self.id).unwrap_or(u64::MAX);
+        let (keep, away): (Vec<Record>, Vec<Record>) =
+            records.into_iter().partition(|r| r.end <= cut);
+        self.flow.checkpoints.withdraw(&coalesce_acks(&away));
+        if !keep.is_empty() {
+            let bytes = keep.iter().map(Record::budget_size).sum();
+            self.flow.budget.force(bytes);
+            self.push(lane, keep, bytes).await;
+        }
+    }
+
+    /// Puts records (whose budget is taken) into a lane's queue, once the
+    /// records keyed under older shard maps have left the lanes (a key
+    /// may have moved to another lane: see `shards::Router`).
+    pub(super) async fn push(&self, lane: usize, records: Vec<Record>, bytes: usize) {
+        let Some(epoch) = records.first().map(|r| r.epoch) else {
+            self.flow.budget.give_back(bytes);
+            return;
+        };
+        let router = &self.flow.router;
+        router.turn(epoch).await;
+        router.enter(epoch, records.len());
+        let sent = match self.flow.lanes.sender(lane) {
+            Some(tx) => tx.send(records).await.map_err(|e| e.0),
+            None => Err(records),
+        };
+        if let Err(records) = sent {
+            // The lanes are gone (the flow is being torn down): the records
+            // are not acked, so they are read again next time.
+            router.leave(&records);
+            self.flow.budget.give_back(bytes);
+        }
+    }
+}
