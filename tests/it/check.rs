@@ -94,6 +94,87 @@ fn the_example_config_is_valid() {
     );
 }
 
+/// `key = value` or `# key = value` (the example's commented defaults):
+/// the key and the value, without a trailing comment.
+fn key_value(line: &str) -> Option<(String, String)> {
+    let line = line.trim().trim_start_matches('#').trim();
+    let (key, value) = line.split_once(" = ")?;
+    if !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+        return None;
+    }
+    let value = match value.find("  #").or_else(|| value.find(" # ")) {
+        Some(i) => &value[..i],
+        None => value,
+    };
+    Some((key.to_string(), value.trim().to_string()))
+}
+
+/// The example cannot drift from the code: every setting `check` prints is
+/// in the example (set, or shown commented), and every default the example
+/// shows commented is the value `check` prints where a flow leaves it unset.
+#[test]
+fn the_example_config_shows_every_setting_with_the_code_defaults() {
+    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/kinetail.toml");
+    let text = std::fs::read_to_string(&example).expect("example");
+    let out = kinetail()
+        .arg("check")
+        .arg("--config")
+        .arg(&example)
+        .output()
+        .expect("run check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Every key check prints, as `key = value` or `# key: off`.
+    let mut known: Vec<(String, String)> = printed.lines().filter_map(key_value).collect();
+    for line in printed.lines() {
+        if let Some(rest) = line.strip_prefix("# ")
+            && let Some((key, _)) = rest.split_once(':')
+            && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        {
+            known.push((key.to_string(), String::new()));
+        }
+    }
+    assert!(known.len() > 30, "check printed its settings: {printed}");
+    let shown: Vec<(String, String)> = text.lines().filter_map(key_value).collect();
+    let missing: Vec<&String> = known
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| !shown.iter().any(|(s, _)| s == *k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "settings check knows that config/kinetail.toml does not show: {missing:?}"
+    );
+    // Commented defaults: the value check prints for a flow that leaves the
+    // key unset. A key check prints without a value (off, or the SDK's
+    // chain) has no default to compare.
+    let mut wrong = Vec::new();
+    for line in text.lines().filter(|l| l.trim_start().starts_with('#')) {
+        let Some((key, value)) = key_value(line) else {
+            continue;
+        };
+        let values: Vec<&String> = known
+            .iter()
+            .filter(|(k, v)| *k == key && !v.is_empty() && !v.starts_with('('))
+            .map(|(_, v)| v)
+            .collect();
+        if !values.is_empty() && !values.contains(&&value) {
+            wrong.push(format!(
+                "{key}: the example says {value}, check prints {values:?}"
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "commented defaults that are not the code's:\n{}",
+        wrong.join("\n")
+    );
+}
+
 #[test]
 fn bad_toml_is_located() {
     assert_error_at(
