@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of kinetail on a fresh Debian machine with Rust:
 # installs what the tests need (Node.js, logrotate and the local
-# Kinesis-compatible server, kinesalite), then runs the unit and integration tests. The
-# integration tests start their own kinesalite on a free loopback port.
+# Kinesis-compatible server, kinesalite; moto for Firehose and its S3),
+# then runs the unit and integration tests. The integration tests start
+# their own kinesalite and moto on free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,12 @@ if [ ! -x tests/agg/.venv/bin/python ]; then
     fi
 fi
 tests/agg/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/agg/requirements.txt
+
+echo "== installing moto (tests/moto), the Firehose and S3 stand-in"
+if [ ! -x tests/moto/.venv/bin/python ]; then
+    python3 -m venv tests/moto/.venv
+fi
+tests/moto/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/moto/requirements.txt
 
 # Tests that cannot check what they are for (data absent, a case the
 # machine cannot make) skip themselves and list why here.

@@ -1,9 +1,10 @@
 //! kinetail: tails log files and ships every line to Amazon Kinesis Data
-//! Streams with `PutRecords`, saving each file's offset only once Kinesis has
-//! confirmed every record before it.
+//! Streams with `PutRecords` (or to Kinesis Data Firehose with
+//! `PutRecordBatch`), saving each file's offset only once the destination
+//! has confirmed every record before it.
 //!
-//! One folder per stage of the pipeline (input, lines, records, kinesis,
-//! state, service), the configuration, and a few utilities;
+//! One folder per stage of the pipeline (input, lines, records, kinesis and
+//! firehose, state, service), the configuration, and a few utilities;
 //! ARCHITECTURE.md has the map and the invariants.
 
 #![forbid(unsafe_code)]
@@ -11,9 +12,12 @@
 pub mod backoff;
 pub mod clock;
 pub mod config;
+pub mod firehose;
 pub mod input;
 pub mod kinesis;
 pub mod lines;
+#[cfg(feature = "aws")]
+pub mod prepared;
 pub mod re;
 pub mod records;
 pub mod redact;

@@ -12,7 +12,14 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "utilities",
-        &["clock", "re", "redact", "backoff", "service::metrics"],
+        &[
+            "clock",
+            "re",
+            "redact",
+            "backoff",
+            "prepared",
+            "service::metrics",
+        ],
     ),
     (
         "pure cores and references",
@@ -29,6 +36,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "records::packing",
             "kinesis::stream",
             "kinesis::classify",
+            "firehose::name",
         ],
     ),
     (
@@ -46,7 +54,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("stages", &["lines::shaping", "records::route"]),
     (
         "tasks",
-        &["input::tailer", "input::discovery", "kinesis::sink"],
+        &[
+            "input::tailer",
+            "input::discovery",
+            "kinesis::sink",
+            "firehose::put",
+        ],
     ),
     (
         "service",
@@ -66,6 +79,7 @@ const PURE: &[&str] = &[
     "records::envelope",
     "kinesis::classify",
     "kinesis::stream",
+    "firehose::name",
     "re",
 ];
 
@@ -81,7 +95,9 @@ const IMPURE: &[&str] = &[
 ];
 
 /// The folders that hold modules of their own.
-const FOLDERS: &[&str] = &["input", "lines", "records", "kinesis", "state", "service"];
+const FOLDERS: &[&str] = &[
+    "input", "lines", "records", "kinesis", "firehose", "state", "service",
+];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")

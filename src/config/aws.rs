@@ -1,4 +1,4 @@
-//! `[aws]`: how kinetail reaches Kinesis.
+//! `[aws]`: how kinetail reaches Kinesis and Firehose.
 
 use std::time::Duration;
 
@@ -12,6 +12,8 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 pub struct AwsSettings {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    /// Where Firehose is reached, when not at `endpoint_url`.
+    pub firehose_endpoint_url: Option<String>,
     pub profile: Option<String>,
     pub request_timeout: Duration,
     /// A role to assume (with STS) on top of the default credentials.
@@ -37,23 +39,11 @@ impl AwsSettings {
         };
         Ok(AwsSettings {
             region: loc.opt_string(raw.region.as_ref(), "aws.region")?,
-            endpoint_url: checked(
-                raw.endpoint_url.as_ref(),
-                "aws.endpoint_url",
-                &|url| {
-                    let rest = url
-                        .strip_prefix("http://")
-                        .or_else(|| url.strip_prefix("https://"));
-                    // No query or fragment: nothing of Kinesis's uses them,
-                    // and the SDK would write them to its logs.
-                    rest.is_some_and(|r| !r.contains(['?', '#']))
-                },
-                &|url| {
-                    format!(
-                        "aws.endpoint_url {:?} must start with http:// or https:// and have no query or fragment: Kinesis does not use them, and the AWS SDK would write them to its logs",
-                        crate::redact::url(url)
-                    )
-                },
+            endpoint_url: endpoint(loc, raw.endpoint_url.as_ref(), "aws.endpoint_url")?,
+            firehose_endpoint_url: endpoint(
+                loc,
+                raw.firehose_endpoint_url.as_ref(),
+                "aws.firehose_endpoint_url",
             )?,
             profile: loc.opt_string(raw.profile.as_ref(), "aws.profile")?,
             request_timeout: loc.positive_ms(
@@ -97,4 +87,28 @@ impl AwsSettings {
             .unwrap_or_else(|| "kinetail".to_string()),
         })
     }
+}
+
+/// An endpoint URL, checked: http or https, no query or fragment (nothing
+/// of AWS's uses them, and the SDK would write them to its logs).
+fn endpoint(
+    loc: &Locator<'_>,
+    value: Option<&Str>,
+    what: &str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(v) = value else { return Ok(None) };
+    let url = loc.string(v, what)?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    if rest.is_some_and(|r| !r.contains(['?', '#'])) {
+        return Ok(Some(url));
+    }
+    Err(loc.at(
+        v.span(),
+        format!(
+            "{what} {:?} must start with http:// or https:// and have no query or fragment: AWS does not use them, and the AWS SDK would write them to its logs",
+            crate::redact::url(&url)
+        ),
+    ))
 }

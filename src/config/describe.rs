@@ -5,8 +5,8 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::{
-    AwsSettings, FlowSettings, FollowSymlinks, MetadataSource, Oversize, RecordSettings, Settings,
-    StartAt,
+    AwsSettings, Destination, FlowSettings, FollowSymlinks, MetadataSource, Oversize,
+    RecordSettings, Settings, StartAt,
 };
 use crate::lines::multiline::Rule;
 use crate::records::envelope::Placement;
@@ -53,6 +53,14 @@ fn describe_aws(s: &mut String, aws: &AwsSettings) {
     let _ = writeln!(s, "region = {}", opt(&aws.region));
     let endpoint = aws.endpoint_url.as_deref().map(crate::redact::url);
     let _ = writeln!(s, "endpoint_url = {}", opt(&endpoint));
+    let _ = match (&aws.firehose_endpoint_url, &endpoint) {
+        (Some(u), _) => writeln!(s, "firehose_endpoint_url = {:?}", crate::redact::url(u)),
+        (None, Some(e)) => writeln!(
+            s,
+            "firehose_endpoint_url = {e:?} # endpoint_url's, unless AWS_ENDPOINT_URL_FIREHOSE is set"
+        ),
+        (None, None) => writeln!(s, "firehose_endpoint_url = (SDK default chain)"),
+    };
     let _ = writeln!(s, "profile = {}", opt(&aws.profile));
     let _ = writeln!(s, "request_timeout_ms = {}", ms(aws.request_timeout));
     match &aws.role_arn {
@@ -72,19 +80,71 @@ fn describe_aws(s: &mut String, aws: &AwsSettings) {
     }
 }
 
+/// How the flow's records are packed and paced, as its destination has it.
+fn describe_sending(s: &mut String, f: &FlowSettings) {
+    if !f.destination.is_firehose() {
+        match &f.explicit_hash_key {
+            Some(k) => {
+                let _ = writeln!(s, "explicit_hash_key = {}", k.describe());
+            }
+            None => s.push_str("# explicit_hash_key: off (Kinesis hashes the partition key)\n"),
+        }
+    }
+    match f.aggregate_bytes {
+        0 => s.push_str("aggregate = false\n"),
+        n => {
+            let _ = writeln!(s, "aggregate = true\naggregate_max_bytes = {n}");
+        }
+    }
+    match (f.destination.is_firehose(), f.pace) {
+        (false, Some(l)) => {
+            let _ = writeln!(
+                s,
+                "pace = true\nshard_records_per_sec = {}\nshard_bytes_per_sec = {}",
+                l.records_per_sec, l.bytes_per_sec
+            );
+        }
+        (false, None) => s.push_str("pace = false\n"),
+        (true, Some(l)) => {
+            let limit = |v: u64| match v {
+                u64::MAX => "(no limit)".to_string(),
+                v => v.to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "firehose_records_per_sec = {}\nfirehose_bytes_per_sec = {}",
+                limit(l.records_per_sec),
+                limit(l.bytes_per_sec)
+            );
+        }
+        (true, None) => s.push_str(
+            "# firehose_records_per_sec: off (not paced; backs off when throttled)\n# firehose_bytes_per_sec: off\n",
+        ),
+    }
+}
+
 fn describe_flow(s: &mut String, f: &FlowSettings) {
     s.push_str("\n[[flow]]\n");
     let _ = writeln!(s, "name = {:?}", f.name);
     let _ = writeln!(s, "paths = {:?}", f.paths);
     let ex: Vec<&str> = f.exclude.iter().map(|p| p.as_str()).collect();
     let _ = writeln!(s, "exclude = {ex:?}");
-    let _ = writeln!(s, "stream = {:?}", f.stream.to_string());
+    match &f.destination {
+        Destination::Stream(stream) => {
+            let _ = writeln!(s, "stream = {:?}", stream.to_string());
+        }
+        Destination::Firehose(name) => {
+            let _ = writeln!(s, "firehose = {name:?}");
+        }
+    }
     let start = match f.start_at {
         StartAt::Beginning => "beginning",
         StartAt::End => "end",
     };
     let _ = writeln!(s, "start_at = {start:?}");
-    let _ = writeln!(s, "partition_key = {}", f.partition_key.describe());
+    if !f.destination.is_firehose() {
+        let _ = writeln!(s, "partition_key = {}", f.partition_key.describe());
+    }
     let _ = writeln!(s, "linger_ms = {}", ms(f.linger));
     let _ = writeln!(s, "max_in_flight = {}", f.max_in_flight);
     let _ = writeln!(s, "strip_cr = {}", f.strip_cr);
@@ -101,28 +161,7 @@ fn describe_flow(s: &mut String, f: &FlowSettings) {
     };
     let _ = writeln!(s, "follow_symlinks = {follow:?}");
     let _ = writeln!(s, "idle_timeout_ms = {}", ms(f.idle_timeout));
-    match &f.explicit_hash_key {
-        Some(k) => {
-            let _ = writeln!(s, "explicit_hash_key = {}", k.describe());
-        }
-        None => s.push_str("# explicit_hash_key: off (Kinesis hashes the partition key)\n"),
-    }
-    match f.aggregate_bytes {
-        0 => s.push_str("aggregate = false\n"),
-        n => {
-            let _ = writeln!(s, "aggregate = true\naggregate_max_bytes = {n}");
-        }
-    }
-    match f.pace {
-        Some(l) => {
-            let _ = writeln!(
-                s,
-                "pace = true\nshard_records_per_sec = {}\nshard_bytes_per_sec = {}",
-                l.records_per_sec, l.bytes_per_sec
-            );
-        }
-        None => s.push_str("pace = false\n"),
-    }
+    describe_sending(s, f);
     match f.ignore_older {
         Some(d) => {
             let _ = writeln!(s, "ignore_older_secs = {}", d.as_secs());

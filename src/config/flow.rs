@@ -6,11 +6,13 @@ use std::time::Duration;
 use super::ConfigError;
 use super::check::Locator;
 use super::keys::{explicit_hash_key, key_spec};
-use super::raw::{RawFlow, Str};
+use super::raw::{Num, RawFlow, Str};
 use super::record::RecordSettings;
+use crate::firehose::name::parse_delivery_stream;
 use crate::kinesis::shards::ShardLimits;
 use crate::kinesis::stream::{StreamRef, parse_stream};
 use crate::lines::multiline::MultilineSettings;
+use crate::records::batcher::{FIREHOSE, FIREHOSE_RECORD, KINESIS, Limits};
 use crate::records::keying::{KeySource, KeySpec};
 
 pub const DEFAULT_LINGER_MS: u64 = 200;
@@ -24,6 +26,8 @@ pub const DEFAULT_AGGREGATE_MAX_BYTES: u64 = 51_200;
 pub const DEFAULT_STRIP_CR: bool = true;
 pub const DEFAULT_PACE: bool = true;
 pub const DEFAULT_AGGREGATE: bool = false;
+/// A Firehose flow joins whole lines into records by default.
+pub const DEFAULT_FIREHOSE_AGGREGATE: bool = true;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAt {
@@ -45,13 +49,45 @@ pub enum Oversize {
     Drop,
 }
 
+/// Where a flow's records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A Kinesis data stream (`stream`), by name or ARN.
+    Stream(StreamRef),
+    /// A Kinesis Data Firehose delivery stream (`firehose`), by name.
+    Firehose(String),
+}
+
+impl Destination {
+    /// The limits of its records and calls.
+    pub fn limits(&self) -> &'static Limits {
+        match self {
+            Destination::Stream(_) => &KINESIS,
+            Destination::Firehose(_) => &FIREHOSE,
+        }
+    }
+
+    pub fn is_firehose(&self) -> bool {
+        matches!(self, Destination::Firehose(_))
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Stream(s) => write!(f, "stream {s}"),
+            Destination::Firehose(n) => write!(f, "firehose {n}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowSettings {
     pub name: String,
     /// The glob patterns as written (after `${VAR}` expansion).
     pub paths: Vec<String>,
     pub exclude: Vec<glob::Pattern>,
-    pub stream: StreamRef,
+    pub destination: Destination,
     pub start_at: StartAt,
     pub partition_key: KeySpec,
     /// How long a batch may wait for more records before it is sent.
@@ -70,9 +106,11 @@ pub struct FlowSettings {
     pub ignore_older: Option<Duration>,
     /// Where each record's `ExplicitHashKey` comes from, if anywhere.
     pub explicit_hash_key: Option<KeySpec>,
-    /// Per-shard write limits to pace under; `None` sends unpaced.
+    /// Per-shard write limits to pace under (for Firehose, the delivery
+    /// stream's, when given); `None` sends unpaced.
     pub pace: Option<ShardLimits>,
-    /// Aggregate records of a shard up to this many bytes (0: off).
+    /// Aggregate records of a shard (for Firehose, whole lines) up to this
+    /// many bytes (0: off).
     pub aggregate_bytes: usize,
     /// What each record is made of.
     pub record: RecordSettings,
@@ -91,9 +129,7 @@ impl FlowSettings {
             return Err(loc.at(f.name.span(), "flow.name must not be empty"));
         }
         let (paths, exclude) = globs(loc, f, state_dir)?;
-        let stream_s = loc.string(&f.stream, "flow.stream")?;
-        let stream = parse_stream(&stream_s)
-            .map_err(|m| loc.at(f.stream.span(), format!("flow.stream: {m}")))?;
+        let destination = destination(loc, f)?;
         let (start_at, oversize, follow_symlinks) = choices(loc, f)?;
         let partition_key = match f.partition_key.as_ref() {
             None => KeySpec {
@@ -106,7 +142,6 @@ impl FlowSettings {
             name,
             paths,
             exclude,
-            stream,
             start_at,
             partition_key,
             linger: loc.positive_ms(f.linger_ms.as_ref(), DEFAULT_LINGER_MS, "flow.linger_ms")?,
@@ -135,8 +170,9 @@ impl FlowSettings {
                 .as_ref()
                 .map(|k| explicit_hash_key(loc, k))
                 .transpose()?,
-            pace: pacing(loc, f)?,
-            aggregate_bytes: aggregation(loc, f)?,
+            pace: pacing(loc, f, &destination)?,
+            aggregate_bytes: aggregation(loc, f, &destination)?,
+            destination,
             record: RecordSettings::from_raw(loc, f)?,
         })
     }
@@ -265,8 +301,103 @@ fn ignore_older(loc: &Locator<'_>, f: &RawFlow) -> Result<Option<Duration>, Conf
     Ok(secs.map(Duration::from_secs))
 }
 
-/// The shard limits to pace under, unless `pace = false`.
-fn pacing(loc: &Locator<'_>, f: &RawFlow) -> Result<Option<ShardLimits>, ConfigError> {
+/// Where the flow sends: exactly one of `stream` and `firehose`. A
+/// Firehose flow has no partition keys and no shards: settings about them
+/// are an error there, as the Firehose limits are on a stream's flow.
+fn destination(loc: &Locator<'_>, f: &RawFlow) -> Result<Destination, ConfigError> {
+    let destination = match (&f.stream, &f.firehose) {
+        (Some(s), None) => {
+            let text = loc.string(s, "flow.stream")?;
+            Destination::Stream(
+                parse_stream(&text).map_err(|m| loc.at(s.span(), format!("flow.stream: {m}")))?,
+            )
+        }
+        (None, Some(h)) => {
+            let text = loc.string(h, "flow.firehose")?;
+            Destination::Firehose(
+                parse_delivery_stream(&text)
+                    .map_err(|m| loc.at(h.span(), format!("flow.firehose: {m}")))?,
+            )
+        }
+        (Some(_), Some(h)) => {
+            return Err(loc.at(
+                h.span(),
+                "flow: set one of stream (a Kinesis data stream) and firehose (a delivery stream), not both",
+            ));
+        }
+        (None, None) => {
+            return Err(loc.at(
+                f.name.span(),
+                "flow: set stream (a Kinesis data stream) or firehose (a Firehose delivery stream)",
+            ));
+        }
+    };
+    let span = |v: Option<&Num>| v.map(|n| n.span());
+    // Settings of the other kind of destination, with where they are.
+    let (misplaced, why) = if destination.is_firehose() {
+        (
+            vec![
+                ("partition_key", f.partition_key.as_ref().map(|k| k.span())),
+                (
+                    "explicit_hash_key",
+                    f.explicit_hash_key.as_ref().map(|k| k.span()),
+                ),
+                ("pace", f.pace.map(|_| f.name.span())),
+                (
+                    "shard_records_per_sec",
+                    span(f.shard_records_per_sec.as_ref()),
+                ),
+                ("shard_bytes_per_sec", span(f.shard_bytes_per_sec.as_ref())),
+            ],
+            "means nothing for a Firehose flow (no partition keys, no shards; firehose_records_per_sec and firehose_bytes_per_sec pace a delivery stream)",
+        )
+    } else {
+        (
+            vec![
+                (
+                    "firehose_records_per_sec",
+                    span(f.firehose_records_per_sec.as_ref()),
+                ),
+                (
+                    "firehose_bytes_per_sec",
+                    span(f.firehose_bytes_per_sec.as_ref()),
+                ),
+            ],
+            "is for a Firehose flow (firehose = \"...\"); a stream's flow paces its shards (pace, shard_records_per_sec, shard_bytes_per_sec)",
+        )
+    };
+    if let Some((key, Some(at))) = misplaced.into_iter().find(|(_, at)| at.is_some()) {
+        return Err(loc.at(at, format!("flow.{key} {why}")));
+    }
+    Ok(destination)
+}
+
+/// The shard limits to pace under, unless `pace = false`; for Firehose, the
+/// delivery stream's limits when either is given.
+fn pacing(
+    loc: &Locator<'_>,
+    f: &RawFlow,
+    destination: &Destination,
+) -> Result<Option<ShardLimits>, ConfigError> {
+    if destination.is_firehose() {
+        if f.firehose_records_per_sec.is_none() && f.firehose_bytes_per_sec.is_none() {
+            return Ok(None);
+        }
+        return Ok(Some(ShardLimits {
+            records_per_sec: loc.ranged(
+                f.firehose_records_per_sec.as_ref(),
+                u64::MAX,
+                1..=u64::MAX,
+                "flow.firehose_records_per_sec",
+            )?,
+            bytes_per_sec: loc.ranged(
+                f.firehose_bytes_per_sec.as_ref(),
+                u64::MAX,
+                1..=u64::MAX,
+                "flow.firehose_bytes_per_sec",
+            )?,
+        }));
+    }
     if !f.pace.unwrap_or(DEFAULT_PACE) {
         return Ok(None);
     }
@@ -286,15 +417,34 @@ fn pacing(loc: &Locator<'_>, f: &RawFlow) -> Result<Option<ShardLimits>, ConfigE
     }))
 }
 
-/// The aggregate size in bytes, 0 when aggregation is off.
-fn aggregation(loc: &Locator<'_>, f: &RawFlow) -> Result<usize, ConfigError> {
-    if !f.aggregate.unwrap_or(DEFAULT_AGGREGATE) {
+/// The aggregate size in bytes, 0 when aggregation is off. On by default
+/// for Firehose (whole lines joined up to the record limit: Firehose bills
+/// per record rounded up to 5 KB), off for a stream (the KPL format needs a
+/// consumer that de-aggregates).
+fn aggregation(
+    loc: &Locator<'_>,
+    f: &RawFlow,
+    destination: &Destination,
+) -> Result<usize, ConfigError> {
+    let (on, default, most) = match destination {
+        Destination::Stream(_) => (
+            DEFAULT_AGGREGATE,
+            DEFAULT_AGGREGATE_MAX_BYTES,
+            crate::records::batcher::MAX_DATA_BYTES,
+        ),
+        Destination::Firehose(_) => (
+            DEFAULT_FIREHOSE_AGGREGATE,
+            FIREHOSE_RECORD.bytes as u64,
+            FIREHOSE_RECORD.bytes,
+        ),
+    };
+    if !f.aggregate.unwrap_or(on) {
         return Ok(0);
     }
     loc.size(
         f.aggregate_max_bytes.as_ref(),
-        DEFAULT_AGGREGATE_MAX_BYTES,
-        1024..=crate::records::batcher::MAX_DATA_BYTES as u64,
+        default,
+        1024..=most as u64,
         "flow.aggregate_max_bytes",
     )
 }

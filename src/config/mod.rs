@@ -31,8 +31,8 @@ pub use aws::{AwsSettings, DEFAULT_REQUEST_TIMEOUT_MS};
 pub use check::expand_env;
 pub use flow::{
     DEFAULT_AGGREGATE_MAX_BYTES, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_LINGER_MS, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_SHARD_BYTES_PER_SEC, DEFAULT_SHARD_RECORDS_PER_SEC, FlowSettings, FollowSymlinks,
-    Oversize, StartAt,
+    DEFAULT_SHARD_BYTES_PER_SEC, DEFAULT_SHARD_RECORDS_PER_SEC, Destination, FlowSettings,
+    FollowSymlinks, Oversize, StartAt,
 };
 pub use multiline::{DEFAULT_MULTILINE_MAX_LINES, DEFAULT_MULTILINE_TIMEOUT_MS};
 pub use record::{MetadataSource, RecordSettings};
@@ -140,6 +140,7 @@ impl Settings {
         let AwsSettings {
             region,
             endpoint_url,
+            firehose_endpoint_url,
             profile,
             request_timeout,
             role_arn,
@@ -166,6 +167,10 @@ impl Settings {
             ("worker_threads", *worker_threads != self.worker_threads),
             ("aws.region", *region != old.region),
             ("aws.endpoint_url", *endpoint_url != old.endpoint_url),
+            (
+                "aws.firehose_endpoint_url",
+                *firehose_endpoint_url != old.firehose_endpoint_url,
+            ),
             ("aws.profile", *profile != old.profile),
             (
                 "aws.request_timeout_ms",

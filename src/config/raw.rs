@@ -37,6 +37,7 @@ pub(super) struct RawApi {
 pub(super) struct RawAws {
     pub region: Option<Str>,
     pub endpoint_url: Option<Str>,
+    pub firehose_endpoint_url: Option<Str>,
     pub profile: Option<Str>,
     pub request_timeout_ms: Option<Num>,
     pub role_arn: Option<Str>,
@@ -51,7 +52,8 @@ pub(super) struct RawFlow {
     pub paths: Spanned<Vec<Str>>,
     #[serde(default)]
     pub exclude: Vec<Str>,
-    pub stream: Str,
+    pub stream: Option<Str>,
+    pub firehose: Option<Str>,
     pub start_at: Option<Str>,
     pub partition_key: Option<Spanned<RawKey>>,
     pub linger_ms: Option<Num>,
@@ -68,6 +70,8 @@ pub(super) struct RawFlow {
     pub aggregate_max_bytes: Option<Num>,
     pub shard_records_per_sec: Option<Num>,
     pub shard_bytes_per_sec: Option<Num>,
+    pub firehose_records_per_sec: Option<Num>,
+    pub firehose_bytes_per_sec: Option<Num>,
     // What a record is made of (config/record.rs).
     pub format: Option<Str>,
     pub message_key: Option<Str>,

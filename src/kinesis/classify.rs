@@ -42,6 +42,19 @@ pub fn classify(code: Option<&str>, status: Option<u16>) -> Failure {
     }
 }
 
+/// What a call came to.
+pub enum CallResult {
+    /// One answer per record, in request order: the sequence number of a
+    /// confirmed record, or the error code of a failed one.
+    Entries(Vec<Result<String, String>>),
+    Failed {
+        class: Failure,
+        message: String,
+        /// The service's error code, when it answered.
+        code: Option<String>,
+    },
+}
+
 /// The longest sequence number Kinesis gives (the API allows 128 digits).
 const MAX_SEQUENCE_DIGITS: usize = 128;
 
@@ -214,6 +227,29 @@ impl<'de> serde::Deserialize<'de> for AnswerEntry<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn firehose_failures_mean_what_they_say() {
+        // PutRecordBatch's own codes: over the delivery stream's throughput,
+        // a record at fault, a missing stream or KMS key.
+        assert_eq!(
+            classify(Some("ServiceUnavailableException"), Some(400)),
+            Failure::Retry
+        );
+        assert_eq!(
+            classify(Some("InvalidArgumentException"), Some(400)),
+            Failure::Invalid
+        );
+        assert_eq!(
+            classify(Some("ResourceNotFoundException"), Some(400)),
+            Failure::Stuck
+        );
+        assert_eq!(
+            classify(Some("InvalidKMSResourceException"), Some(400)),
+            Failure::Stuck
+        );
+        assert_eq!(classify(None, Some(503)), Failure::Retry);
+    }
 
     #[test]
     fn answers_are_read_as_the_sdk_reads_them() {

@@ -23,7 +23,6 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::interceptors::{
     BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
 };
@@ -35,12 +34,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{backoff, slow_backoff};
-use crate::kinesis::classify::{Failure, classify, entry_outcome};
+use crate::kinesis::classify::{CallResult, Failure, classify, entry_outcome};
 use crate::kinesis::shards::{RateWindow, Router, ShardLimits};
 use crate::kinesis::stream::StreamRef;
+use crate::prepared::PreparedBody;
 use crate::records::batcher::FileId;
 use crate::records::batcher::{
-    Batch, Entry, MAX_BYTES_PER_RECORD, NO_SHARD, PAYLOAD_UNIT, Record, coalesce_acks,
+    Batch, Entry, FIREHOSE, KINESIS, Limits, NO_SHARD, PAYLOAD_UNIT, Record, coalesce_acks,
     put_records_body,
 };
 use crate::records::packing::Packer;
@@ -84,12 +84,51 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where a lane sends, with its client: the one part of a lane that is its
+/// destination's own (ARCHITECTURE.md, "The destination seam").
+#[derive(Debug, Clone)]
+pub enum Dest {
+    Stream {
+        client: aws_sdk_kinesis::Client,
+        stream: StreamRef,
+    },
+    Firehose {
+        client: aws_sdk_firehose::Client,
+        name: String,
+    },
+}
+
+impl Dest {
+    /// The API call, for what the lane logs.
+    pub fn call(&self) -> &'static str {
+        match self {
+            Dest::Stream { .. } => "PutRecords",
+            Dest::Firehose { .. } => "PutRecordBatch",
+        }
+    }
+
+    pub fn limits(&self) -> &'static Limits {
+        match self {
+            Dest::Stream { .. } => &KINESIS,
+            Dest::Firehose { .. } => &FIREHOSE,
+        }
+    }
+}
+
+impl std::fmt::Display for Dest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dest::Stream { stream, .. } => write!(f, "stream {stream}"),
+            Dest::Firehose { name, .. } => write!(f, "delivery stream {name}"),
+        }
+    }
+}
+
 /// One lane of a flow: a queue of records and at most one call in flight.
 pub struct Lane {
     pub flow: String,
     pub index: usize,
-    pub client: Client,
-    pub stream: StreamRef,
+    pub dest: Dest,
     pub linger: Duration,
     /// The shard limits to pace under, if the flow paces.
     pub pace: Option<ShardLimits>,
@@ -117,43 +156,6 @@ fn paced(limits: ShardLimits) -> ShardLimits {
     ShardLimits {
         records_per_sec: ((limits.records_per_sec as f64 * PACE_SHARE) as u64).max(1),
         bytes_per_sec: ((limits.bytes_per_sec as f64 * PACE_SHARE) as u64).max(1),
-    }
-}
-
-enum CallResult {
-    /// One answer per record, in request order: the sequence number of a
-    /// confirmed record, or the error code of a failed one.
-    Entries(Vec<Result<String, String>>),
-    Failed {
-        class: Failure,
-        message: String,
-        /// The service's error code, when it answered.
-        code: Option<String>,
-    },
-}
-
-/// A `PutRecords` body written by [`put_records_body`], put into the SDK's
-/// request before it is signed (each attempt starts from the SDK's own).
-#[derive(Debug)]
-struct PreparedBody(bytes::Bytes);
-
-impl Intercept for PreparedBody {
-    fn name(&self) -> &'static str {
-        "kinetail::kinesis::sink::PreparedBody"
-    }
-
-    fn modify_before_signing(
-        &self,
-        context: &mut BeforeTransmitInterceptorContextMut<'_>,
-        _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let request = context.request_mut();
-        *request.body_mut() = SdkBody::from(self.0.clone());
-        request
-            .headers_mut()
-            .insert("content-length", self.0.len().to_string());
-        Ok(())
     }
 }
 
@@ -341,7 +343,7 @@ impl Lane {
             }
             let mut batch = match self.pace.map(paced) {
                 Some(l) => self.paced_batch(l, &carry).await,
-                None => Batch::new(),
+                None => Batch::within(self.dest.limits(), usize::MAX, usize::MAX),
             };
             let mut held = self.fill(&mut batch, &mut carry, false).await;
             if batch.is_empty() && !held {
@@ -394,7 +396,8 @@ impl Lane {
     /// every call then waited a whole second for the one before).
     async fn paced_batch(&self, limits: ShardLimits, carry: &VecDeque<Record>) -> Batch {
         let Some(shard) = carry.front().map(|r| r.shard).filter(|s| *s != NO_SHARD) else {
-            return Batch::with_limits(
+            return Batch::within(
+                self.dest.limits(),
                 limits.records_per_sec as usize,
                 limits.bytes_per_sec as usize,
             );
@@ -412,7 +415,11 @@ impl Lane {
             }
             (_, records, bytes) = room();
         }
-        Batch::with_limits(records.max(1) as usize, bytes.max(1) as usize)
+        Batch::within(
+            self.dest.limits(),
+            records.max(1) as usize,
+            bytes.max(1) as usize,
+        )
     }
 
     /// Moves records from `carry` into `batch` while they fit: each as an
@@ -433,13 +440,13 @@ impl Lane {
                 return true;
             }
             let Some(r) = carry.pop_front() else { break };
-            if r.api_size() > MAX_BYTES_PER_RECORD {
+            if r.api_size() > self.dest.limits().record.bytes {
                 // Framing keeps data under the limit with room for the flow's longest key,
                 // so this is a bug elsewhere; the record is kept, not lost.
                 if in_tail {
                     tail_bytes -= r.api_size();
                 }
-                self.dead_letter(vec![r], "record larger than 1 MiB with its partition key")
+                self.dead_letter(vec![r], "record larger than its destination takes")
                     .await;
                 continue;
             }
@@ -522,15 +529,15 @@ impl Lane {
                         .retried(code.as_deref().unwrap_or("connection"), 1);
                     match class {
                         Failure::Retry => {
-                            tracing::warn!(flow = %self.flow, lane = self.index, records = pending.len(), error = %message, "PutRecords failed; retrying the call");
+                            tracing::warn!(flow = %self.flow, lane = self.index, records = pending.len(), error = %message, "{} failed; retrying the call", self.dest.call());
                             quick.next()
                         }
                         Failure::Stuck => {
                             self.router.request_refresh();
                             if last_stuck_log.is_none_or(|t| t.elapsed() >= STUCK_LOG_INTERVAL) {
                                 *last_stuck_log = Some(Instant::now());
-                                tracing::error!(flow = %self.flow, stream = %self.stream, records = pending.len(), error = %message,
-                                    "PutRecords cannot succeed until this is fixed; records are kept and retried");
+                                tracing::error!(flow = %self.flow, destination = %self.dest, records = pending.len(), error = %message,
+                                    "{} cannot succeed until this is fixed; records are kept and retried", self.dest.call());
                             }
                             slow.next()
                         }
@@ -540,8 +547,8 @@ impl Lane {
                         }
                         Failure::Invalid => {
                             let records = pending.into_iter().flat_map(|e| e.records).collect();
-                            self.dead_letter(records, &format!("rejected by Kinesis: {message}"))
-                                .await;
+                            let why = format!("rejected by the {}: {message}", self.dest);
+                            self.dead_letter(records, &why).await;
                             return None;
                         }
                     }
@@ -718,40 +725,61 @@ impl Lane {
         out
     }
 
+    /// One call of `records` to the lane's destination.
     async fn put(
         &self,
         records: &[Entry],
         booked: Vec<(u32, u64)>,
         paced_at: Instant,
     ) -> CallResult {
-        let arn = match &self.stream {
+        Metrics::add(&self.shared.metrics.calls, 1);
+        let in_flight = &self.shared.metrics.in_flight;
+        in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = match &self.dest {
+            Dest::Stream { client, stream } => {
+                self.put_records(client, stream, records, booked, paced_at)
+                    .await
+            }
+            Dest::Firehose { client, name } => {
+                // Its pacing (when asked) books the calls as they are paced.
+                crate::firehose::put::put(client, name, records).await
+            }
+        };
+        in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    /// One `PutRecords` call.
+    async fn put_records(
+        &self,
+        client: &aws_sdk_kinesis::Client,
+        stream: &StreamRef,
+        records: &[Entry],
+        booked: Vec<(u32, u64)>,
+        paced_at: Instant,
+    ) -> CallResult {
+        let arn = match stream {
             StreamRef::Arn { arn, .. } => Some(arn.as_str()),
             StreamRef::Name(_) => None,
         };
         let body = PreparedBody(bytes::Bytes::from(put_records_body(
             records,
-            self.stream.name(),
+            stream.name(),
             arn,
         )));
         // The SDK still resolves the endpoint (from the name or ARN),
         // signs, sends and parses the answer; its request carries no
         // records, and the interceptor puts the prepared body in before
         // signing.
-        let mut req = self
-            .client
+        let mut req = client
             .put_records()
             .set_records(Some(Vec::new()))
-            .stream_name(self.stream.name());
+            .stream_name(stream.name());
         if let Some(arn) = arn {
             // The API takes the name, the ARN, or both; both work with
             // servers that predate the ARN parameter.
             req = req.stream_arn(arn);
         }
-        Metrics::add(&self.shared.metrics.calls, 1);
-        self.shared
-            .metrics
-            .in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let digest = Digest::default();
         let mut req = req
             .customize()
@@ -765,12 +793,7 @@ impl Lane {
                 lead: self.lead.clone(),
             });
         }
-        let sent = req.send().await;
-        self.shared
-            .metrics
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        match sent {
+        match req.send().await {
             Ok(out) => {
                 let digested = digest.lock().unwrap_or_else(|p| p.into_inner()).take();
                 self.answered(digested.unwrap_or_else(|| answer_of(out)), records.len())

@@ -15,7 +15,7 @@ use crate::lines::multiline::Grouper;
 use crate::re::Re;
 #[cfg(test)]
 use crate::records::batcher::MAX_BYTES_PER_RECORD;
-use crate::records::batcher::{KINESIS_RECORD, RecordLimit};
+use crate::records::batcher::RecordLimit;
 use crate::records::envelope::{
     ENVELOPE_RESERVE, METADATA_MAX_BYTES, WORST_EXPANSION, message_len,
 };
@@ -35,9 +35,9 @@ pub struct Fit {
 }
 
 impl Fit {
-    /// The fit of a flow's lines in Kinesis records.
+    /// The fit of a flow's lines in its destination's records.
     pub fn new(settings: &FlowSettings) -> Fit {
-        Fit::for_limit(settings, KINESIS_RECORD)
+        Fit::for_limit(settings, settings.destination.limits().record)
     }
 
     /// The fit of a flow's lines in a destination's records.
@@ -48,7 +48,9 @@ impl Fit {
         } else {
             0
         };
-        let limit = limit.bytes - key;
+        // Firehose's records end with the newline the flow adds.
+        let newline = usize::from(settings.destination.is_firehose());
+        let limit = limit.bytes - key - newline;
         let room = limit - record.compression.margin(limit);
         match &record.envelope {
             None => Fit {

@@ -47,6 +47,23 @@ pub const KINESIS: Limits = Limits {
     call_bytes: MAX_BYTES_PER_CALL,
 };
 
+/// Kinesis Data Firehose: 1,000 KiB of data a record, no key.
+pub const FIREHOSE_RECORD: RecordLimit = RecordLimit {
+    bytes: 1_024_000,
+    key_counts: false,
+};
+
+/// Kinesis Data Firehose's `PutRecordBatch`: 500 records, 4 MiB a call.
+pub const FIREHOSE: Limits = Limits {
+    record: FIREHOSE_RECORD,
+    call_records: 500,
+    call_bytes: 4 * 1024 * 1024,
+};
+
+/// Firehose bills ingestion per record rounded up to the next 5 KB
+/// (counted here as 5,000 bytes, to be safe).
+pub const FIREHOSE_BILLING_UNIT: usize = 5_000;
+
 /// Identifies one reading of one file for the lifetime of the process. A
 /// truncated file gets a new id, so late acks for its old content are ignored.
 pub type FileId = u64;
@@ -110,6 +127,10 @@ pub struct Record {
 
 /// The shard of a record routed without a shard map.
 pub const NO_SHARD: u32 = u32::MAX;
+/// The shard tag of every record to a destination without shards
+/// (Firehose): one window paces the whole delivery stream, and aggregates
+/// pack any of its records.
+pub const ONE_STREAM: u32 = 0;
 
 impl Record {
     /// A record of `data` under `key`, from nowhere yet: file 0, the range
@@ -296,6 +317,27 @@ impl Batch {
     pub fn into_entries(self) -> Vec<Entry> {
         self.records
     }
+}
+
+/// The `PutRecordBatch` body for `entries` to the delivery stream `name`:
+/// `{"DeliveryStreamName":...,"Records":[{"Data":"..."}]}`, written as
+/// [`put_records_body`] writes Kinesis's.
+pub fn put_record_batch_body(entries: &[Entry], name: &str) -> Vec<u8> {
+    let estimate: usize = entries.iter().map(|e| e.data().len() / 3 * 4 + 16).sum();
+    let mut b = Vec::with_capacity(estimate + 128);
+    b.extend_from_slice(b"{\"DeliveryStreamName\":");
+    json_string(&mut b, name);
+    b.extend_from_slice(b",\"Records\":[");
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        b.extend_from_slice(b"{\"Data\":\"");
+        base64_simd::STANDARD.encode_append(e.data(), &mut b);
+        b.extend_from_slice(b"\"}");
+    }
+    b.extend_from_slice(b"]}");
+    b
 }
 
 /// The JSON body of a `PutRecords` call for `entries`, as the SDK would

@@ -1,6 +1,13 @@
 //! Packing records into the entries of a lane's calls when aggregating
 //! (`aggregate = true`), and compressing what is sent.
 //!
+//! An aggregate has a form per destination: for Kinesis the KPL's
+//! (`records::aggregate`, which consumers de-aggregate), for Firehose whole
+//! lines one after the other (each record's data ends with its newline), so
+//! that the objects Firehose writes read exactly as with one line a record.
+//! Firehose bills per record rounded up to 5 KB, so its aggregates are
+//! sized to whole 5 KB steps as Kinesis's are to 25 KB payload units.
+//!
 //! Kinesis bills each record in PUT payload units of 25 KB, data and
 //! partition key counted: an aggregate of 26 KB costs two. So aggregates
 //! are sized to end just under a multiple of [`PAYLOAD_UNIT`] (the largest
@@ -18,13 +25,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use smallvec::SmallVec;
 
 use crate::records::aggregate::Aggregator;
-use crate::records::batcher::{Entry, MAX_DATA_BYTES, MAX_KEY_BYTES, PAYLOAD_UNIT, Record};
+use crate::records::batcher::{
+    Entry, FIREHOSE_BILLING_UNIT, FIREHOSE_RECORD, MAX_DATA_BYTES, MAX_KEY_BYTES, PAYLOAD_UNIT,
+    Record,
+};
 use crate::records::compress::Compression;
+
+/// What an aggregate is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// The KPL's aggregated record (Kinesis).
+    Kpl,
+    /// The records' data one after the other (Firehose).
+    Lines,
+}
 
 #[derive(Debug)]
 pub struct Packer {
+    form: Form,
     /// The most bytes an aggregate may send (`aggregate_max_bytes`).
     max_bytes: usize,
+    /// The largest record the destination takes, data and key.
+    record_max: usize,
+    /// What the destination bills by: aggregates end just under a multiple.
+    unit: usize,
     compression: Compression,
     /// Compressed size over uncompressed size, as last seen (an `f64`'s
     /// bits: a lane's future must be `Send`).
@@ -40,9 +64,25 @@ const SAFETY: f64 = 0.97;
 const MAX_ATTEMPTS: u32 = 4;
 
 impl Packer {
+    /// KPL aggregates for Kinesis.
     pub fn new(max_bytes: usize, compression: Compression) -> Packer {
         Packer {
+            form: Form::Kpl,
             max_bytes: max_bytes.min(MAX_DATA_BYTES),
+            record_max: MAX_DATA_BYTES,
+            unit: PAYLOAD_UNIT,
+            compression,
+            ratio: AtomicU64::new(0.25f64.to_bits()),
+        }
+    }
+
+    /// Lines joined into Firehose records.
+    pub fn lines(max_bytes: usize, compression: Compression) -> Packer {
+        Packer {
+            form: Form::Lines,
+            max_bytes: max_bytes.min(FIREHOSE_RECORD.bytes),
+            record_max: FIREHOSE_RECORD.bytes,
+            unit: FIREHOSE_BILLING_UNIT,
             compression,
             ratio: AtomicU64::new(0.25f64.to_bits()),
         }
@@ -55,8 +95,8 @@ impl Packer {
     /// The bytes (data and key) an aggregate aims to send: whole payload
     /// units when the limit allows at least one.
     fn target(&self) -> usize {
-        if self.max_bytes >= PAYLOAD_UNIT {
-            self.max_bytes / PAYLOAD_UNIT * PAYLOAD_UNIT
+        if self.max_bytes >= self.unit {
+            self.max_bytes / self.unit * self.unit
         } else {
             self.max_bytes
         }
@@ -94,7 +134,7 @@ impl Packer {
         let target = self
             .target()
             .saturating_sub(first.key.len().min(MAX_KEY_BYTES));
-        let uncompressed_room = MAX_DATA_BYTES - self.compression.margin(MAX_DATA_BYTES);
+        let uncompressed_room = self.record_max - self.compression.margin(self.record_max);
         let mut limit = if self.compression.is_on() {
             ((target as f64 / self.ratio() * SAFETY) as usize).min(uncompressed_room)
         } else {
@@ -104,7 +144,7 @@ impl Packer {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut agg = Aggregator::new(limit);
+            let mut agg = Joining::new(self.form, limit);
             if let Err(r) = agg.try_add(first) {
                 // Too large to aggregate with its key: sent alone.
                 return self.single(r);
@@ -165,6 +205,56 @@ impl Packer {
                 queue.push_front(r);
             }
             first = head;
+        }
+    }
+}
+
+/// An aggregate being packed, in its destination's form.
+enum Joining {
+    Kpl(Aggregator),
+    Lines {
+        limit: usize,
+        data: Vec<u8>,
+        members: Vec<Record>,
+    },
+}
+
+impl Joining {
+    fn new(form: Form, limit: usize) -> Joining {
+        match form {
+            Form::Kpl => Joining::Kpl(Aggregator::new(limit)),
+            Form::Lines => Joining::Lines {
+                limit,
+                data: Vec::new(),
+                members: Vec::new(),
+            },
+        }
+    }
+
+    /// Adds `r` if the aggregate stays within its limit.
+    fn try_add(&mut self, r: Record) -> Result<(), Record> {
+        match self {
+            Joining::Kpl(a) => a.try_add(r),
+            Joining::Lines {
+                limit,
+                data,
+                members,
+            } => {
+                if data.len() + r.data.len() > *limit {
+                    return Err(r);
+                }
+                data.extend_from_slice(&r.data);
+                members.push(r);
+                Ok(())
+            }
+        }
+    }
+
+    /// The aggregate's data and its records.
+    fn finish(self) -> (Vec<u8>, Vec<Record>) {
+        match self {
+            Joining::Kpl(a) => a.finish(),
+            Joining::Lines { data, members, .. } => (data, members),
         }
     }
 }

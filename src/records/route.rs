@@ -17,8 +17,8 @@ use tokio::task::JoinHandle;
 use crate::config::FlowSettings;
 use crate::kinesis::shards::{Router, Routing, to_hash_key};
 use crate::lines::framing::Line;
-use crate::records::batcher::Record;
 use crate::records::batcher::{ChunkId, FileId};
+use crate::records::batcher::{ONE_STREAM, Record};
 use crate::records::envelope::LineContext;
 use crate::records::keying::KeyContext;
 
@@ -71,6 +71,9 @@ impl<'a> Keyer<'a> {
 
     /// The record for `line`, and the lane it goes to.
     pub fn record(&mut self, line: Line) -> (usize, Record) {
+        if self.settings.destination.is_firehose() {
+            return self.unkeyed(line);
+        }
         let ctx = KeyContext {
             path: self.source.path,
             hostname: self.source.hostname,
@@ -100,10 +103,27 @@ impl<'a> Keyer<'a> {
         (lane, record)
     }
 
-    /// What Kinesis stores for `line`.
+    /// The record for `line` to a destination without keys or shards
+    /// (Firehose): its lane is its file's, so that a file's lines keep their
+    /// order, and its shard tag is the destination's one ([`ONE_STREAM`]).
+    fn unkeyed(&mut self, line: Line) -> (usize, Record) {
+        let lane = (self.source.file % self.routing.lanes.max(1) as u64) as usize;
+        let (start, end) = (line.start, line.end);
+        let record = Record {
+            epoch: self.routing.epoch,
+            ..Record::new(self.data(line), String::new())
+                .ranged(self.source.file, start, end)
+                .chunked(self.source.chunk)
+                .on_shard(ONE_STREAM)
+        };
+        (lane, record)
+    }
+
+    /// What the destination stores for `line`: for Firehose, which adds
+    /// nothing between records, with its newline.
     fn data(&mut self, line: Line) -> Vec<u8> {
         let record = &self.settings.record;
-        let data = match &record.envelope {
+        let mut data = match &record.envelope {
             None => line.data,
             Some(env) => {
                 let mut out = Vec::with_capacity(line.data.len() + 256);
@@ -123,6 +143,9 @@ impl<'a> Keyer<'a> {
                 out
             }
         };
+        if self.settings.destination.is_firehose() {
+            data.push(b'\n');
+        }
         // Aggregates are compressed whole, by the lanes.
         if record.compression.is_on() && self.settings.aggregate_bytes == 0 {
             record.compression.apply(&data)

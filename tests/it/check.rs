@@ -109,6 +109,35 @@ fn key_value(line: &str) -> Option<(String, String)> {
     Some((key.to_string(), value.trim().to_string()))
 }
 
+/// A section's id and its entries: key, value, commented out.
+type Section = (String, Vec<(String, String, bool)>);
+
+/// The `key = value` lines of a TOML-like text by section: the section's
+/// header (`[aws]`; `[[flow]] NAME` for a flow), and each entry with whether
+/// it is commented out.
+fn sections(text: &str) -> Vec<Section> {
+    let mut out: Vec<Section> = vec![(String::new(), Vec::new())];
+    for line in text.lines() {
+        let bare = line.trim().trim_start_matches('#').trim();
+        if bare.starts_with('[') {
+            let header = bare.split([':', ' ']).next().unwrap_or(bare).to_string();
+            out.push((header, Vec::new()));
+            continue;
+        }
+        let Some((key, value)) = key_value(line) else {
+            continue;
+        };
+        let Some((id, entries)) = out.last_mut() else {
+            continue;
+        };
+        if key == "name" && id == "[[flow]]" {
+            id.push_str(&format!(" {value}"));
+        }
+        entries.push((key, value, line.trim_start().starts_with('#')));
+    }
+    out
+}
+
 /// The example cannot drift from the code: every setting `check` prints is
 /// in the example (set, or shown commented), and every default the example
 /// shows commented is the value `check` prints where a flow leaves it unset.
@@ -149,23 +178,26 @@ fn the_example_config_shows_every_setting_with_the_code_defaults() {
         missing.is_empty(),
         "settings check knows that config/kinetail.toml does not show: {missing:?}"
     );
-    // Commented defaults: the value check prints for a flow that leaves the
-    // key unset. A key check prints without a value (off, or the SDK's
-    // chain) has no default to compare.
+    // Commented defaults: the value check prints for the same section (the
+    // same flow) where it leaves the key unset. A key check prints without
+    // a value (off, or the SDK's chain) has no default to compare.
+    let printed_sections = sections(&printed);
     let mut wrong = Vec::new();
-    for line in text.lines().filter(|l| l.trim_start().starts_with('#')) {
-        let Some((key, value)) = key_value(line) else {
+    for (id, entries) in sections(&text) {
+        let Some((_, theirs)) = printed_sections.iter().find(|(i, _)| *i == id) else {
             continue;
         };
-        let values: Vec<&String> = known
-            .iter()
-            .filter(|(k, v)| *k == key && !v.is_empty() && !v.starts_with('('))
-            .map(|(_, v)| v)
-            .collect();
-        if !values.is_empty() && !values.contains(&&value) {
-            wrong.push(format!(
-                "{key}: the example says {value}, check prints {values:?}"
-            ));
+        for (key, value, commented) in entries {
+            let printed = theirs
+                .iter()
+                .find(|(k, v, _)| *k == key && !v.is_empty() && !v.starts_with('('));
+            if let (true, Some((_, theirs, _))) = (commented, printed)
+                && *theirs != value
+            {
+                wrong.push(format!(
+                    "{id} {key}: the example says {value}, check prints {theirs}"
+                ));
+            }
         }
     }
     assert!(
@@ -229,8 +261,8 @@ fn missing_stream_is_located() {
     assert_error_at(
         &GOOD.replace("stream = \"demo\"\n", ""),
         &[],
-        6,
-        "missing field `stream`",
+        7,
+        "set stream (a Kinesis data stream) or firehose",
     );
 }
 
@@ -276,4 +308,69 @@ fn invalid_explicit_hash_key_is_located() {
         "stream = \"demo\"\nexplicit_hash_key = { from = \"static\", value = \"340282366920938463463374607431768211456\" }",
     );
     assert_error_at(&text, &[], 10, "explicit_hash_key.value");
+}
+
+/// A Firehose flow of GOOD: `firehose` for `stream`, no partition key.
+fn firehose_flow(extra: &str) -> String {
+    let text = GOOD
+        .replace("stream = \"demo\"", "firehose = \"logs-to-s3\"")
+        .replace(
+            "partition_key = { from = \"regex\", pattern = '^\\S+ \\S+ \\S+ (\\S+)', fallback = \"random\" }\n",
+            "",
+        );
+    format!("{text}{extra}")
+}
+
+#[test]
+fn a_firehose_flow_checks_with_its_own_defaults() {
+    let (code, out, err, _, _dir) = check(&firehose_flow(""), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("firehose = \"logs-to-s3\""), "{out}");
+    assert!(
+        out.contains("aggregate = true\naggregate_max_bytes = 1024000"),
+        "lines joined up to 1,000 KiB by default: {out}"
+    );
+    assert!(!out.contains("partition_key"), "no keys: {out}");
+    let arn = firehose_flow("").replace(
+        "\"logs-to-s3\"",
+        "\"arn:aws:firehose:us-east-1:123456789012:deliverystream/logs-to-s3\"",
+    );
+    let (code, out, err, _, _dir) = check(&arn, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("firehose = \"logs-to-s3\""),
+        "an ARN gives its name: {out}"
+    );
+}
+
+#[test]
+fn settings_that_mean_nothing_for_firehose_are_errors_naming_them() {
+    for (setting, line) in [
+        ("partition_key = { from = \"random\" }", 10),
+        (
+            "explicit_hash_key = { from = \"static\", value = \"0\" }",
+            10,
+        ),
+        ("shard_records_per_sec = 500", 10),
+        ("shard_bytes_per_sec = 500000", 10),
+    ] {
+        let key = setting.split(' ').next().unwrap_or_default();
+        assert_error_at(&firehose_flow(&format!("{setting}\n")), &[], line, key);
+    }
+    // `pace` is reported at the flow's name.
+    assert_error_at(&firehose_flow("pace = false\n"), &[], 7, "flow.pace");
+    // And the Firehose limits on a stream's flow.
+    let text = format!("{GOOD}firehose_records_per_sec = 100\n");
+    assert_error_at(&text, &[], 11, "firehose_records_per_sec");
+}
+
+#[test]
+fn a_flow_names_one_destination() {
+    let both = GOOD.replace(
+        "stream = \"demo\"",
+        "stream = \"demo\"\nfirehose = \"logs\"",
+    );
+    assert_error_at(&both, &[], 10, "not both");
+    let bad = firehose_flow("").replace("\"logs-to-s3\"", "\"no spaces allowed\"");
+    assert_error_at(&bad, &[], 9, "delivery stream name");
 }

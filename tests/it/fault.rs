@@ -406,6 +406,9 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    if target.ends_with(".PutRecordBatch") {
+        return firehose_batch(ctx, &parts, body).await;
+    }
     if !target.ends_with(".PutRecords") {
         return Some(match forward(ctx, &parts, body).await {
             Ok((status, body, ctype)) => raw_response(status, &ctype, body),
@@ -596,5 +599,104 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
     Some(json_response(
         200,
         json!({"FailedRecordCount": failed, "Records": merged, "EncryptionType": "NONE"}),
+    ))
+}
+
+/// A `PutRecordBatch` call through the faults that apply to it: whole calls
+/// answered 500 or throttled (`ServiceUnavailableException`, as a delivery
+/// stream over its throughput answers), entries answered with an error code
+/// and not forwarded, calls forwarded and then closed unanswered, slow
+/// answers.
+async fn firehose_batch(
+    ctx: &Ctx,
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+) -> Option<Response<Full<Bytes>>> {
+    let stats = &ctx.stats;
+    let f = &ctx.faults;
+    let call = stats.calls.fetch_add(1, Ordering::Relaxed) + 1;
+    if call <= f.first_calls_500 || rand::random::<f64>() < f.call_500 {
+        stats.calls_failed.fetch_add(1, Ordering::Relaxed);
+        return Some(json_response(
+            500,
+            json!({"__type": "InternalFailure", "message": "injected failure"}),
+        ));
+    }
+    if rand::random::<f64>() < f.call_throttle {
+        stats.calls_failed.fetch_add(1, Ordering::Relaxed);
+        return Some(json_response(
+            400,
+            json!({"__type": "ServiceUnavailableException", "message": "Slow down. (injected)"}),
+        ));
+    }
+    let mut request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let records = request["Records"].as_array().cloned().unwrap_or_default();
+    let failed: Vec<bool> = records
+        .iter()
+        .map(|_| rand::random::<f64>() < f.entry_fail)
+        .collect();
+    let keep: Vec<Value> = records
+        .into_iter()
+        .zip(&failed)
+        .filter(|(_, failed)| !**failed)
+        .map(|(r, _)| r)
+        .collect();
+    let forwarded = keep.len();
+    let mut answers = Vec::new();
+    if forwarded > 0 {
+        request["Records"] = Value::Array(keep);
+        let (status, resp, ctype) =
+            match forward(ctx, parts, Bytes::from(request.to_string())).await {
+                Ok(r) => r,
+                Err(e) => {
+                    return Some(json_response(
+                        500,
+                        json!({"__type": "InternalFailure", "message": e}),
+                    ));
+                }
+            };
+        if status != 200 {
+            return Some(raw_response(status, &ctype, resp));
+        }
+        let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
+        answers = v["RequestResponses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            answers.len(),
+            forwarded,
+            "upstream answered every forwarded record"
+        );
+        stats
+            .entries_forwarded
+            .fetch_add(forwarded as u64, Ordering::Relaxed);
+    }
+    if rand::random::<f64>() < f.close_after_forward {
+        stats.calls_closed.fetch_add(1, Ordering::Relaxed);
+        stats
+            .entries_unanswered
+            .fetch_add(forwarded as u64, Ordering::Relaxed);
+        return None;
+    }
+    let n_failed = failed.iter().filter(|f| **f).count();
+    stats
+        .entries_failed
+        .fetch_add(n_failed as u64, Ordering::Relaxed);
+    let mut up = answers.into_iter();
+    let merged: Vec<Value> = failed
+        .iter()
+        .map(|failed| match failed {
+            true => json!({"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "injected entry failure"}),
+            false => up.next().unwrap_or(Value::Null),
+        })
+        .collect();
+    if rand::random::<f64>() < f.slow {
+        stats.calls_slow.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(f.slow_delay).await;
+    }
+    Some(json_response(
+        200,
+        json!({"FailedPutCount": n_failed, "Encrypted": false, "RequestResponses": merged}),
     ))
 }

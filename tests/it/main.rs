@@ -5,6 +5,7 @@ mod delivery;
 mod edges;
 mod fault;
 mod files;
+mod firehose;
 mod hostile;
 mod lifecycle;
 mod model;

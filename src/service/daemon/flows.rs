@@ -9,12 +9,14 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::Clients;
 use super::watch::Watched;
-use crate::config::FlowSettings;
+use crate::config::{Destination, FlowSettings};
 use crate::input::discovery::{self, WakeRegistry};
 use crate::input::tailer::{EventDirs, FlowRuntime, Slots};
 use crate::kinesis::shards::{Router, ShardMap, list_shards};
-use crate::kinesis::sink::{Lane, SinkShared};
+use crate::kinesis::sink::{Dest, Lane, SinkShared};
+use crate::kinesis::stream::StreamRef;
 use crate::records::envelope::SharedMetadata;
 use crate::records::metadata::Wanted;
 use crate::records::packing::Packer;
@@ -35,7 +37,7 @@ const REFRESH_SPACING: Duration = Duration::from_secs(1);
 
 /// What every flow of a running daemon shares.
 pub(super) struct Env {
-    pub(super) client: Client,
+    pub(super) client: Clients,
     /// The root of the daemon's cancellation tokens: each flow's token
     /// is a child of it.
     pub(super) root: CancellationToken,
@@ -94,7 +96,8 @@ impl RunningFlow {
 /// per shard (up to MAX_SHARD_LANES), so a hot shard holds back only its
 /// own lane. Aggregation needs the map too: it packs records of one shard.
 fn wants_map(flow: &FlowSettings) -> bool {
-    flow.pace.is_some() || flow.aggregate_bytes > 0
+    matches!(flow.destination, Destination::Stream(_))
+        && (flow.pace.is_some() || flow.aggregate_bytes > 0)
 }
 
 /// The shard map a flow starts with, if it wants one: at most
@@ -102,17 +105,20 @@ fn wants_map(flow: &FlowSettings) -> bool {
 /// permission for ListShards, no answer) lanes are keyed by hash until a
 /// refresh finds it.
 pub(super) async fn first_map(client: Client, flow: FlowSettings) -> Option<ShardMap> {
+    let Destination::Stream(stream) = &flow.destination else {
+        return None;
+    };
     if !wants_map(&flow) {
         return None;
     }
-    match tokio::time::timeout(LIST_SHARDS_TIMEOUT, list_shards(&client, &flow.stream)).await {
+    match tokio::time::timeout(LIST_SHARDS_TIMEOUT, list_shards(&client, stream)).await {
         Ok(Ok(map)) => Some(map),
         Ok(Err(e)) => {
-            tracing::warn!(flow = %flow.name, stream = %flow.stream, error = %e, "cannot list shards; sending by key hash until it works");
+            tracing::warn!(flow = %flow.name, %stream, error = %e, "cannot list shards; sending by key hash until it works");
             None
         }
         Err(_) => {
-            tracing::warn!(flow = %flow.name, stream = %flow.stream, "listing shards timed out; sending by key hash until it works");
+            tracing::warn!(flow = %flow.name, %stream, "listing shards timed out; sending by key hash until it works");
             None
         }
     }
@@ -153,10 +159,11 @@ pub(super) fn start_flow(
         flow.pace.is_some(),
         MAX_SHARD_LANES,
     ));
-    if wants_map(flow) {
+    if let (true, Destination::Stream(stream)) = (wants_map(flow), &flow.destination) {
         tokio::spawn(refresh_shards(
-            env.client.clone(),
-            flow.clone(),
+            env.client.kinesis.clone(),
+            flow.name.clone(),
+            stream.clone(),
             router.clone(),
             stop.clone(),
         ));
@@ -208,8 +215,17 @@ fn lane_starter(
     router: &Arc<Router>,
     stop: &CancellationToken,
 ) -> crate::records::route::LaneStarter {
-    let (client, flow, router, shared, stop) = (
-        env.client.clone(),
+    let dest = match &flow.destination {
+        Destination::Stream(stream) => Dest::Stream {
+            client: env.client.kinesis.clone(),
+            stream: stream.clone(),
+        },
+        Destination::Firehose(name) => Dest::Firehose {
+            client: env.client.firehose.clone(),
+            name: name.clone(),
+        },
+    };
+    let (flow, router, shared, stop) = (
         flow.clone(),
         router.clone(),
         env.shared.clone(),
@@ -219,12 +235,18 @@ fn lane_starter(
         let lane = Lane {
             flow: flow.name.clone(),
             index,
-            client: client.clone(),
-            stream: flow.stream.clone(),
+            dest: dest.clone(),
             linger: flow.linger,
             pace: flow.pace,
             aggregate_bytes: flow.aggregate_bytes,
-            packer: Packer::new(flow.aggregate_bytes, flow.record.compression),
+            packer: match &flow.destination {
+                Destination::Stream(_) => {
+                    Packer::new(flow.aggregate_bytes, flow.record.compression)
+                }
+                Destination::Firehose(_) => {
+                    Packer::lines(flow.aggregate_bytes, flow.record.compression)
+                }
+            },
             router: router.clone(),
             lead: Default::default(),
             rx,
@@ -239,7 +261,8 @@ fn lane_starter(
 /// no map is known) and installs the map when it changed.
 async fn refresh_shards(
     client: Client,
-    flow: FlowSettings,
+    flow: String,
+    stream: StreamRef,
     router: Arc<Router>,
     stop: CancellationToken,
 ) {
@@ -261,15 +284,15 @@ async fn refresh_shards(
             _ = stop.cancelled() => return,
         }
         last = tokio::time::Instant::now();
-        match tokio::time::timeout(LIST_SHARDS_TIMEOUT, list_shards(&client, &flow.stream)).await {
+        match tokio::time::timeout(LIST_SHARDS_TIMEOUT, list_shards(&client, &stream)).await {
             Ok(Ok(map)) => {
                 let n = map.len();
                 if router.set_map(map) {
-                    tracing::info!(flow = %flow.name, stream = %flow.stream, shards = n, "shard map updated");
+                    tracing::info!(%flow, %stream, shards = n, "shard map updated");
                 }
             }
-            Ok(Err(e)) => tracing::debug!(flow = %flow.name, error = %e, "cannot list shards"),
-            Err(_) => tracing::debug!(flow = %flow.name, "listing shards timed out"),
+            Ok(Err(e)) => tracing::debug!(%flow, error = %e, "cannot list shards"),
+            Err(_) => tracing::debug!(%flow, "listing shards timed out"),
         }
     }
 }

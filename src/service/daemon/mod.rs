@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-pub use client::{DaemonError, kinesis_client};
+pub use client::{Clients, DaemonError, aws_clients};
 use flows::{Env, RunningFlow, first_maps, start_flow};
 use systemd::{notify_systemd, ping_watchdog};
 use watch::{Watched, add_watches};
@@ -116,9 +116,9 @@ impl Daemon {
         // Start-up waits on the network (credentials, ListShards); a stop is
         // honoured at any moment of it.
         let started = async {
-            let client = kinesis_client(&settings.aws).await?;
+            let client = aws_clients(&settings.aws).await?;
             let (maps, metadata) = tokio::join!(
-                first_maps(&client, &settings.flows),
+                first_maps(&client.kinesis, &settings.flows),
                 start_metadata(&settings.flows, root.child_token())
             );
             Ok::<_, DaemonError>((client, maps, metadata))

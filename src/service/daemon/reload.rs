@@ -120,7 +120,7 @@ impl Daemon {
     /// Fetches `flow`'s first shard map beside the serve loop.
     fn begin_start(&mut self, flow: FlowSettings) {
         self.pending.insert(flow.name.clone());
-        let client = self.env.client.clone();
+        let client = self.env.client.kinesis.clone();
         self.starting.spawn(async move {
             let map = first_map(client, flow.clone()).await;
             (flow, map)
