@@ -40,7 +40,7 @@ fn give_freed_memory_back_at_once() {
 #[command(
     name = "kinetail",
     version,
-    about = "Tails log files and ships every line to Amazon Kinesis Data Streams"
+    about = "Tails log files and ships every line to Amazon Kinesis Data Streams or Firehose"
 )]
 struct Cli {
     /// Log format on standard error.

@@ -840,11 +840,14 @@ impl Lane {
             entries.len() as u64,
         );
         Metrics::add(&self.shared.metrics.bytes_sent, bytes as u64);
-        let units: usize = entries
-            .iter()
-            .map(|e| e.api_size().div_ceil(PAYLOAD_UNIT))
-            .sum();
-        Metrics::add(&self.shared.metrics.payload_units, units as u64);
+        if let Dest::Stream { .. } = self.dest {
+            // Kinesis's PUT payload units (Firehose bills otherwise).
+            let units: usize = entries
+                .iter()
+                .map(|e| e.api_size().div_ceil(PAYLOAD_UNIT))
+                .sum();
+            Metrics::add(&self.shared.metrics.payload_units, units as u64);
+        }
         let budget: usize = records.iter().map(|r| r.budget_size()).sum();
         self.shared.budget.give_back(budget);
         self.router.leave(records.iter().copied());

@@ -86,31 +86,31 @@ pub const COUNTERS: &[Counter] = &[
     },
     Counter {
         name: "records_sent_total",
-        help: "Lines confirmed by Kinesis with a sequence number.",
+        help: "Lines confirmed by the destination (a Kinesis sequence number, a Firehose RecordId).",
         summary: Some("records sent"),
         get: |m| Metrics::get(&m.records_sent),
     },
     Counter {
         name: "kinesis_records_sent_total",
-        help: "Kinesis records confirmed (fewer than lines when aggregating).",
+        help: "Records the destination confirmed, Kinesis or Firehose (fewer than lines when aggregating).",
         summary: None,
         get: |m| Metrics::get(&m.kinesis_records_sent),
     },
     Counter {
         name: "bytes_sent_total",
-        help: "Bytes confirmed by Kinesis, partition keys included.",
+        help: "Bytes confirmed by the destination, partition keys included.",
         summary: None,
         get: |m| Metrics::get(&m.bytes_sent),
     },
     Counter {
         name: "calls_total",
-        help: "PutRecords calls made.",
+        help: "PutRecords (or PutRecordBatch) calls made.",
         summary: None,
         get: |m| Metrics::get(&m.calls),
     },
     Counter {
         name: "call_failures_total",
-        help: "PutRecords calls that failed as a whole.",
+        help: "PutRecords (or PutRecordBatch) calls that failed as a whole.",
         summary: Some("calls failed"),
         get: |m| Metrics::get(&m.call_failures),
     },
@@ -177,7 +177,7 @@ pub const RETRIES: Family = Family {
 pub const IN_FLIGHT_CALLS: Family = Family {
     name: "in_flight_calls",
     kind: "gauge",
-    help: "PutRecords calls waiting for an answer.",
+    help: "PutRecords (or PutRecordBatch) calls waiting for an answer.",
 };
 pub const CHECKPOINT_AGE: Family = Family {
     name: "checkpoint_age_seconds",
@@ -189,12 +189,12 @@ pub const MAX_FILE_SERIES: usize = 200;
 pub const FILE_LAG: Family = Family {
     name: "file_lag_bytes",
     kind: "gauge",
-    help: "Bytes in a file not yet confirmed by Kinesis (past 200 files, the rest summed per flow under path=\"(other files)\").",
+    help: "Bytes in a file not yet confirmed by its destination (past 200 files, the rest summed per flow under path=\"(other files)\").",
 };
 pub const FILE_LAST_CONFIRMED: Family = Family {
     name: "file_last_confirmed_timestamp_seconds",
     kind: "gauge",
-    help: "When Kinesis last confirmed a record of the file.",
+    help: "When the destination last confirmed a record of the file.",
 };
 
 /// Every family beside the counters, in the order they are shown.
