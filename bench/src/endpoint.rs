@@ -68,6 +68,80 @@ pub struct RequestEntry<'a> {
     key: std::borrow::Cow<'a, str>,
 }
 
+/// The part of a PutRecordBatch request the endpoint reads.
+#[derive(serde::Deserialize)]
+pub struct PutRecordBatchBody<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Vec<BatchEntry<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+pub struct BatchEntry<'a> {
+    #[serde(rename = "Data", borrow)]
+    data: std::borrow::Cow<'a, str>,
+}
+
+/// One PutRecordBatch request (Firehose), checked and counted as Firehose
+/// would: 500 records and 4 MiB a call, 1,000 KiB a record; lines are the
+/// newlines in the (decompressed) data. Units are Firehose's 5 KB billing
+/// steps.
+pub fn put_record_batch(counts: &Counts, body: &[u8]) -> Response<Full<Bytes>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Ok(req) = serde_json::from_slice::<PutRecordBatchBody>(body) else {
+        return json(400, r#"{"__type":"SerializationException"}"#.into());
+    };
+    let limits = kinetail::records::batcher::FIREHOSE;
+    let n = req.records.len();
+    let reject = |message: &str| {
+        counts.rejected.fetch_add(1, Ordering::Relaxed);
+        json(
+            400,
+            format!(r#"{{"__type":"InvalidArgumentException","message":"{message}"}}"#),
+        )
+    };
+    if n == 0 || n > limits.call_records {
+        return reject("1 to 500 records");
+    }
+    let (mut total, mut lines, mut units) = (0usize, 0u64, 0u64);
+    let mut data = Vec::new();
+    for r in &req.records {
+        data.clear();
+        if b64.decode_vec(r.data.as_bytes(), &mut data).is_err() {
+            return reject("base64");
+        }
+        if data.len() > limits.record.bytes {
+            return reject("1,000 KiB per record");
+        }
+        total += data.len();
+        units += data
+            .len()
+            .div_ceil(kinetail::records::batcher::FIREHOSE_BILLING_UNIT) as u64;
+        let plain = decompress(&data);
+        let plain = plain.as_deref().unwrap_or(&data);
+        lines += plain.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    if total > limits.call_bytes {
+        return reject("4 MiB per call");
+    }
+    let seq = counts.calls.fetch_add(1, Ordering::Relaxed);
+    counts
+        .kinesis_records
+        .fetch_add(n as u64, Ordering::Relaxed);
+    counts.lines.fetch_add(lines, Ordering::Relaxed);
+    counts.units.fetch_add(units, Ordering::Relaxed);
+    counts.bytes.fetch_add(total as u64, Ordering::Relaxed);
+    let mut out = String::with_capacity(n * 60 + 64);
+    out.push_str(r#"{"FailedPutCount":0,"Encrypted":false,"RequestResponses":["#);
+    for i in 0..n {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(r#"{{"RecordId":"{seq:020}{i:05}"}}"#));
+    }
+    out.push_str("]}");
+    json(200, out)
+}
+
 /// gzip or zstd data decompressed, by its magic; `None` for other data.
 pub fn decompress(data: &[u8]) -> Option<Vec<u8>> {
     use std::io::Read;
@@ -212,6 +286,8 @@ async fn answer(counts: &Counts, req: Request<hyper::body::Incoming>) -> Respons
         .unwrap_or_default();
     if target.ends_with(".PutRecords") {
         put_records(counts, &body)
+    } else if target.ends_with(".PutRecordBatch") {
+        put_record_batch(counts, &body)
     } else if target.ends_with(".ListShards") {
         list_shards(match counts.shards.load(Ordering::Relaxed) {
             0 => 4,

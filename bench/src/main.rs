@@ -49,9 +49,11 @@ struct Backlog {
     lines: Lines,
     /// Shards the endpoint lists.
     shards: u64,
-    /// Paced, as by default. The others set `pace = false`: pacing holds a
-    /// backlog to the shards' write limits, and these measure the shipper.
-    paced: bool,
+    /// `pace` left at its default (paced, for a stream; Firehose flows
+    /// have no such setting and are not paced by default). The others set
+    /// `pace = false`: pacing holds a backlog to the shards' write limits,
+    /// and these measure the shipper.
+    default_pace: bool,
     /// The most lines it writes: a paced shard's rate shows in seconds.
     max_lines: Option<u64>,
     /// Run unless `--only` names others; the rest only when named.
@@ -66,7 +68,7 @@ const BACKLOGS: &[Backlog] = &[
         flow: "",
         lines: Lines::Text,
         shards: 4,
-        paced: false,
+        default_pace: false,
         max_lines: None,
         by_default: true,
     },
@@ -77,7 +79,7 @@ const BACKLOGS: &[Backlog] = &[
         flow: "",
         lines: Lines::Text,
         shards: 4,
-        paced: false,
+        default_pace: false,
         max_lines: None,
         by_default: true,
     },
@@ -88,7 +90,7 @@ const BACKLOGS: &[Backlog] = &[
         flow: "max_in_flight = 8\nlinger_ms = 20",
         lines: Lines::Text,
         shards: 4,
-        paced: false,
+        default_pace: false,
         max_lines: None,
         by_default: true,
     },
@@ -99,7 +101,7 @@ const BACKLOGS: &[Backlog] = &[
         flow: "",
         lines: Lines::Text,
         shards: 64,
-        paced: true,
+        default_pace: true,
         max_lines: None,
         by_default: true,
     },
@@ -112,7 +114,7 @@ const BACKLOGS: &[Backlog] = &[
         flow: "",
         lines: Lines::Text,
         shards: 1,
-        paced: true,
+        default_pace: true,
         max_lines: Some(18_000),
         by_default: false,
     },
@@ -124,9 +126,23 @@ const BACKLOGS: &[Backlog] = &[
         flow: "",
         lines: Lines::Long,
         shards: 1,
-        paced: true,
+        default_pace: true,
         max_lines: Some(9_000),
         by_default: false,
+    },
+    // Firehose: its defaults (whole lines joined into records of up to
+    // 1,000 KiB, unpaced) on the backlog of (a): CPU per line beside (a),
+    // and records per GB (units/GB counts its 5 KB billing steps).
+    Backlog {
+        letter: "o",
+        name: "(o) backlog to Firehose (lines joined, its default)",
+        top: "",
+        flow: "firehose = \"bench\"",
+        lines: Lines::Text,
+        shards: 4,
+        default_pace: true,
+        max_lines: None,
+        by_default: true,
     },
     Backlog {
         letter: "d",
@@ -135,7 +151,7 @@ const BACKLOGS: &[Backlog] = &[
         flow: "aggregate = true",
         lines: Lines::Text,
         shards: 4,
-        paced: false,
+        default_pace: false,
         max_lines: None,
         by_default: true,
     },
@@ -146,7 +162,7 @@ const BACKLOGS: &[Backlog] = &[
         flow: "format = \"json\"\nparse = \"json\"",
         lines: Lines::Json,
         shards: 4,
-        paced: false,
+        default_pace: false,
         max_lines: None,
         by_default: true,
     },
@@ -157,7 +173,7 @@ const BACKLOGS: &[Backlog] = &[
         flow: "compression = \"gzip\"",
         lines: Lines::Text,
         shards: 4,
-        paced: false,
+        default_pace: false,
         max_lines: None,
         by_default: true,
     },
@@ -168,7 +184,7 @@ const BACKLOGS: &[Backlog] = &[
         flow: "compression = \"zstd\"",
         lines: Lines::Text,
         shards: 4,
-        paced: false,
+        default_pace: false,
         max_lines: None,
         by_default: true,
     },
@@ -179,7 +195,7 @@ const BACKLOGS: &[Backlog] = &[
         flow: "aggregate = true\ncompression = \"zstd\"",
         lines: Lines::Text,
         shards: 4,
-        paced: false,
+        default_pace: false,
         max_lines: None,
         by_default: true,
     },
@@ -242,7 +258,7 @@ impl Args {
 /// each run of (a)); adds the median rows.
 async fn run_backlog(args: &Args, b: &Backlog, rows: &mut Vec<Row>) -> std::io::Result<u64> {
     let n = b.max_lines.map_or(args.n, |m| args.n.min(m));
-    let flow = if b.paced {
+    let flow = if b.default_pace {
         b.flow.to_string()
     } else {
         format!("pace = false\n{}", b.flow)
@@ -347,6 +363,7 @@ fn report(
     if let Some((p50, p99)) = delay {
         println!("(b) write-to-confirmation delay: p50 {p50} ms, p99 {p99} ms (linger 200 ms)");
     }
+    firehose_against_kinesis(rows);
     if let Some(path) = &args.json {
         let mut v: serde_json::Value =
             serde_json::from_str(&to_json(rows, &fl)).unwrap_or_default();
@@ -365,4 +382,23 @@ fn report(
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Row (o) against row (a): CPU per line, and the records Firehose took
+/// against the fewest that could hold the bytes (1,000 KiB each).
+fn firehose_against_kinesis(rows: &[Row]) {
+    let find = |letter: &str| rows.iter().find(|r| r.name.starts_with(letter));
+    let (Some(a), Some(o)) = (find("(a)"), find("(o)")) else {
+        return;
+    };
+    let per_line = |r: &Row| r.cpu / r.lines.max(1) as f64;
+    let fewest =
+        (o.sent_mb * 1e6 / kinetail::records::batcher::FIREHOSE_RECORD.bytes as f64).ceil();
+    println!(
+        "(o) Firehose: CPU per line {:.2}x the Kinesis backlog (a); {} records for {:.1} MB sent, {:.3}x the fewest of 1,000 KiB",
+        per_line(o) / per_line(a).max(1e-12),
+        o.kinesis_records,
+        o.sent_mb,
+        o.kinesis_records as f64 / fewest.max(1.0)
+    );
 }

@@ -56,6 +56,12 @@ pub fn start_kinetail(
     flow_extra: &str,
 ) -> std::io::Result<Child> {
     let config = dir.join("kinetail.toml");
+    // The stream "bench", unless the scenario names a delivery stream.
+    let destination = if flow_extra.contains("firehose =") {
+        ""
+    } else {
+        "stream = \"bench\"\n"
+    };
     let top = format!(
         "{top}\n{}",
         std::env::var("KINETAIL_BENCH_TOP").unwrap_or_default()
@@ -64,7 +70,7 @@ pub fn start_kinetail(
         &config,
         format!(
             "state_dir = \"{}/state\"\n{top}\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\"\n\n\
-             [[flow]]\nname = \"bench\"\npaths = [\"{}/logs/*.log\"]\nstream = \"bench\"\n{flow_extra}\n",
+             [[flow]]\nname = \"bench\"\npaths = [\"{}/logs/*.log\"]\n{destination}{flow_extra}\n",
             dir.display(),
             dir.display()
         ),
