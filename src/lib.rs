@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod arn;
 pub mod backoff;
 pub mod clock;
 pub mod config;

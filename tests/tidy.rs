@@ -13,6 +13,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "utilities",
         &[
+            "arn",
             "clock",
             "re",
             "redact",
@@ -80,6 +81,7 @@ const PURE: &[&str] = &[
     "kinesis::classify",
     "kinesis::stream",
     "firehose::name",
+    "arn",
     "re",
 ];
 

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::arn::{arn_name, valid_name};
+
 /// How a flow names its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamRef {
@@ -34,31 +36,17 @@ impl fmt::Display for StreamRef {
 
 /// Parses a stream name or ARN, as `PutRecords` accepts them.
 pub fn parse_stream(s: &str) -> Result<StreamRef, String> {
-    fn valid_name(n: &str) -> bool {
-        (1..=128).contains(&n.len())
-            && n.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    }
-    if let Some(rest) = s.strip_prefix("arn:") {
-        // arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME
-        let parts: Vec<&str> = rest.splitn(5, ':').collect();
-        let ok = parts.len() == 5
-            && parts[0].starts_with("aws")
-            && parts[1] == "kinesis"
-            && !parts[2].is_empty()
-            && parts[3].len() == 12
-            && parts[3].chars().all(|c| c.is_ascii_digit());
-        let name = parts.get(4).and_then(|r| r.strip_prefix("stream/"));
-        match name {
-            Some(name) if ok && valid_name(name) => Ok(StreamRef::Arn {
+    if s.starts_with("arn:") {
+        match arn_name(s, "kinesis", "stream/", 128) {
+            Some(name) => Ok(StreamRef::Arn {
                 arn: s.to_string(),
                 name: name.to_string(),
             }),
-            _ => Err(format!(
+            None => Err(format!(
                 "{s:?} is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)"
             )),
         }
-    } else if valid_name(s) {
+    } else if valid_name(s, 128) {
         Ok(StreamRef::Name(s.to_string()))
     } else {
         Err(format!(

@@ -449,7 +449,7 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
             json!({"__type": "ProvisionedThroughputExceededException", "message": "injected throttle"}),
         ));
     }
-    let mut request: Value = match serde_json::from_slice(&body) {
+    let request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
             return Some(json_response(
@@ -535,41 +535,14 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
         }
     }
     let total = keep.len() + failed_at.len();
-    let mut upstream_entries: Vec<Value> = Vec::new();
-    let mut upstream_failed = 0;
     let forwarded = keep.len();
-    if !keep.is_empty() {
-        request["Records"] = Value::Array(keep);
-        let (status, resp, ctype) =
-            match forward(ctx, &parts, Bytes::from(request.to_string())).await {
-                Ok(r) => r,
-                Err(e) => {
-                    return Some(json_response(
-                        500,
-                        json!({"__type": "InternalFailure", "message": e}),
-                    ));
-                }
-            };
-        if status != 200 {
-            return Some(raw_response(status, &ctype, resp));
-        }
-        let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
-        upstream_entries = v["Records"].as_array().cloned().unwrap_or_default();
-        upstream_failed = v["FailedRecordCount"].as_u64().unwrap_or(0);
-        assert_eq!(
-            upstream_entries.len(),
-            forwarded,
-            "upstream answered every forwarded record"
-        );
-        stats
-            .entries_forwarded
-            .fetch_add(forwarded as u64, Ordering::Relaxed);
-    }
-    if rand::random::<f64>() < f.close_after_forward {
-        stats.calls_closed.fetch_add(1, Ordering::Relaxed);
-        stats
-            .entries_unanswered
-            .fetch_add(forwarded as u64, Ordering::Relaxed);
+    let upstream = match forward_kept(ctx, &parts, request, keep, "Records").await {
+        Ok(v) => v,
+        Err(answer) => return Some(answer),
+    };
+    let upstream_entries = upstream["Records"].as_array().cloned().unwrap_or_default();
+    let upstream_failed = upstream["FailedRecordCount"].as_u64().unwrap_or(0);
+    if closes_unanswered(ctx, forwarded) {
         return None;
     }
     stats
@@ -629,7 +602,7 @@ async fn firehose_batch(
             json!({"__type": "ServiceUnavailableException", "message": "Slow down. (injected)"}),
         ));
     }
-    let mut request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let records = request["Records"].as_array().cloned().unwrap_or_default();
     let failed: Vec<bool> = records
         .iter()
@@ -642,41 +615,15 @@ async fn firehose_batch(
         .map(|(r, _)| r)
         .collect();
     let forwarded = keep.len();
-    let mut answers = Vec::new();
-    if forwarded > 0 {
-        request["Records"] = Value::Array(keep);
-        let (status, resp, ctype) =
-            match forward(ctx, parts, Bytes::from(request.to_string())).await {
-                Ok(r) => r,
-                Err(e) => {
-                    return Some(json_response(
-                        500,
-                        json!({"__type": "InternalFailure", "message": e}),
-                    ));
-                }
-            };
-        if status != 200 {
-            return Some(raw_response(status, &ctype, resp));
-        }
-        let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
-        answers = v["RequestResponses"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        assert_eq!(
-            answers.len(),
-            forwarded,
-            "upstream answered every forwarded record"
-        );
-        stats
-            .entries_forwarded
-            .fetch_add(forwarded as u64, Ordering::Relaxed);
-    }
-    if rand::random::<f64>() < f.close_after_forward {
-        stats.calls_closed.fetch_add(1, Ordering::Relaxed);
-        stats
-            .entries_unanswered
-            .fetch_add(forwarded as u64, Ordering::Relaxed);
+    let upstream = match forward_kept(ctx, parts, request, keep, "RequestResponses").await {
+        Ok(v) => v,
+        Err(answer) => return Some(answer),
+    };
+    let answers = upstream["RequestResponses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if closes_unanswered(ctx, forwarded) {
         return None;
     }
     let n_failed = failed.iter().filter(|f| **f).count();
@@ -699,4 +646,55 @@ async fn firehose_batch(
         200,
         json!({"FailedPutCount": n_failed, "Encrypted": false, "RequestResponses": merged}),
     ))
+}
+
+/// Forwards `request` with `kept` as its records (nothing when none is
+/// kept): the upstream's answer, whose `answers` list has one entry per
+/// record forwarded, or the answer to give back when it failed.
+async fn forward_kept(
+    ctx: &Ctx,
+    parts: &hyper::http::request::Parts,
+    mut request: Value,
+    kept: Vec<Value>,
+    answers: &str,
+) -> Result<Value, Response<Full<Bytes>>> {
+    let forwarded = kept.len();
+    if forwarded == 0 {
+        return Ok(Value::Null);
+    }
+    request["Records"] = Value::Array(kept);
+    let (status, resp, ctype) = match forward(ctx, parts, Bytes::from(request.to_string())).await {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(json_response(
+                500,
+                json!({"__type": "InternalFailure", "message": e}),
+            ));
+        }
+    };
+    if status != 200 {
+        return Err(raw_response(status, &ctype, resp));
+    }
+    let v: Value = serde_json::from_slice(&resp).unwrap_or(Value::Null);
+    assert_eq!(
+        v[answers].as_array().map_or(0, Vec::len),
+        forwarded,
+        "upstream answered every forwarded record"
+    );
+    ctx.stats
+        .entries_forwarded
+        .fetch_add(forwarded as u64, Ordering::Relaxed);
+    Ok(v)
+}
+
+/// Whether this call, forwarded, is closed without an answer (counted).
+fn closes_unanswered(ctx: &Ctx, forwarded: usize) -> bool {
+    if rand::random::<f64>() >= ctx.faults.close_after_forward {
+        return false;
+    }
+    ctx.stats.calls_closed.fetch_add(1, Ordering::Relaxed);
+    ctx.stats
+        .entries_unanswered
+        .fetch_add(forwarded as u64, Ordering::Relaxed);
+    true
 }
