@@ -1,9 +1,14 @@
 //! The JSON envelope: any line (any bytes, JSON or not) encodes to one
-//! valid JSON object, parsed or not, merged or under a key; a line that is
-//! kept as a message gives its exact bytes back.
+//! valid JSON object, parsed by every parser family (JSON, logfmt, access
+//! lines, Apache errors, syslog, CSV, regex) or not, merged or under a key;
+//! a line that is kept as a message gives its exact bytes back.
 #![no_main]
 
+use std::collections::BTreeMap;
+
+use kinetail::re::Re;
 use kinetail::records::envelope::{Envelope, FieldKeys, LineContext, Placement};
+use kinetail::records::parse::{Format, Kind};
 use kinetail::lines::framing::{Line, Piece};
 use libfuzzer_sys::fuzz_target;
 
@@ -22,11 +27,36 @@ fuzz_target!(|data: &[u8]| {
         flow: "f",
         metadata: "\"provider\":\"aws\"",
     };
-    for parse in [None, Some(Placement::Merge), Some(Placement::Under("json".into()))] {
+    let formats = [
+        Format::Json,
+        Format::Logfmt,
+        Format::ApacheCommon,
+        Format::ApacheCombined,
+        Format::ApacheError,
+        Format::Syslog,
+        Format::Csv {
+            fields: vec!["a".into(), "host".into()],
+            delimiter: b',',
+        },
+        Format::Regex(Re::new(r"^(?P<level>\w+)[: ]+(?P<rest>.*)$").expect("regex")),
+    ];
+    let types: BTreeMap<String, Kind> = [
+        ("code".to_string(), Kind::Int),
+        ("a".to_string(), Kind::Float),
+        ("level".to_string(), Kind::Bool),
+    ]
+    .into();
+    let placements = [None, Some(Placement::Merge), Some(Placement::Under("json".into()))];
+    for (format, parse) in formats
+        .iter()
+        .flat_map(|f| placements.iter().map(move |p| (f.clone(), p.clone())))
+    {
         let env = Envelope {
             keys: FieldKeys::default(),
             fields: vec![("k".into(), "v".into())],
             parse,
+            format,
+            types: types.clone(),
         };
         let mut out = Vec::new();
         let found = env.encode(&line, ctx, &mut out);

@@ -9,7 +9,8 @@ use super::{
     RecordSettings, Settings, StartAt,
 };
 use crate::lines::multiline::Rule;
-use crate::records::envelope::Placement;
+use crate::records::envelope::{Envelope, Placement};
+use crate::records::parse::{Format, Kind};
 
 fn ms(d: Duration) -> u128 {
     d.as_millis()
@@ -188,6 +189,48 @@ fn describe_flow(s: &mut String, f: &FlowSettings) {
     }
 }
 
+/// `parse` and what goes with it.
+fn describe_parse(s: &mut String, env: &Envelope) {
+    let Some(placement) = &env.parse else {
+        s.push_str("parse = \"none\"\n");
+        return;
+    };
+    let _ = match &env.format {
+        Format::Json => writeln!(s, "parse = \"json\""),
+        Format::Logfmt => writeln!(s, "parse = \"logfmt\""),
+        Format::ApacheCommon => writeln!(s, "parse = \"apache_common\""),
+        Format::ApacheCombined => writeln!(s, "parse = \"apache_combined\""),
+        Format::ApacheError => writeln!(s, "parse = \"apache_error\""),
+        Format::Syslog => writeln!(s, "parse = \"syslog\""),
+        Format::Csv { fields, delimiter } => writeln!(
+            s,
+            "parse = \"csv\"\ncsv_fields = {fields:?}\ncsv_delimiter = {:?}",
+            (*delimiter as char).to_string()
+        ),
+        Format::Regex(re) => writeln!(s, "parse = {{ regex = {:?} }}", re.as_str()),
+    };
+    let _ = match placement {
+        Placement::Merge => writeln!(s, "parsed_key = \"\" # merged at the top"),
+        Placement::Under(key) => writeln!(s, "parsed_key = {key:?}"),
+    };
+    let types: Vec<String> = env
+        .types
+        .iter()
+        .map(|(name, kind)| {
+            let kind = match kind {
+                Kind::Int => "int",
+                Kind::Float => "float",
+                Kind::Bool => "bool",
+            };
+            format!("{name:?} = {kind:?}")
+        })
+        .collect();
+    let _ = match types.is_empty() {
+        true => writeln!(s, "types = {{}}"),
+        false => writeln!(s, "types = {{ {} }}", types.join(", ")),
+    };
+}
+
 fn describe_record(s: &mut String, r: &RecordSettings) {
     match &r.envelope {
         None => s.push_str("format = \"raw\"\n"),
@@ -212,15 +255,7 @@ fn describe_record(s: &mut String, r: &RecordSettings) {
                 .map(|(k, v)| format!("{k:?} = {v:?}"))
                 .collect();
             let _ = writeln!(s, "fields = {{ {} }}", fields.join(", "));
-            match &env.parse {
-                None => s.push_str("parse = \"none\"\n"),
-                Some(Placement::Merge) => {
-                    s.push_str("parse = \"json\"\nparsed_key = \"\" # merged at the top\n")
-                }
-                Some(Placement::Under(key)) => {
-                    let _ = writeln!(s, "parse = \"json\"\nparsed_key = {key:?}");
-                }
-            }
+            describe_parse(s, env);
             let sources: Vec<&str> = r
                 .metadata
                 .iter()

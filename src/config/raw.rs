@@ -83,7 +83,10 @@ pub(super) struct RawFlow {
     pub fields_key: Option<Str>,
     pub metadata_key: Option<Str>,
     pub fields: Option<Spanned<toml::Table>>,
-    pub parse: Option<Str>,
+    pub parse: Option<Spanned<RawParse>>,
+    pub csv_fields: Option<Spanned<Vec<Str>>>,
+    pub csv_delimiter: Option<Str>,
+    pub types: Option<Spanned<toml::Table>>,
     pub parsed_key: Option<Str>,
     #[serde(default)]
     pub include_lines: Vec<Str>,
@@ -92,6 +95,14 @@ pub(super) struct RawFlow {
     pub compression: Option<Str>,
     pub metadata: Option<Spanned<Vec<Str>>>,
     pub metadata_tags: Option<bool>,
+}
+
+/// `parse`: a format's name, or `{ regex = '...' }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawParse {
+    Name(String),
+    Regex { regex: String },
 }
 
 #[derive(Debug, Deserialize)]

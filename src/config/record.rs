@@ -1,14 +1,17 @@
 //! What a record is made of: `format` and the envelope's keys, static
 //! `fields`, `parse`, the line filters, `compression` and cloud `metadata`.
 
+use std::collections::BTreeMap;
+
 use toml::Spanned;
 
 use super::ConfigError;
 use super::check::Locator;
-use super::raw::{RawFlow, Str};
+use super::raw::{RawFlow, RawParse, Str};
 use crate::re::Re;
 use crate::records::compress::Compression;
 use crate::records::envelope::{Envelope, FieldKeys, Placement};
+use crate::records::parse::{Format, Kind};
 
 /// Instance tags in the EC2 metadata only when asked (they need the
 /// instance metadata option, or an API call).
@@ -59,14 +62,23 @@ impl RecordSettings {
                 (f.flow_key.as_ref(), "flow_key"),
                 (f.fields_key.as_ref(), "fields_key"),
                 (f.metadata_key.as_ref(), "metadata_key"),
-                (f.parse.as_ref(), "parse"),
                 (f.parsed_key.as_ref(), "parsed_key"),
+                (f.csv_delimiter.as_ref(), "csv_delimiter"),
             ];
             if let Some((v, name)) = envelope_only.iter().find_map(|(v, n)| v.map(|v| (v, n))) {
                 return Err(loc.at(v.span(), format!("flow.{name} needs format = \"json\"")));
             }
             if let Some(t) = &f.fields {
                 return Err(loc.at(t.span(), "flow.fields needs format = \"json\""));
+            }
+            if let Some(p) = &f.parse {
+                return Err(loc.at(p.span(), "flow.parse needs format = \"json\""));
+            }
+            if let Some(c) = &f.csv_fields {
+                return Err(loc.at(c.span(), "flow.csv_fields needs format = \"json\""));
+            }
+            if let Some(t) = &f.types {
+                return Err(loc.at(t.span(), "flow.types needs format = \"json\""));
             }
             if let Some(m) = &f.metadata {
                 return Err(loc.at(m.span(), "flow.metadata needs format = \"json\""));
@@ -124,25 +136,22 @@ fn envelope(loc: &Locator<'_>, f: &RawFlow) -> Result<Envelope, ConfigError> {
             fields.push((k.clone(), value));
         }
     }
-    let parse = loc.choice(
-        f.parse.as_ref(),
-        false,
-        &[("none", false), ("json", true)],
-        "flow.parse",
-    )?;
+    let format = parser(loc, f)?;
     let parsed_key = loc.opt_string(f.parsed_key.as_ref(), "flow.parsed_key")?;
-    if let (false, Some(v)) = (parse, f.parsed_key.as_ref()) {
-        return Err(loc.at(v.span(), "flow.parsed_key needs parse = \"json\""));
+    if let (None, Some(v)) = (&format, f.parsed_key.as_ref()) {
+        return Err(loc.at(v.span(), "flow.parsed_key needs parse"));
     }
     let placement = match parsed_key {
         Some(k) if !k.is_empty() => Placement::Under(k),
         _ => Placement::Merge,
     };
-    let parse = parse.then_some(placement);
+    let parse = format.is_some().then_some(placement);
     Ok(Envelope {
         keys,
         fields,
         parse,
+        format: format.unwrap_or(Format::Json),
+        types: types(loc, f)?,
     })
 }
 
@@ -161,6 +170,97 @@ fn metadata(
         if !out.contains(&source) {
             out.push(source);
         }
+    }
+    Ok(out)
+}
+
+/// `parse`: `None` for `"none"` (the default).
+fn parser(loc: &Locator<'_>, f: &RawFlow) -> Result<Option<Format>, ConfigError> {
+    let Some(p) = &f.parse else {
+        if let Some(c) = &f.csv_fields {
+            return Err(loc.at(c.span(), "flow.csv_fields needs parse = \"csv\""));
+        }
+        return Ok(None);
+    };
+    let name = match p.get_ref() {
+        RawParse::Regex { regex } => {
+            let re = regex::bytes::Regex::new(regex)
+                .map_err(|e| loc.at(p.span(), format!("flow.parse regex: {e}")))?;
+            if re.capture_names().flatten().next().is_none() {
+                return Err(loc.at(
+                    p.span(),
+                    "flow.parse regex has no named capture group ((?P<name>...)): it would give no field",
+                ));
+            }
+            return Ok(Some(Format::Regex(Re::from(re))));
+        }
+        RawParse::Name(n) => n.as_str(),
+    };
+    let format = match name {
+        "none" => return Ok(None),
+        "json" => Format::Json,
+        "logfmt" => Format::Logfmt,
+        "apache_common" => Format::ApacheCommon,
+        "apache_combined" | "nginx" => Format::ApacheCombined,
+        "apache_error" => Format::ApacheError,
+        "syslog" => Format::Syslog,
+        "csv" => csv(loc, f, p.span())?,
+        other => {
+            return Err(loc.at(
+                p.span(),
+                format!(
+                    "flow.parse {other:?} is not a format: none, json, logfmt, apache_common, apache_combined, apache_error, syslog, csv, or {{ regex = '...' }}"
+                ),
+            ));
+        }
+    };
+    if let (false, Some(c)) = (matches!(format, Format::Csv { .. }), &f.csv_fields) {
+        return Err(loc.at(c.span(), "flow.csv_fields needs parse = \"csv\""));
+    }
+    Ok(Some(format))
+}
+
+/// `parse = "csv"` with its `csv_fields` and `csv_delimiter` (one byte).
+fn csv(loc: &Locator<'_>, f: &RawFlow, at: std::ops::Range<usize>) -> Result<Format, ConfigError> {
+    let Some(names) = &f.csv_fields else {
+        return Err(loc.at(at, "parse = \"csv\" needs csv_fields = [\"name\", ...]"));
+    };
+    let fields = names
+        .get_ref()
+        .iter()
+        .map(|n| loc.string(n, "flow.csv_fields"))
+        .collect::<Result<Vec<String>, ConfigError>>()?;
+    let delimiter = match &f.csv_delimiter {
+        None => b',',
+        Some(d) => match d.get_ref().as_bytes() {
+            [b] if b.is_ascii() => *b,
+            _ => {
+                return Err(loc.at(d.span(), "flow.csv_delimiter must be one ASCII character"));
+            }
+        },
+    };
+    Ok(Format::Csv { fields, delimiter })
+}
+
+/// `types = { field = "int" | "float" | "bool" }`.
+fn types(loc: &Locator<'_>, f: &RawFlow) -> Result<BTreeMap<String, Kind>, ConfigError> {
+    let mut out = BTreeMap::new();
+    let Some(t) = &f.types else {
+        return Ok(out);
+    };
+    for (name, v) in t.get_ref() {
+        let kind = match v.as_str() {
+            Some("int") => Kind::Int,
+            Some("float") => Kind::Float,
+            Some("bool") => Kind::Bool,
+            _ => {
+                return Err(loc.at(
+                    t.span(),
+                    format!("flow.types.{name} must be \"int\", \"float\" or \"bool\""),
+                ));
+            }
+        };
+        out.insert(name.clone(), kind);
     }
     Ok(out)
 }

@@ -22,12 +22,15 @@
 //! - A piece of a split line says which piece it is: `part_index` (from 0)
 //!   and `part_last`.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::lines::framing::{Line, Piece};
 use crate::records::batcher::json_string as string;
+use crate::records::parse::{Fields, Format, Kind, parse};
 
 /// Where a parsed JSON line goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,8 +74,12 @@ pub struct Envelope {
     pub keys: FieldKeys,
     /// Static fields (names and expanded values), sorted by name.
     pub fields: Vec<(String, String)>,
-    /// `parse = "json"`: where a JSON object line goes.
+    /// `parse = "..."`: where a parsed line's fields go.
     pub parse: Option<Placement>,
+    /// How lines are parsed (with `parse`).
+    pub format: Format,
+    /// Fields converted from strings (`types`).
+    pub types: BTreeMap<String, Kind>,
 }
 
 /// Cloud metadata as rendered for the envelope (the members of a JSON
@@ -296,7 +303,19 @@ impl Envelope {
         }
         // A piece of a split line is never a whole JSON object.
         let parsed = match (&self.parse, line.piece) {
-            (Some(p), Piece::Whole) => self.put_parsed(p, &line.data, own, out, &mut result),
+            (Some(p), Piece::Whole) if self.format == Format::Json => {
+                self.put_parsed(p, &line.data, own, out, &mut result)
+            }
+            (Some(p), Piece::Whole) => match parse(&self.format, &self.types, &line.data) {
+                Some(fields) => {
+                    put_fields(p, &fields, own, out, &mut result);
+                    true
+                }
+                None => {
+                    result.parse_failed = true;
+                    false
+                }
+            },
             (Some(_), _) => {
                 result.parse_failed = true;
                 false
@@ -395,6 +414,35 @@ impl Envelope {
     }
 }
 
+/// A parser's fields: under their key, or at the top (but those named as
+/// the envelope's own members, which are left out and counted).
+fn put_fields(
+    placement: &Placement,
+    fields: &Fields,
+    own: &[&str],
+    out: &mut Vec<u8>,
+    result: &mut Encoded,
+) {
+    if let Placement::Under(name) = placement {
+        key(out, name);
+        out.push(b'{');
+        for (name, value) in fields {
+            key(out, name);
+            value.write_json(out);
+        }
+        out.push(b'}');
+        return;
+    }
+    for (name, value) in fields {
+        if own.contains(&name.as_str()) {
+            result.collisions += 1;
+            continue;
+        }
+        key(out, name);
+        value.write_json(out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +478,8 @@ mod tests {
             keys: FieldKeys::default(),
             fields: vec![],
             parse: None,
+            format: Format::Json,
+            types: BTreeMap::new(),
         }
     }
 
@@ -572,5 +622,35 @@ mod tests {
             proptest::prop_assert_eq!(back, data.clone());
             proptest::prop_assert!(out.len() <= data.len() * WORST_EXPANSION + 300);
         }
+    }
+
+    #[test]
+    fn parsed_fields_go_under_their_key_or_merge_without_taking_own_names() {
+        let mut env = plain();
+        env.format = Format::Logfmt;
+        env.types = [("took".to_string(), Kind::Int)].into();
+        env.parse = Some(Placement::Under("log".into()));
+        let l = line(br#"level=warn took=12 host=db-1 msg="a \"b\"""#, 0);
+        let (v, r, _) = encode(&env, &l);
+        assert_eq!(v["log"]["level"], "warn");
+        assert_eq!(v["log"]["took"], 12);
+        assert_eq!(v["log"]["host"], "db-1");
+        assert_eq!(v["log"]["msg"], "a \"b\"");
+        assert_eq!(v["host"], "web-1", "the envelope's own host stays");
+        assert!(v.get("message").is_none(), "a parsed line is its fields");
+        assert_eq!(r, Encoded::default());
+        env.parse = Some(Placement::Merge);
+        let (v, r, _) = encode(&env, &l);
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["took"], 12);
+        assert_eq!(
+            v["host"], "web-1",
+            "a field never takes an own member's name"
+        );
+        assert_eq!(r.collisions, 1);
+        // A line that does not match is a message, and counted.
+        let (v, r, _) = encode(&env, &line(b"plain words", 0));
+        assert_eq!(v["message"], "plain words");
+        assert!(r.parse_failed);
     }
 }

@@ -1,5 +1,5 @@
 //! Records: a line becomes a record (its key, its data: the line or its
-//! envelope, compressed), is routed to a lane, and is packed into calls
+//! envelope, with the fields a parser found, compressed), is routed to a lane, and is packed into calls
 //! (entries, aggregates, batches).
 
 pub mod aggregate;
@@ -10,4 +10,5 @@ pub mod keying;
 #[cfg(feature = "aws")]
 pub mod metadata;
 pub mod packing;
+pub mod parse;
 pub mod route;

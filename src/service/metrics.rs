@@ -140,7 +140,7 @@ pub const COUNTERS: &[Counter] = &[
     },
     Counter {
         name: "parse_failures_total",
-        help: "Lines of a parse = \"json\" flow that were not a JSON object (sent as a message).",
+        help: "Lines of a flow with parse that did not match its format (sent as a message).",
         summary: None,
         get: |m| Metrics::get(&m.parse_failures),
     },

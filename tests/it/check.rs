@@ -374,3 +374,47 @@ fn a_flow_names_one_destination() {
     let bad = firehose_flow("").replace("\"logs-to-s3\"", "\"no spaces allowed\"");
     assert_error_at(&bad, &[], 9, "delivery stream name");
 }
+
+#[test]
+fn parsers_are_checked_and_shown() {
+    let json = GOOD.replace("stream = \"demo\"", "stream = \"demo\"\nformat = \"json\"");
+    let with = |extra: &str| format!("{json}{extra}\n");
+    let (code, out, err, _, _dir) = check(
+        &with(
+            "parse = \"csv\"\ncsv_fields = [\"a\", \"b\"]\ncsv_delimiter = \";\"\ntypes = { b = \"int\" }",
+        ),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("parse = \"csv\"\ncsv_fields = [\"a\", \"b\"]\ncsv_delimiter = \";\""),
+        "{out}"
+    );
+    assert!(out.contains("types = { \"b\" = \"int\" }"), "{out}");
+    let (code, out, err, _, _dir) = check(&with("parse = { regex = '^(?P<level>\\w+)' }"), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("parse = { regex = "), "{out}");
+    assert_error_at(&with("parse = \"yaml\""), &[], 12, "is not a format");
+    assert_error_at(&with("parse = \"csv\""), &[], 12, "needs csv_fields");
+    assert_error_at(
+        &with("parse = { regex = '^\\w+' }"),
+        &[],
+        12,
+        "no named capture",
+    );
+    assert_error_at(
+        &with("parse = \"logfmt\"\ntypes = { took = \"integer\" }"),
+        &[],
+        13,
+        "flow.types.took",
+    );
+    assert_error_at(
+        &with("parse = \"csv\"\ncsv_fields = [\"a\"]\ncsv_delimiter = \"::\""),
+        &[],
+        14,
+        "one ASCII character",
+    );
+    // Without the envelope, parsing has nowhere to put fields.
+    let raw = format!("{GOOD}parse = \"syslog\"\n");
+    assert_error_at(&raw, &[], 11, "needs format = \"json\"");
+}

@@ -10,6 +10,7 @@ mod hostile;
 mod lifecycle;
 mod model;
 mod neighbours;
+mod parsers;
 mod pipeline;
 mod records;
 mod shards;
