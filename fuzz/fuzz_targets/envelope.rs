@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
         path: "/p",
         flow: "f",
         metadata: "\"provider\":\"aws\"",
+        reading: 7,
     };
     let formats = [
         Format::Json,

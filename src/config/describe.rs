@@ -246,6 +246,7 @@ fn describe_record(s: &mut String, r: &RecordSettings) {
                 ("flow_key", &k.flow),
                 ("fields_key", &k.fields),
                 ("metadata_key", &k.metadata),
+                ("id_key", &k.id),
             ] {
                 let _ = writeln!(s, "{name} = {value:?}");
             }

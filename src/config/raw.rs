@@ -82,6 +82,7 @@ pub(super) struct RawFlow {
     pub flow_key: Option<Str>,
     pub fields_key: Option<Str>,
     pub metadata_key: Option<Str>,
+    pub id_key: Option<Str>,
     pub fields: Option<Spanned<toml::Table>>,
     pub parse: Option<Spanned<RawParse>>,
     pub csv_fields: Option<Spanned<Vec<Str>>>,

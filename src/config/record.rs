@@ -62,6 +62,7 @@ impl RecordSettings {
                 (f.flow_key.as_ref(), "flow_key"),
                 (f.fields_key.as_ref(), "fields_key"),
                 (f.metadata_key.as_ref(), "metadata_key"),
+                (f.id_key.as_ref(), "id_key"),
                 (f.parsed_key.as_ref(), "parsed_key"),
                 (f.csv_delimiter.as_ref(), "csv_delimiter"),
             ];
@@ -124,6 +125,7 @@ fn envelope(loc: &Locator<'_>, f: &RawFlow) -> Result<Envelope, ConfigError> {
         flow: name(f.flow_key.as_ref(), d.flow, "flow.flow_key")?,
         fields: name(f.fields_key.as_ref(), d.fields, "flow.fields_key")?,
         metadata: name(f.metadata_key.as_ref(), d.metadata, "flow.metadata_key")?,
+        id: name(f.id_key.as_ref(), d.id, "flow.id_key")?,
     };
     let mut fields = Vec::new();
     if let Some(t) = &f.fields {

@@ -471,12 +471,21 @@ fn start_point(
 ) -> Option<(FileId, u64)> {
     let name = &flow.settings.name;
     let cp = &flow.checkpoints;
-    let register = |offset| {
+    // A reading of its own (a new id), or the saved one's.
+    let register_as = |offset, reading| {
         (
-            cp.register(name, f.key, f.fp.clone(), f.path.to_path_buf(), offset),
+            cp.register(
+                name,
+                f.key,
+                f.fp.clone(),
+                f.path.to_path_buf(),
+                offset,
+                reading,
+            ),
             offset,
         )
     };
+    let register = |offset| register_as(offset, None);
     let saved = cp.resume_point(name, f.key);
     // A file with an entry whose head changed was truncated (and maybe
     // refilled) while kinetail was stopped: read from its start whatever
@@ -486,14 +495,12 @@ fn start_point(
         saved.fingerprint.len <= f.fp.len && head_matches(f.file, &saved.fingerprint)
     });
     if let Some(saved) = resume {
-        let offset = if f.len < saved.offset {
+        if f.len < saved.offset {
             tracing::warn!(flow = %name, path = %crate::redact::path(f.path), size = f.len, offset = saved.offset,
                 "file is shorter than its checkpoint: truncated while stopped; reading from the start");
-            0
-        } else {
-            saved.offset
-        };
-        return Some(register(offset));
+            return Some(register(0));
+        }
+        return Some(register_as(saved.offset, saved.reading));
     }
     match copy_of(flow, f.file, f.len, f.key, known.held.get(&f.key).copied()) {
         Copy::No => {}

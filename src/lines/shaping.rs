@@ -438,6 +438,7 @@ mod tests {
             path: &long_path,
             flow: "a",
             metadata: "",
+            reading: u64::MAX,
         };
         match &s.record.envelope {
             Some(env) => {

@@ -52,6 +52,9 @@ pub struct FieldKeys {
     pub flow: String,
     pub fields: String,
     pub metadata: String,
+    /// The record's id (`id_key`; off, "", by default): the same line gets
+    /// the same id whenever it is sent, so consumers can drop duplicates.
+    pub id: String,
 }
 
 impl Default for FieldKeys {
@@ -65,6 +68,7 @@ impl Default for FieldKeys {
             flow: "flow".into(),
             fields: "fields".into(),
             metadata: "cloud".into(),
+            id: String::new(),
         }
     }
 }
@@ -117,6 +121,8 @@ pub struct LineContext<'a> {
     /// Cloud metadata as the members of a JSON object (`"k":"v",...`), or
     /// empty.
     pub metadata: &'a str,
+    /// The id of the file's reading (`Checkpoints::reading`), for `id_key`.
+    pub reading: u64,
 }
 
 /// What encoding found, for the counters.
@@ -267,6 +273,19 @@ fn key(out: &mut Vec<u8>, k: &str) {
     out.push(b':');
 }
 
+/// A record's id: the reading's id, the line's offset and its piece, in
+/// fixed-width hex (36 characters). Two lines never share one: within a
+/// reading offsets differ (and pieces of a split line their index), and a
+/// file read again from its start as other content gets a new reading.
+fn record_id(out: &mut Vec<u8>, reading: u64, line: &Line) {
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "\"{reading:016x}{:016x}{:04x}\"",
+        line.start, line.part
+    );
+}
+
 impl Envelope {
     /// The envelope of `line`, appended to `out`.
     pub fn encode(&self, line: &Line, ctx: LineContext<'_>, out: &mut Vec<u8>) -> Encoded {
@@ -282,6 +301,7 @@ impl Envelope {
         put(out, own, &k.path, |o| string(o, ctx.path));
         put(out, own, &k.offset, |o| number(o, line.start));
         put(out, own, &k.flow, |o| string(o, ctx.flow));
+        put(out, own, &k.id, |o| record_id(o, ctx.reading, line));
         if line.piece != Piece::Whole {
             put(out, own, "part_index", |o| number(o, line.part));
             let last: &[u8] = if line.piece == Piece::Tail {
@@ -463,6 +483,7 @@ mod tests {
         path: "/var/log/app.log",
         flow: "app",
         metadata: "",
+        reading: 0xabc,
     };
 
     fn encode(env: &Envelope, l: &Line) -> (serde_json::Value, Encoded, Vec<u8>) {

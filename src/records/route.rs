@@ -33,6 +33,8 @@ pub struct Source<'a> {
     pub metadata: &'a str,
     pub file: FileId,
     pub chunk: ChunkId,
+    /// The id of the file's reading, for records' ids (`id_key`).
+    pub reading: u64,
 }
 
 /// Keys, encodes and routes the lines of one hand-off.
@@ -135,6 +137,7 @@ impl<'a> Keyer<'a> {
                         path: self.source.path,
                         flow: &self.settings.name,
                         metadata: self.source.metadata,
+                        reading: self.source.reading,
                     },
                     &mut out,
                 );

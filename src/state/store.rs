@@ -96,6 +96,11 @@ pub struct SavedFile {
     pub last_sequence: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_confirmed_unix_ms: Option<u64>,
+    /// The reading's id: minted when the file was first registered, kept by
+    /// renames and a copy's take-over, new when the file is read again from
+    /// its start as other content. Records' ids (`id_key`) start with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reading: Option<u64>,
 }
 
 impl SavedFile {
@@ -108,6 +113,7 @@ impl SavedFile {
             && self.fingerprint == other.fingerprint
             && self.last_sequence == other.last_sequence
             && self.last_confirmed_unix_ms == other.last_confirmed_unix_ms
+            && self.reading == other.reading
     }
 }
 
@@ -758,6 +764,7 @@ mod tests {
             updated_unix_ms: 1,
             last_sequence: None,
             last_confirmed_unix_ms: None,
+            reading: None,
         }
     }
 

@@ -3,7 +3,7 @@
 //! metadata from stand-ins of IMDSv2 and the ECS endpoint, and compressed
 //! aggregates decoded by independent decoders.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -691,4 +691,72 @@ async fn an_aggregated_backlog_costs_whole_put_payload_units() {
         "{units} units for {floor:.1} units of data"
     );
     assert!(daemon.stop(Duration::from_secs(30)).success());
+}
+
+/// `id_key`: the same line keeps its id across kill -9 and a rename, so a
+/// consumer that drops records whose id it has seen gets every line once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_ids_make_a_kill_9_loop_exactly_once_for_a_consumer() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "ids", 2).await;
+    let s = Scratch::new();
+    let app = s.logs().join("app.log");
+    std::fs::write(&app, numbered_lines("first", 0, 20_000)).expect("write");
+    // Defaults but the envelope with ids (off by default).
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        "[[flow]]\nname = \"app\"\npaths = [\"{logs}/app.log*\"]\nstream = \"ids\"\nformat = \"json\"\nid_key = \"id\"\n",
+    );
+    let mut written = complete_lines(&std::fs::read(&app).expect("read"));
+    let mut daemon = Daemon::start(&config, &s.path("daemon0.log"));
+    wait_for_count(&client, "ids", 3_000, Duration::from_secs(60)).await;
+    daemon.kill9();
+    // Rotated by a rename while kinetail was down; a new file takes its name.
+    std::fs::rename(&app, s.logs().join("app.log.1")).expect("rename");
+    let more = numbered_lines("second", 0, 10_000);
+    std::fs::write(&app, &more).expect("write");
+    written.extend(complete_lines(&more));
+    let mut daemon = Daemon::start(&config, &s.path("daemon1.log"));
+    let seen = read_all(&client, "ids").await.len();
+    wait_for_count(&client, "ids", seen + 5_000, Duration::from_secs(60)).await;
+    daemon.kill9();
+    let mut daemon = Daemon::start(&config, &s.path("daemon2.log"));
+    let want: HashSet<Vec<u8>> = written.iter().cloned().collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let got = loop {
+        let got = json_records(&read_all(&client, "ids").await);
+        let have: HashSet<Vec<u8>> = got.iter().map(line_of).collect();
+        if want.is_subset(&have) || std::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+    let mut by_id: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut id_of: HashMap<Vec<u8>, String> = HashMap::new();
+    for r in &got {
+        let id = r["id"]
+            .as_str()
+            .expect("every record has an id")
+            .to_string();
+        assert_eq!(id.len(), 36, "fixed length: {id}");
+        let line = line_of(r);
+        if let Some(before) = by_id.insert(id.clone(), line.clone()) {
+            assert_eq!(before, line, "an id is one line's");
+        }
+        if let Some(before) = id_of.insert(line.clone(), id.clone()) {
+            assert_eq!(before, id, "a line sent twice has the same id");
+        }
+    }
+    eprintln!("{} records for {} lines", got.len(), want.len());
+    let deduplicated: Vec<Vec<u8>> = by_id.into_values().collect();
+    assert_eq!(
+        multiset(deduplicated),
+        multiset(written),
+        "dropping seen ids leaves every line once ({} records for {} lines)",
+        got.len(),
+        want.len()
+    );
 }

@@ -187,6 +187,7 @@ impl Tailer {
                 fp.clone(),
                 self.path(),
                 0,
+                None,
             ),
         };
         self.fingerprint = fp;

@@ -40,6 +40,36 @@ impl Tailer {
         Record::new(l.data, String::new()).ranged(self.id, l.start, l.end)
     }
 
+    /// The reading's id when the flow puts ids in its records, once the
+    /// store holds it (saving first if need be); 0 when it has no ids.
+    /// `None` when the flow stops before the store took it.
+    async fn reading_for_ids(&self) -> Option<u64> {
+        let cp = &self.flow.checkpoints;
+        let wants = self.flow.settings.record.envelope.as_ref();
+        if wants.is_none_or(|e| e.keys.id.is_empty()) {
+            return Some(0);
+        }
+        let mut logged = false;
+        loop {
+            if let Some(r) = cp.reading(self.id) {
+                return Some(r);
+            }
+            let saving = cp.clone();
+            let saved = tokio::task::spawn_blocking(move || saving.save()).await;
+            if !matches!(saved, Ok(Ok(_))) && !logged {
+                logged = true;
+                tracing::error!(path = %crate::redact::path(&self.path()), "cannot save the reading's id (id_key): its records wait until the store can be written");
+            }
+            if cp.reading(self.id).is_some() {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = self.shutdown.cancelled() => return None,
+            }
+        }
+    }
+
     /// Filters, keys and encodes the shaped lines and hands them to their
     /// lanes, waiting for budget first.
     pub(super) async fn hand_off(&mut self, lines: &mut Vec<Line>) {
@@ -65,6 +95,17 @@ impl Tailer {
         let (first, last) = match (lines.first(), lines.last()) {
             (Some(f), Some(l)) => (f.start, l.end),
             _ => return,
+        };
+        // Records with ids go only once the store holds the reading's id:
+        // after a crash, the same lines must get the same ids.
+        let reading = match self.reading_for_ids().await {
+            Some(r) => r,
+            // Stopping before the store took it: the lines are read again
+            // at the next start (nothing was acked).
+            None => {
+                lines.clear();
+                return;
+            }
         };
         let path = self.path();
         let path = path.to_string_lossy();
@@ -93,6 +134,7 @@ impl Tailer {
             metadata: &metadata,
             file: self.id,
             chunk,
+            reading,
         };
         let mut keyer = Keyer::new(&flow.settings, &flow.router, source);
         let n_lanes = keyer.lanes();

@@ -81,7 +81,15 @@ impl Checkpoints {
                 s.fingerprint = Fingerprint::of(b"");
             }
         }
-        self.register(&saved.flow, key, fingerprint, path, saved.offset)
+        // The copy goes on with the original's reading, and its ids.
+        self.register(
+            &saved.flow,
+            key,
+            fingerprint,
+            path,
+            saved.offset,
+            saved.reading,
+        )
     }
 
     /// A copy of a truncated file (copytruncate) takes over the old

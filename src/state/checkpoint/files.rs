@@ -36,6 +36,10 @@ impl Checkpoints {
     /// same file in the same flow still in memory is superseded: its late
     /// acks are ignored (see [`Checkpoints::resume_point`] for where the
     /// new one should start).
+    ///
+    /// `reading` is the id of the reading it goes on with (its saved
+    /// entry's, when it resumes from it); `None` mints a new one, saved
+    /// before its first record is sent (see [`Checkpoints::reading`]).
     pub fn register(
         &self,
         flow: &str,
@@ -43,8 +47,17 @@ impl Checkpoints {
         fingerprint: Fingerprint,
         path: PathBuf,
         offset: u64,
+        reading: Option<u64>,
     ) -> FileId {
         let mut st = self.lock();
+        // Going on with a reading the store already holds (its saved entry,
+        // or a stopped one in memory that was saved).
+        let saved = reading.is_some_and(|r| {
+            st.saved
+                .get(&(flow.to_string(), key))
+                .is_some_and(|s| s.reading == Some(r))
+                || st.live.values().any(|l| l.reading == r && l.reading_saved)
+        });
         st.live
             .retain(|_, l| l.detached_at.is_some() || !(l.flow == flow && l.key == key));
         let (last_sequence, last_confirmed_unix_ms) = st
@@ -69,8 +82,18 @@ impl Checkpoints {
                 detached_at: None,
                 ahead: BTreeMap::new(),
                 unsaved: true,
+                reading: reading.unwrap_or_else(rand::random),
+                reading_saved: saved,
             },
         )
+    }
+
+    /// Reading `id`'s id, once the store holds it; `None` before (a save
+    /// first: a record's id must not change with a crash).
+    pub fn reading(&self, id: FileId) -> Option<u64> {
+        let st = self.lock();
+        let l = st.live.get(&id)?;
+        l.reading_saved.then_some(l.reading)
     }
 
     /// The file of reading `id` was truncated: the tailer reads it again
@@ -97,6 +120,9 @@ impl Checkpoints {
             detached_at: None,
             ahead: BTreeMap::new(),
             unsaved: true,
+            // Other content from offset 0: other lines, other ids.
+            reading: rand::random(),
+            reading_saved: false,
         };
         Some(insert_live(&mut st, fresh))
     }

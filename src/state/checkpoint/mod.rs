@@ -72,6 +72,10 @@ struct Live {
     ahead: BTreeMap<u64, usize>,
     /// Its saved form changed since the last save.
     unsaved: bool,
+    /// The reading's id (see `SavedFile::reading`), and whether the store
+    /// holds it yet.
+    reading: u64,
+    reading_saved: bool,
 }
 
 impl Live {
@@ -85,6 +89,7 @@ impl Live {
             updated_unix_ms: now,
             last_sequence: self.last_sequence.clone(),
             last_confirmed_unix_ms: self.last_confirmed_unix_ms,
+            reading: Some(self.reading),
         }
     }
 }
@@ -141,20 +146,28 @@ impl Checkpoints {
     /// did.
     pub fn save(&self) -> Result<bool, StoreError> {
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        let (files, whole) = {
+        let (files, whole, readings) = {
             let mut st = self.lock();
             if !st.dirty {
                 return Ok(false);
             }
             st.dirty = false;
+            // Readings whose id this save writes for the first time (a new
+            // reading sets `whole`: every live entry is in the snapshot).
+            let readings: Vec<FileId> = st
+                .live
+                .iter()
+                .filter(|(_, l)| !l.reading_saved && l.detached_at.is_none())
+                .map(|(id, _)| *id)
+                .collect();
             if st.whole || store.wants_base() {
                 st.whole = false;
                 for l in st.live.values_mut() {
                     l.unsaved = false;
                 }
-                (snapshot(&mut st), true)
+                (snapshot(&mut st), true, readings)
             } else {
-                (changed(&mut st), false)
+                (changed(&mut st), false, Vec::new())
             }
         };
         let result = if whole {
@@ -162,12 +175,18 @@ impl Checkpoints {
         } else {
             store.update(&files)
         };
+        let mut st = self.lock();
         if result.is_err() {
             // What was not written is no longer marked: the next save looks
             // at every entry.
-            let mut st = self.lock();
             st.dirty = true;
             st.whole = true;
+        } else {
+            for id in readings {
+                if let Some(l) = st.live.get_mut(&id) {
+                    l.reading_saved = true;
+                }
+            }
         }
         result
     }
@@ -273,7 +292,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cp = Checkpoints::open(dir.path()).unwrap();
         let key = FileKey { dev: 1, ino: 2 };
-        let id = cp.register("f", key, Fingerprint::of(b"h"), PathBuf::from("/x"), 0);
+        let id = cp.register(
+            "f",
+            key,
+            Fingerprint::of(b"h"),
+            PathBuf::from("/x"),
+            0,
+            None,
+        );
         let offset = || cp.confirmed(id);
         // Lines [0, 10) and [20, 30) handed off; [10, 20) was dead-lettered
         // in between, and acked by its range.
@@ -344,6 +370,7 @@ mod tests {
             Fingerprint::of(b"head"),
             PathBuf::from("/x.log"),
             0,
+            None,
         );
         cp.ack(&[Ack::Range {
             file: id,
@@ -390,6 +417,7 @@ mod tests {
                     Fingerprint::of(b"h"),
                     path,
                     0,
+                    None,
                 )
             })
             .collect();
@@ -440,8 +468,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = FileKey { dev: 1, ino: 3 };
         let cp = Checkpoints::open(dir.path()).unwrap();
-        let old = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0);
-        let new = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0);
+        let old = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0, None);
+        let new = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0, None);
         cp.ack(&[Ack::Range {
             file: old,
             start: 0,
@@ -456,7 +484,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cp = Checkpoints::open(dir.path()).unwrap();
         let key = FileKey { dev: 1, ino: 5 };
-        let id = cp.register("f", key, Fingerprint::of(b"h"), PathBuf::from("/x"), 0);
+        let id = cp.register(
+            "f",
+            key,
+            Fingerprint::of(b"h"),
+            PathBuf::from("/x"),
+            0,
+            None,
+        );
         // Nine records in one chunk, spread over two lanes.
         let chunk = cp.open_chunk(id, 0, 100, 9);
         // Lane A starts a call with records ending at 10, 30, 50, 70.
@@ -496,7 +531,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cp = Checkpoints::open(dir.path()).unwrap();
         let key = FileKey { dev: 1, ino: 6 };
-        let id = cp.register("f", key, Fingerprint::of(b"h"), PathBuf::from("/x"), 0);
+        let id = cp.register(
+            "f",
+            key,
+            Fingerprint::of(b"h"),
+            PathBuf::from("/x"),
+            0,
+            None,
+        );
         cp.ack(&[Ack::Range {
             file: id,
             start: 0,
@@ -513,7 +555,14 @@ mod tests {
         assert!(!cp.is_followed("f", key));
         let resume = cp.resume_point("f", key).map(|s| s.offset);
         assert_eq!(resume, Some(50), "the live progress, not the saved 10");
-        let again = cp.register("f", key, Fingerprint::of(b"h"), PathBuf::from("/x"), 50);
+        let again = cp.register(
+            "f",
+            key,
+            Fingerprint::of(b"h"),
+            PathBuf::from("/x"),
+            50,
+            None,
+        );
         assert!(cp.is_followed("f", key));
         cp.save().unwrap();
         let saved = crate::state::store::load(dir.path()).unwrap();
@@ -528,7 +577,14 @@ mod tests {
         let cp = Checkpoints::open(dir.path()).unwrap();
         let orig = FileKey { dev: 1, ino: 7 };
         let copy = FileKey { dev: 1, ino: 8 };
-        let id = cp.register("f", orig, Fingerprint::of(b"head"), PathBuf::from("/a"), 0);
+        let id = cp.register(
+            "f",
+            orig,
+            Fingerprint::of(b"head"),
+            PathBuf::from("/a"),
+            0,
+            None,
+        );
         let chunk = cp.open_chunk(id, 0, 40, 2);
         // Truncated after reading 45 bytes, the last complete line ending at 40.
         let fresh = cp.restart(id, Fingerprint::of(b""), 40).unwrap();
@@ -579,7 +635,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = FileKey { dev: 1, ino: 4 };
         let cp = Checkpoints::open(dir.path()).unwrap();
-        let id = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0);
+        let id = cp.register("f", key, Fingerprint::of(b""), PathBuf::from("/x"), 0, None);
         cp.close(id, 10);
         assert_eq!(cp.confirmed(id), Some(0), "still live until confirmed");
         cp.ack(&[Ack::Range {
