@@ -70,6 +70,22 @@ impl Tailer {
         }
     }
 
+    /// When the lines of a hand-off were read, and the cloud metadata, for
+    /// an envelope flow (empty otherwise).
+    fn envelope_context(&self) -> (String, Arc<str>) {
+        let flow = &self.flow;
+        if flow.settings.record.envelope.is_none() {
+            return (String::new(), Arc::from(""));
+        }
+        let wants = &flow.settings.record.metadata;
+        let members = flow.metadata.members(
+            wants.contains(&MetadataSource::Ec2),
+            wants.contains(&MetadataSource::Ecs),
+        );
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        (now.to_string(), members)
+    }
+
     /// Filters, keys and encodes the shaped lines and hands them to their
     /// lanes, waiting for budget first.
     pub(super) async fn hand_off(&mut self, lines: &mut Vec<Line>) {
@@ -115,18 +131,7 @@ impl Tailer {
         let chunk = flow
             .checkpoints
             .open_chunk(self.id, first, last, lines.len());
-        let (timestamp, metadata) = match &flow.settings.record.envelope {
-            Some(_) => {
-                let wants = &flow.settings.record.metadata;
-                let members = flow.metadata.members(
-                    wants.contains(&MetadataSource::Ec2),
-                    wants.contains(&MetadataSource::Ecs),
-                );
-                let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
-                (now.to_string(), members)
-            }
-            None => (String::new(), Arc::from("")),
-        };
+        let (timestamp, metadata) = self.envelope_context();
         let source = Source {
             path: &path,
             hostname: &flow.hostname,
