@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use kinetail::re::Re;
-use kinetail::records::envelope::{Envelope, FieldKeys, LineContext, Placement};
+use kinetail::records::envelope::{Envelope, FieldKeys, LineContext, Placement, TimeRule};
+use kinetail::records::time::TimeFormat;
 use kinetail::records::parse::{Format, Kind};
 use kinetail::lines::framing::{Line, Piece};
 use libfuzzer_sys::fuzz_target;
@@ -27,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
         flow: "f",
         metadata: "\"provider\":\"aws\"",
         reading: 7,
+        read_ms: 1_767_571_200_000,
     };
     let formats = [
         Format::Json,
@@ -56,6 +58,21 @@ fuzz_target!(|data: &[u8]| {
             keys: FieldKeys::default(),
             fields: vec![("k".into(), "v".into())],
             parse,
+            time: match &format {
+                Format::Syslog => Some(TimeRule {
+                    field: "time".into(),
+                    format: TimeFormat::Syslog,
+                }),
+                Format::ApacheCombined | Format::ApacheCommon => Some(TimeRule {
+                    field: "time".into(),
+                    format: TimeFormat::Apache,
+                }),
+                _ => Some(TimeRule {
+                    field: "a".into(),
+                    format: TimeFormat::Strftime("%Y-%m-%d %H:%M:%S".into()),
+                }),
+            },
+            read_time_key: "read".into(),
             format,
             types: types.clone(),
         };

@@ -11,6 +11,7 @@ use super::{
 use crate::lines::multiline::Rule;
 use crate::records::envelope::{Envelope, Placement};
 use crate::records::parse::{Format, Kind};
+use crate::records::time::TimeFormat;
 
 fn ms(d: Duration) -> u128 {
     d.as_millis()
@@ -225,6 +226,22 @@ fn describe_parse(s: &mut String, env: &Envelope) {
             format!("{name:?} = {kind:?}")
         })
         .collect();
+    match &env.time {
+        None => s.push_str("# time_field: none (the timestamp is the read time)\n"),
+        Some(rule) => {
+            let format = match &rule.format {
+                TimeFormat::Rfc3339 => "rfc3339".to_string(),
+                TimeFormat::Unix => "unix".to_string(),
+                TimeFormat::UnixMs => "unix_ms".to_string(),
+                TimeFormat::Apache => "%d/%b/%Y:%H:%M:%S %z".to_string(),
+                TimeFormat::ApacheError => "%a %b %d %H:%M:%S%.f %Y".to_string(),
+                TimeFormat::Syslog => "syslog (%b %e %H:%M:%S, or rfc3339)".to_string(),
+                TimeFormat::Strftime(p) => p.clone(),
+            };
+            let _ = writeln!(s, "time_field = {:?}\ntime_format = {format:?}", rule.field);
+        }
+    }
+    let _ = writeln!(s, "read_time_key = {:?}", env.read_time_key);
     let _ = match types.is_empty() {
         true => writeln!(s, "types = {{}}"),
         false => writeln!(s, "types = {{ {} }}", types.join(", ")),

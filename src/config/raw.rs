@@ -88,6 +88,9 @@ pub(super) struct RawFlow {
     pub csv_fields: Option<Spanned<Vec<Str>>>,
     pub csv_delimiter: Option<Str>,
     pub types: Option<Spanned<toml::Table>>,
+    pub time_field: Option<Str>,
+    pub time_format: Option<Str>,
+    pub read_time_key: Option<Str>,
     pub parsed_key: Option<Str>,
     #[serde(default)]
     pub include_lines: Vec<Str>,

@@ -10,8 +10,10 @@ use super::check::Locator;
 use super::raw::{RawFlow, RawParse, Str};
 use crate::re::Re;
 use crate::records::compress::Compression;
+use crate::records::envelope::TimeRule;
 use crate::records::envelope::{Envelope, FieldKeys, Placement};
 use crate::records::parse::{Format, Kind};
+use crate::records::time::TimeFormat;
 
 /// Instance tags in the EC2 metadata only when asked (they need the
 /// instance metadata option, or an API call).
@@ -63,6 +65,9 @@ impl RecordSettings {
                 (f.fields_key.as_ref(), "fields_key"),
                 (f.metadata_key.as_ref(), "metadata_key"),
                 (f.id_key.as_ref(), "id_key"),
+                (f.time_field.as_ref(), "time_field"),
+                (f.time_format.as_ref(), "time_format"),
+                (f.read_time_key.as_ref(), "read_time_key"),
                 (f.parsed_key.as_ref(), "parsed_key"),
                 (f.csv_delimiter.as_ref(), "csv_delimiter"),
             ];
@@ -152,6 +157,10 @@ fn envelope(loc: &Locator<'_>, f: &RawFlow) -> Result<Envelope, ConfigError> {
         keys,
         fields,
         parse,
+        time: time_rule(loc, f, format.as_ref())?,
+        read_time_key: loc
+            .opt_string(f.read_time_key.as_ref(), "flow.read_time_key")?
+            .unwrap_or_default(),
         format: format.unwrap_or(Format::Json),
         types: types(loc, f)?,
     })
@@ -265,4 +274,58 @@ fn types(loc: &Locator<'_>, f: &RawFlow) -> Result<BTreeMap<String, Kind>, Confi
         out.insert(name.clone(), kind);
     }
     Ok(out)
+}
+
+/// Where a parsed line's own time is: the named formats know their field
+/// and how it is written (`time_field` and `time_format` may rename or
+/// restate them); JSON, logfmt, CSV and regex lines have one when
+/// `time_field` names it (`time_format` is RFC 3339 unless it says
+/// otherwise).
+fn time_rule(
+    loc: &Locator<'_>,
+    f: &RawFlow,
+    format: Option<&Format>,
+) -> Result<Option<TimeRule>, ConfigError> {
+    let field = loc.opt_string(f.time_field.as_ref(), "flow.time_field")?;
+    let written = match &f.time_format {
+        None => None,
+        Some(v) => Some(match loc.string(v, "flow.time_format")?.as_str() {
+            "rfc3339" => TimeFormat::Rfc3339,
+            "unix" => TimeFormat::Unix,
+            "unix_ms" => TimeFormat::UnixMs,
+            p if p.contains('%') => TimeFormat::Strftime(p.to_string()),
+            other => {
+                return Err(loc.at(
+                    v.span(),
+                    format!("flow.time_format {other:?} is not \"rfc3339\", \"unix\", \"unix_ms\" nor a strftime pattern (%Y-%m-%d %H:%M:%S)"),
+                ));
+            }
+        }),
+    };
+    let own = match format {
+        None => {
+            if let Some(v) = f.time_field.as_ref().or(f.time_format.as_ref()) {
+                return Err(loc.at(v.span(), "flow.time_field and time_format need parse"));
+            }
+            return Ok(None);
+        }
+        Some(Format::ApacheCommon | Format::ApacheCombined) => Some(TimeFormat::Apache),
+        Some(Format::ApacheError) => Some(TimeFormat::ApacheError),
+        Some(Format::Syslog) => Some(TimeFormat::Syslog),
+        Some(_) => None,
+    };
+    match (own, field) {
+        (Some(own), field) => Ok(Some(TimeRule {
+            field: field.unwrap_or_else(|| "time".to_string()),
+            format: written.unwrap_or(own),
+        })),
+        (None, Some(field)) => Ok(Some(TimeRule {
+            field,
+            format: written.unwrap_or(TimeFormat::Rfc3339),
+        })),
+        (None, None) => match &f.time_format {
+            Some(v) => Err(loc.at(v.span(), "flow.time_format needs time_field")),
+            None => Ok(None),
+        },
+    }
 }

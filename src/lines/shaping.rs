@@ -439,6 +439,7 @@ mod tests {
             flow: "a",
             metadata: "",
             reading: u64::MAX,
+            read_ms: 0,
         };
         match &s.record.envelope {
             Some(env) => {

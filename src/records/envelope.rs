@@ -30,7 +30,8 @@ use serde_json::value::RawValue;
 
 use crate::lines::framing::{Line, Piece};
 use crate::records::batcher::json_string as string;
-use crate::records::parse::{Fields, Format, Kind, parse};
+use crate::records::parse::{Fields, Format, Kind, Value, parse};
+use crate::records::time::{TimeFormat, parse_time, rfc3339_ms};
 
 /// Where a parsed JSON line goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +85,18 @@ pub struct Envelope {
     pub format: Format,
     /// Fields converted from strings (`types`).
     pub types: BTreeMap<String, Kind>,
+    /// Where a parsed line's own time is and how it is written: the
+    /// `timestamp` is then that time.
+    pub time: Option<TimeRule>,
+    /// A member with the read time (`read_time_key`; "" leaves it out).
+    pub read_time_key: String,
+}
+
+/// The field holding a line's own time, and how it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeRule {
+    pub field: String,
+    pub format: TimeFormat,
 }
 
 /// Cloud metadata as rendered for the envelope (the members of a JSON
@@ -123,6 +136,8 @@ pub struct LineContext<'a> {
     pub metadata: &'a str,
     /// The id of the file's reading (`Checkpoints::reading`), for `id_key`.
     pub reading: u64,
+    /// When the line was read, in ms since the epoch (syslog's year).
+    pub read_ms: u64,
 }
 
 /// What encoding found, for the counters.
@@ -132,6 +147,9 @@ pub struct Encoded {
     pub parse_failed: bool,
     /// Members of a merged line left out because an envelope key won.
     pub collisions: usize,
+    /// The line has an event time rule and its time did not read: its
+    /// `timestamp` is the read time.
+    pub time_failed: bool,
 }
 
 /// The most bytes the envelope may add around a line's escaped bytes,
@@ -296,7 +314,16 @@ impl Envelope {
         // members with these names are left out).
         let mut own: Vec<&str> = Vec::with_capacity(10);
         let own = &mut own;
-        put(out, own, &k.timestamp, |o| string(o, ctx.timestamp));
+        // Parsed first: the line's own time is the `timestamp`.
+        let parsing = self.parse.is_some() && line.piece == Piece::Whole;
+        let fields = match parsing && self.format != Format::Json {
+            true => parse(&self.format, &self.types, &line.data),
+            false => None,
+        };
+        let event_time = self.event_time(line, fields.as_ref(), ctx.read_ms, &mut result);
+        let timestamp = event_time.as_deref().unwrap_or(ctx.timestamp);
+        put(out, own, &k.timestamp, |o| string(o, timestamp));
+        put(out, own, &self.read_time_key, |o| string(o, ctx.timestamp));
         put(out, own, &k.host, |o| string(o, ctx.host));
         put(out, own, &k.path, |o| string(o, ctx.path));
         put(out, own, &k.offset, |o| number(o, line.start));
@@ -326,9 +353,9 @@ impl Envelope {
             (Some(p), Piece::Whole) if self.format == Format::Json => {
                 self.put_parsed(p, &line.data, own, out, &mut result)
             }
-            (Some(p), Piece::Whole) => match parse(&self.format, &self.types, &line.data) {
+            (Some(p), Piece::Whole) => match &fields {
                 Some(fields) => {
-                    put_fields(p, &fields, own, out, &mut result);
+                    put_fields(p, fields, own, out, &mut result);
                     true
                 }
                 None => {
@@ -347,6 +374,48 @@ impl Envelope {
         }
         out.push(b'}');
         result
+    }
+
+    /// The line's own time as RFC 3339 (ms, UTC), when the flow has a time
+    /// rule and the line's time reads; counted when it does not.
+    fn event_time(
+        &self,
+        line: &Line,
+        fields: Option<&Fields>,
+        read_ms: u64,
+        result: &mut Encoded,
+    ) -> Option<String> {
+        let rule = self.time.as_ref()?;
+        if self.parse.is_none() || line.piece != Piece::Whole {
+            return None;
+        }
+        let text = match fields {
+            Some(fields) => fields
+                .iter()
+                .find(|(n, _)| *n == rule.field)
+                .map(|(_, v)| match v {
+                    Value::Str(s) => s.clone(),
+                    Value::Int(i) => i.to_string(),
+                    Value::Float(f) => f.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                }),
+            // A JSON line: its member, read once more (only with a rule).
+            None if self.format == Format::Json => {
+                let v: serde_json::Value = serde_json::from_slice(&line.data).ok()?;
+                match v.get(&rule.field)? {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                }
+            }
+            // Not parsed: no time of its own to read.
+            None => return None,
+        };
+        let time = text
+            .and_then(|t| parse_time(&rule.format, &t, read_ms))
+            .and_then(rfc3339_ms);
+        result.time_failed = time.is_none();
+        time
     }
 
     /// The static fields: under their key, or at the top when it is empty.
@@ -484,6 +553,7 @@ mod tests {
         flow: "app",
         metadata: "",
         reading: 0xabc,
+        read_ms: 1_767_571_200_000,
     };
 
     fn encode(env: &Envelope, l: &Line) -> (serde_json::Value, Encoded, Vec<u8>) {
@@ -501,6 +571,8 @@ mod tests {
             parse: None,
             format: Format::Json,
             types: BTreeMap::new(),
+            time: None,
+            read_time_key: String::new(),
         }
     }
 
@@ -673,5 +745,41 @@ mod tests {
         let (v, r, _) = encode(&env, &line(b"plain words", 0));
         assert_eq!(v["message"], "plain words");
         assert!(r.parse_failed);
+    }
+
+    #[test]
+    fn the_lines_own_time_is_the_timestamp_and_the_read_time_can_stay() {
+        let mut env = plain();
+        env.format = Format::Syslog;
+        env.parse = Some(Placement::Under("log".into()));
+        env.time = Some(TimeRule {
+            field: "time".into(),
+            format: TimeFormat::Syslog,
+        });
+        env.read_time_key = "read_at".into();
+        let l = line(b"Dec 31 23:59:59 db-1 cron[7]: done", 0);
+        let (v, r, _) = encode(&env, &l);
+        // Read on 2026-01-05: last year's December.
+        assert_eq!(v["timestamp"], "2025-12-31T23:59:59.000Z");
+        assert_eq!(v["read_at"], CTX.timestamp);
+        assert!(!r.time_failed);
+        // A time that does not read: the read time, counted.
+        env.format = Format::Logfmt;
+        env.time = Some(TimeRule {
+            field: "ts".into(),
+            format: TimeFormat::Rfc3339,
+        });
+        let (v, r, _) = encode(&env, &line(b"ts=yesterday level=info", 0));
+        assert_eq!(v["timestamp"], CTX.timestamp);
+        assert!(r.time_failed);
+        // JSON lines: the member named by time_field.
+        env.format = Format::Json;
+        env.time = Some(TimeRule {
+            field: "at".into(),
+            format: TimeFormat::UnixMs,
+        });
+        let (v, r, _) = encode(&env, &line(br#"{"at":1767571200123,"x":1}"#, 0));
+        assert_eq!(v["timestamp"], "2026-01-05T00:00:00.123Z");
+        assert!(!r.time_failed);
     }
 }

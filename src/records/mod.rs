@@ -12,3 +12,4 @@ pub mod metadata;
 pub mod packing;
 pub mod parse;
 pub mod route;
+pub mod time;

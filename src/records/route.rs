@@ -35,6 +35,8 @@ pub struct Source<'a> {
     pub chunk: ChunkId,
     /// The id of the file's reading, for records' ids (`id_key`).
     pub reading: u64,
+    /// When they were read, in ms since the epoch.
+    pub read_ms: u64,
 }
 
 /// Keys, encodes and routes the lines of one hand-off.
@@ -46,6 +48,7 @@ pub struct Keyer<'a> {
     /// What encoding found so far, for the counters.
     parse_failures: usize,
     collisions: usize,
+    time_failures: usize,
 }
 
 impl<'a> Keyer<'a> {
@@ -57,6 +60,7 @@ impl<'a> Keyer<'a> {
             source,
             parse_failures: 0,
             collisions: 0,
+            time_failures: 0,
         }
     }
 
@@ -65,10 +69,10 @@ impl<'a> Keyer<'a> {
         self.routing.lanes
     }
 
-    /// Lines of a `parse = "json"` flow that were not a JSON object, and
-    /// members left out of merged lines, so far.
-    pub fn counts(&self) -> (usize, usize) {
-        (self.parse_failures, self.collisions)
+    /// Lines of a flow with `parse` that did not match, fields left out
+    /// of merged lines, and lines whose own time did not read, so far.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.parse_failures, self.collisions, self.time_failures)
     }
 
     /// The record for `line`, and the lane it goes to.
@@ -138,11 +142,13 @@ impl<'a> Keyer<'a> {
                         flow: &self.settings.name,
                         metadata: self.source.metadata,
                         reading: self.source.reading,
+                        read_ms: self.source.read_ms,
                     },
                     &mut out,
                 );
                 self.parse_failures += usize::from(found.parse_failed);
                 self.collisions += found.collisions;
+                self.time_failures += usize::from(found.time_failed);
                 out
             }
         };

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub parse_failures: AtomicU64,
     /// Members of merged JSON lines left out because an envelope key won.
     pub parse_collisions: AtomicU64,
+    /// Parsed lines whose own time did not read (they keep the read time).
+    pub time_failures: AtomicU64,
     /// Kinesis PUT payload units (25 KB each, counting the partition key)
     /// of the records confirmed.
     pub payload_units: AtomicU64,
@@ -146,9 +148,15 @@ pub const COUNTERS: &[Counter] = &[
     },
     Counter {
         name: "parse_collisions_total",
-        help: "Members of merged JSON lines left out because an envelope key had the name.",
+        help: "Fields of merged parsed lines left out because an envelope key had the name.",
         summary: None,
         get: |m| Metrics::get(&m.parse_collisions),
+    },
+    Counter {
+        name: "time_parse_failures_total",
+        help: "Parsed lines whose own time did not read as its format says (their timestamp is the read time).",
+        summary: None,
+        get: |m| Metrics::get(&m.time_failures),
     },
     Counter {
         name: "payload_units_total",

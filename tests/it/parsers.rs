@@ -63,6 +63,14 @@ async fn loghub_apache_errors_and_syslog_lines_become_fields() {
         match r.get("log") {
             Some(log) if r["flow"] == "apache" => {
                 assert!(log["time"].is_string() && log["level"].is_string(), "{r}");
+                // The line's own time (`Sun Dec 04 04:47:44 2005`) is the
+                // timestamp, not when it was read.
+                assert!(
+                    r["timestamp"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("2005-")),
+                    "{r}"
+                );
             }
             Some(log) => {
                 assert!(
@@ -71,6 +79,12 @@ async fn loghub_apache_errors_and_syslog_lines_become_fields() {
                         && log["message"].is_string(),
                     "{r}"
                 );
+                // `Jun 14 15:16:01` without a year: the timestamp has its
+                // day and clock.
+                let time = log["time"].as_str().unwrap_or_default();
+                let clock = &time[time.len().saturating_sub(8)..];
+                let ts = r["timestamp"].as_str().unwrap_or_default();
+                assert!(ts.contains(&format!("T{clock}.000Z")), "{r}");
             }
             None => unparsed.push(r["message"].as_str().unwrap_or_default().to_string()),
         }

@@ -140,6 +140,7 @@ impl Tailer {
             file: self.id,
             chunk,
             reading,
+            read_ms: crate::clock::now_ms(),
         };
         let mut keyer = Keyer::new(&flow.settings, &flow.router, source);
         let n_lanes = keyer.lanes();
@@ -156,9 +157,10 @@ impl Tailer {
                 self.send(lane, full).await;
             }
         }
-        let (parse_failures, collisions) = keyer.counts();
+        let (parse_failures, collisions, time_failures) = keyer.counts();
         Metrics::add(&flow.metrics.parse_failures, parse_failures as u64);
         Metrics::add(&flow.metrics.parse_collisions, collisions as u64);
+        Metrics::add(&flow.metrics.time_failures, time_failures as u64);
         for (lane, (bucket, _)) in buckets.into_iter().enumerate() {
             if !bucket.is_empty() {
                 self.send(lane, bucket).await;
