@@ -90,7 +90,9 @@ fn key_source(
                 group,
             }
         }
-        "json" if !for_fallback => {
+        // `field` reads the parsed fields of any parser (and JSON lines
+        // without one); `json` is its first name.
+        "json" | "field" if !for_fallback => {
             let f = key.field.as_ref().ok_or_else(|| {
                 loc.at(
                     span.clone(),

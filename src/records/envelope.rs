@@ -307,6 +307,28 @@ fn record_id(out: &mut Vec<u8>, reading: u64, line: &Line) {
 impl Envelope {
     /// The envelope of `line`, appended to `out`.
     pub fn encode(&self, line: &Line, ctx: LineContext<'_>, out: &mut Vec<u8>) -> Encoded {
+        self.encode_parsed(line, ctx, self.fields_of(line), out)
+    }
+
+    /// The fields a parser other than JSON's finds in `line` (a piece of a
+    /// split line is never parsed).
+    pub fn fields_of(&self, line: &Line) -> Option<Fields> {
+        let parsing = self.parse.is_some() && line.piece == Piece::Whole;
+        match parsing && self.format != Format::Json {
+            true => parse(&self.format, &self.types, &line.data),
+            false => None,
+        }
+    }
+
+    /// [`Envelope::encode`] with the line's fields found already (by
+    /// [`Envelope::fields_of`]: once a line, for its key and its record).
+    pub fn encode_parsed(
+        &self,
+        line: &Line,
+        ctx: LineContext<'_>,
+        fields: Option<Fields>,
+        out: &mut Vec<u8>,
+    ) -> Encoded {
         let mut result = Encoded::default();
         let k = &self.keys;
         out.push(b'{');
@@ -315,11 +337,6 @@ impl Envelope {
         let mut own: Vec<&str> = Vec::with_capacity(10);
         let own = &mut own;
         // Parsed first: the line's own time is the `timestamp`.
-        let parsing = self.parse.is_some() && line.piece == Piece::Whole;
-        let fields = match parsing && self.format != Format::Json {
-            true => parse(&self.format, &self.types, &line.data),
-            false => None,
-        };
         let event_time = self.event_time(line, fields.as_ref(), ctx.read_ms, &mut result);
         let timestamp = event_time.as_deref().unwrap_or(ctx.timestamp);
         put(out, own, &k.timestamp, |o| string(o, timestamp));

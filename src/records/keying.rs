@@ -11,6 +11,7 @@
 use md5::{Digest, Md5};
 
 use crate::records::batcher::MAX_KEY_CHARS;
+use crate::records::parse::{Fields, Value};
 
 /// Where a key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +69,9 @@ pub struct KeySpec {
 pub struct KeyContext<'a> {
     pub path: &'a str,
     pub hostname: &'a str,
+    /// The line's fields, when a parser other than JSON's found them: a
+    /// field key reads them instead of the line.
+    pub fields: Option<&'a Fields>,
 }
 
 impl KeySpec {
@@ -137,6 +141,18 @@ fn extract(src: &KeySource, data: &[u8], ctx: KeyContext<'_>, random: u64) -> Op
             let m = caps.get(*group)?;
             nonempty(String::from_utf8_lossy(m.as_bytes()).into_owned())
         }
+        KeySource::Json(path) if ctx.fields.is_some() => {
+            let [name] = path.as_slice() else {
+                return None;
+            };
+            let fields = ctx.fields?;
+            match &fields.iter().find(|(n, _)| n == name)?.1 {
+                Value::Str(s) => nonempty(s.clone()),
+                Value::Int(i) => Some(i.to_string()),
+                Value::Float(f) => Some(f.to_string()),
+                Value::Bool(b) => Some(b.to_string()),
+            }
+        }
         KeySource::Json(path) => {
             let value: serde_json::Value = serde_json::from_slice(data).ok()?;
             let mut cur = &value;
@@ -170,6 +186,7 @@ mod tests {
     use proptest::prelude::*;
 
     const CTX: KeyContext<'static> = KeyContext {
+        fields: None,
         path: "/var/log/app.log",
         hostname: "host-1",
     };
@@ -224,6 +241,7 @@ mod tests {
             fallback: KeySource::Path,
         };
         let empty = KeyContext {
+            fields: None,
             path: "",
             hostname: "",
         };
@@ -253,5 +271,33 @@ mod tests {
             prop_assert!(s.starts_with(&k));
             prop_assert_eq!(k.chars().count(), s.chars().count().min(MAX_KEY_CHARS));
         }
+    }
+
+    #[test]
+    fn a_field_key_reads_a_parsers_fields() {
+        let spec = KeySpec {
+            primary: KeySource::Json(vec!["host".into()]),
+            fallback: KeySource::Static("none".into()),
+        };
+        let fields: Fields = vec![
+            ("host".into(), Value::Str("db-1".into())),
+            ("code".into(), Value::Int(200)),
+        ];
+        let ctx = KeyContext {
+            fields: Some(&fields),
+            ..CTX
+        };
+        assert_eq!(spec.key(b"not json at all", ctx, 1), "db-1");
+        let code = KeySpec {
+            primary: KeySource::Json(vec!["code".into()]),
+            fallback: KeySource::Static("none".into()),
+        };
+        assert_eq!(code.key(b"", ctx, 1), "200");
+        // A dotted path has no meaning in flat fields: the fallback.
+        let dotted = KeySpec {
+            primary: KeySource::Json(vec!["a".into(), "b".into()]),
+            fallback: KeySource::Static("none".into()),
+        };
+        assert_eq!(dotted.key(b"", ctx, 1), "none");
     }
 }

@@ -21,6 +21,7 @@ use crate::records::batcher::{ChunkId, FileId};
 use crate::records::batcher::{ONE_STREAM, Record};
 use crate::records::envelope::LineContext;
 use crate::records::keying::KeyContext;
+use crate::records::parse::Fields;
 
 /// Where the lines of one hand-off come from: they share a file, a path,
 /// a read time and a chunk.
@@ -75,14 +76,24 @@ impl<'a> Keyer<'a> {
         (self.parse_failures, self.collisions, self.time_failures)
     }
 
+    /// The fields the flow's parser finds in `line` (none without one, or
+    /// for JSON lines, which the envelope places as written): parsed once,
+    /// for the key and the record.
+    fn fields(&self, line: &Line) -> Option<Fields> {
+        self.settings.record.envelope.as_ref()?.fields_of(line)
+    }
+
     /// The record for `line`, and the lane it goes to.
     pub fn record(&mut self, line: Line) -> (usize, Record) {
         if self.settings.destination.is_firehose() {
             return self.unkeyed(line);
         }
+        // Parsed once: its fields serve the key and the record.
+        let fields = self.fields(&line);
         let ctx = KeyContext {
             path: self.source.path,
             hostname: self.source.hostname,
+            fields: fields.as_ref(),
         };
         let key = self
             .settings
@@ -96,7 +107,7 @@ impl<'a> Keyer<'a> {
         let (lane, shard) = self.router.route(&self.routing, &key, ehk.as_deref());
         let (start, end) = (line.start, line.end);
         let record = Record {
-            data: self.data(line),
+            data: self.data(line, fields),
             key,
             file: self.source.file,
             start,
@@ -115,9 +126,10 @@ impl<'a> Keyer<'a> {
     fn unkeyed(&mut self, line: Line) -> (usize, Record) {
         let lane = (self.source.file % self.routing.lanes.max(1) as u64) as usize;
         let (start, end) = (line.start, line.end);
+        let fields = self.fields(&line);
         let record = Record {
             epoch: self.routing.epoch,
-            ..Record::new(self.data(line), String::new())
+            ..Record::new(self.data(line, fields), String::new())
                 .ranged(self.source.file, start, end)
                 .chunked(self.source.chunk)
                 .on_shard(ONE_STREAM)
@@ -127,13 +139,14 @@ impl<'a> Keyer<'a> {
 
     /// What the destination stores for `line`: for Firehose, which adds
     /// nothing between records, with its newline.
-    fn data(&mut self, line: Line) -> Vec<u8> {
+    /// `fields` are what the parser found in it ([`Keyer::fields`]).
+    fn data(&mut self, line: Line, fields: Option<Fields>) -> Vec<u8> {
         let record = &self.settings.record;
         let mut data = match &record.envelope {
             None => line.data,
             Some(env) => {
                 let mut out = Vec::with_capacity(line.data.len() + 256);
-                let found = env.encode(
+                let found = env.encode_parsed(
                     &line,
                     LineContext {
                         timestamp: self.source.timestamp,
@@ -144,6 +157,7 @@ impl<'a> Keyer<'a> {
                         reading: self.source.reading,
                         read_ms: self.source.read_ms,
                     },
+                    fields,
                     &mut out,
                 );
                 self.parse_failures += usize::from(found.parse_failed);

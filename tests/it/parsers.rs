@@ -39,9 +39,10 @@ async fn loghub_apache_errors_and_syslog_lines_become_fields() {
     // A line of neither format: sent as a message, counted.
     std::fs::write(s.logs().join("syslog/odd.log"), "not a syslog line\n").expect("odd");
     expected += 1;
+    // Keyed by a parsed field: one host's lines on one shard.
     let flow = |name: &str, parse: &str| {
         format!(
-            "[[flow]]\nname = \"{name}\"\npaths = [\"{{logs}}/{name}/*.log\"]\nstream = \"parsed\"\nformat = \"json\"\nparse = \"{parse}\"\nparsed_key = \"log\"\n"
+            "[[flow]]\nname = \"{name}\"\npaths = [\"{{logs}}/{name}/*.log\"]\nstream = \"parsed\"\nformat = \"json\"\nparse = \"{parse}\"\nparsed_key = \"log\"\npartition_key = {{ from = \"field\", field = \"host\", fallback = \"static\", fallback_value = \"no-host\" }}\n"
         )
     };
     // The API (off by default) to read the failure count.
@@ -56,7 +57,17 @@ async fn loghub_apache_errors_and_syslog_lines_become_fields() {
         ),
     );
     let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
-    let got = records(&wait_for_count(&client, "parsed", expected, Duration::from_secs(90)).await);
+    let all = wait_for_count(&client, "parsed", expected, Duration::from_secs(90)).await;
+    let got = records(&all);
+    // The syslog lines' host (`combo`, `LabSZ`) is their key; Apache's
+    // error lines have no host field and take the fallback.
+    for (g, r) in all.iter().zip(&got) {
+        let want = match r["log"]["host"].as_str() {
+            Some(host) => host,
+            None => "no-host",
+        };
+        assert_eq!(g.key, want, "{r}");
+    }
     assert_eq!(got.len(), expected, "every line once");
     let mut unparsed = Vec::new();
     for r in &got {
