@@ -62,10 +62,7 @@ async fn loghub_apache_errors_and_syslog_lines_become_fields() {
     // The syslog lines' host (`combo`, `LabSZ`) is their key; Apache's
     // error lines have no host field and take the fallback.
     for (g, r) in all.iter().zip(&got) {
-        let want = match r["log"]["host"].as_str() {
-            Some(host) => host,
-            None => "no-host",
-        };
+        let want = r["log"]["host"].as_str().unwrap_or("no-host");
         assert_eq!(g.key, want, "{r}");
     }
     assert_eq!(got.len(), expected, "every line once");
