@@ -14,6 +14,12 @@ pub enum Lines {
     /// Text lines padded to 2,048 bytes (a shard's bytes bind before its
     /// records do).
     Long,
+    /// Apache/Nginx combined access lines.
+    Access,
+    /// Syslog lines, the BSD form.
+    Syslog,
+    /// logfmt lines.
+    Logfmt,
 }
 
 /// Writes `n` lines of `kind` to `path` (about 100 bytes, but `Long`).
@@ -33,6 +39,22 @@ pub fn generate(path: &Path, n: u64, kind: Lines) -> std::io::Result<u64> {
                 "2026-11-25T10:{m:02}:{s:02}.{ms:03}Z host-{} app[{}]: request {i:010} served in {} ms status 200 path /api/v1/items\n",
                 i % 7,
                 1000 + i % 97,
+                i % 250
+            ),
+            Lines::Access => format!(
+                "10.0.{}.{} - - [25/Nov/2026:10:{m:02}:{s:02} +0000] \"GET /api/v1/items/{i} HTTP/1.1\" 200 {} \"-\" \"curl/8.5\"\n",
+                i % 7,
+                i % 250,
+                i % 5000
+            ),
+            Lines::Syslog => format!(
+                "Nov 25 10:{m:02}:{s:02} host-{} app[{}]: request {i:010} served in {} ms\n",
+                i % 7,
+                1000 + i % 97,
+                i % 250
+            ),
+            Lines::Logfmt => format!(
+                "ts=2026-11-25T10:{m:02}:{s:02}.{ms:03}Z level=info req={i} took={} path=/api/v1/items\n",
                 i % 250
             ),
             Lines::Json => format!(
