@@ -647,4 +647,53 @@ mod tests {
         }
         assert_eq!(String::from_utf8_lossy(&out), "\"a\\\"b\" -3 1.5 false ");
     }
+
+    proptest::proptest! {
+        /// Any access line written with Apache's combined format gives back
+        /// what was written in it.
+        #[test]
+        fn combined_lines_give_back_their_fields(
+            host in "[0-9a-f:.]{3,39}",
+            user in "[a-z-]{1,12}",
+            method in "[A-Z]{3,7}",
+            path in "/[!-~&&[^\"\\\\]]{0,40}",
+            code in 100i64..600,
+            size in proptest::option::of(0i64..10_000_000),
+            agent in "[ -~&&[^\"\\\\]]{0,60}",
+        ) {
+            let size_text = size.map_or("-".to_string(), |s| s.to_string());
+            let line = format!(
+                "{host} - {user} [04/Dec/2026:10:00:00 +0000] \"{method} {path} HTTP/1.1\" {code} {size_text} \"-\" \"{agent}\""
+            );
+            let f = fields(&Format::ApacheCombined, &line).expect("parses");
+            proptest::prop_assert_eq!(get(&f, "host").cloned(), text(&host));
+            proptest::prop_assert_eq!(get(&f, "user").cloned(), text(&user));
+            proptest::prop_assert_eq!(get(&f, "method").cloned(), text(&method));
+            proptest::prop_assert_eq!(get(&f, "path").cloned(), text(&path));
+            proptest::prop_assert_eq!(get(&f, "code").cloned(), Some(Value::Int(code)));
+            proptest::prop_assert_eq!(get(&f, "size").cloned(), size.map(Value::Int));
+            proptest::prop_assert_eq!(get(&f, "agent").cloned(), text(&agent));
+        }
+
+        /// logfmt pairs written (quoted when they hold spaces or quotes) are
+        /// read back as written.
+        #[test]
+        fn logfmt_pairs_give_back_their_values(
+            pairs in proptest::collection::vec(("[a-z_]{1,10}", "[ -~]{0,20}"), 1..8),
+        ) {
+            let line: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| {
+                    let quoted = v.replace('\\', "\\\\").replace('"', "\\\"");
+                    format!("{k}=\"{quoted}\"")
+                })
+                .collect();
+            let f = fields(&Format::Logfmt, &line.join(" ")).expect("parses");
+            proptest::prop_assert_eq!(f.len(), pairs.len());
+            for ((k, v), (name, value)) in pairs.iter().zip(&f) {
+                proptest::prop_assert_eq!(k, name);
+                proptest::prop_assert_eq!(value, &Value::Str(v.clone()));
+            }
+        }
+    }
 }
