@@ -289,18 +289,11 @@ async fn failed_entries_throttled_and_unanswered_calls_lose_nothing() {
     let config = s.config(&proxy.endpoint(), "", &flow("faulty", "aggregate = false"));
     let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
     let want: HashSet<Vec<u8>> = complete_lines(&text).into_iter().collect();
-    let deadline = Instant::now() + TIMEOUT;
-    let got = loop {
-        let got = moto.lines("faulty-bucket");
-        let have: HashSet<&Vec<u8>> = got.iter().collect();
-        if want.iter().all(|l| have.contains(l)) || Instant::now() > deadline {
-            break got;
-        }
-        // Reading every object back loads moto: not too often.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    };
-    let have: HashSet<&Vec<u8>> = got.iter().collect();
-    let missing = want.iter().filter(|l| !have.contains(l)).count();
+    // Reading every object back loads moto: not too often.
+    let (missing, got) = until_all_arrived(&want, TIMEOUT, Duration::from_secs(2), async || {
+        moto.lines("faulty-bucket")
+    })
+    .await;
     assert_eq!(
         missing,
         0,
@@ -363,15 +356,10 @@ async fn a_stop_during_an_outage_and_kill_9_lose_nothing() {
     let want: HashSet<Vec<u8>> = complete_lines(&std::fs::read(&file).expect("read"))
         .into_iter()
         .collect();
-    let deadline = Instant::now() + TIMEOUT;
-    let missing = loop {
-        let have: HashSet<Vec<u8>> = moto.lines("outage-bucket").into_iter().collect();
-        let missing = want.difference(&have).count();
-        if missing == 0 || Instant::now() > deadline {
-            break missing;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let (missing, _) = until_all_arrived(&want, TIMEOUT, Duration::from_secs(1), async || {
+        moto.lines("outage-bucket")
+    })
+    .await;
     assert_eq!(
         missing,
         0,

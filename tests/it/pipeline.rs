@@ -228,17 +228,13 @@ async fn kill_9_then_restart_loses_nothing() {
     let mut daemon = Daemon::start(&config, &s.path("daemon2.log"));
     let expected = complete_lines(&std::fs::read(&file).expect("read back"));
     let want: HashSet<Vec<u8>> = expected.iter().cloned().collect();
-    let deadline = std::time::Instant::now() + SHIP_TIMEOUT;
-    let missing = loop {
-        let have: HashSet<Vec<u8>> = data_of(&read_all(&client, "crash").await)
-            .into_iter()
-            .collect();
-        let missing = want.difference(&have).count();
-        if missing == 0 || std::time::Instant::now() > deadline {
-            break missing;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let (missing, _) = until_all_arrived(
+        &want,
+        SHIP_TIMEOUT,
+        Duration::from_millis(500),
+        async || data_of(&read_all(&client, "crash").await),
+    )
+    .await;
     assert_eq!(
         missing,
         0,

@@ -653,6 +653,27 @@ pub async fn eventually<T>(
     }
 }
 
+/// Fetches what arrived every `every` until it holds every line of `want`,
+/// or `timeout` passes; returns how many of `want` are missing then, and
+/// what was fetched last.
+pub async fn until_all_arrived(
+    want: &std::collections::HashSet<Vec<u8>>,
+    timeout: Duration,
+    every: Duration,
+    mut fetch: impl AsyncFnMut() -> Vec<Vec<u8>>,
+) -> (usize, Vec<Vec<u8>>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = fetch().await;
+        let have: std::collections::HashSet<&Vec<u8>> = got.iter().collect();
+        let missing = want.iter().filter(|l| !have.contains(l)).count();
+        if missing == 0 || Instant::now() > deadline {
+            return (missing, got);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 impl Daemon {
     /// Waits until this daemon's log holds `text`; fails with the log after
     /// `timeout`.
