@@ -279,7 +279,7 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let files = match kinetail::service::status::collect(&settings.state_dir) {
+    let mut files = match kinetail::service::status::collect(&settings.state_dir) {
         Ok(f) => f,
         Err(e) => {
             say(format_args!("kinetail: {e}"));
@@ -290,6 +290,13 @@ fn status(config: &std::path::Path, json: bool) -> ExitCode {
             };
         }
     };
+    for f in &mut files {
+        f.destination = settings
+            .flows
+            .iter()
+            .find(|flow| flow.name == f.flow)
+            .map(|flow| flow.destination.to_string());
+    }
     if json {
         match serde_json::to_string_pretty(&files) {
             Ok(text) => out(&format!("{text}\n")),

@@ -18,13 +18,16 @@ use crate::state::store::{SavedFile, StoreError};
 #[derive(Debug, Clone, Serialize)]
 pub struct FileStatus {
     pub flow: String,
+    /// Where the flow sends (`stream NAME` or `firehose NAME`), when the
+    /// configuration still has the flow.
+    pub destination: Option<String>,
     #[serde(serialize_with = "crate::state::store::serialize_path")]
     pub path: PathBuf,
     pub dev: u64,
     pub ino: u64,
     /// The file's size now, when its last path still names it.
     pub size: Option<u64>,
-    /// Bytes confirmed by Kinesis (the saved checkpoint).
+    /// Bytes confirmed by the destination (the saved checkpoint).
     pub confirmed_offset: u64,
     /// Bytes written but not yet confirmed, when the size is known.
     pub bytes_behind: Option<u64>,
@@ -60,6 +63,7 @@ pub fn collect(state_dir: &Path) -> Result<Vec<FileStatus>, StoreError> {
             let bytes_behind = file_lag(&f, size);
             FileStatus {
                 flow: f.flow,
+                destination: None,
                 path: f.path,
                 dev: f.key.dev,
                 ino: f.key.ino,
@@ -77,7 +81,7 @@ pub fn collect(state_dir: &Path) -> Result<Vec<FileStatus>, StoreError> {
 /// A human-readable table of `files`; `now_ms` is used for "ago" times.
 pub fn render(files: &[FileStatus], now_ms: u64) -> String {
     let mut out = String::from(
-        "FLOW\tPATH\tIDENTITY\tSIZE\tCONFIRMED\tBEHIND\tLAST SEQUENCE\tLAST CONFIRMED\n",
+        "FLOW\tDESTINATION\tPATH\tIDENTITY\tSIZE\tCONFIRMED\tBEHIND\tLAST SEQUENCE\tLAST CONFIRMED\n",
     );
     for f in files {
         let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
@@ -86,8 +90,9 @@ pub fn render(files: &[FileStatus], now_ms: u64) -> String {
             .map(|t| format!("{:.1}s ago", now_ms.saturating_sub(t) as f64 / 1000.0))
             .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{}\t{}\t{}:{}\t{}\t{}\t{}\t{}\t{}{}\n",
+            "{}\t{}\t{}\t{}:{}\t{}\t{}\t{}\t{}\t{}{}\n",
             f.flow,
+            f.destination.as_deref().unwrap_or("-"),
             crate::redact::path(&f.path),
             f.dev,
             f.ino,

@@ -211,6 +211,22 @@ async fn every_line_reaches_s3_once_line_by_line_in_full_records() {
         daemon.log_text()
     );
     assert!(daemon.stop(Duration::from_secs(30)).success());
+    // `kinetail status` says the same of a Firehose flow's files: every
+    // complete line confirmed (a last line without its newline waits for
+    // it), the last RecordId, the destination.
+    let status = status_json(&config);
+    let files = status.as_array().expect("status is a list");
+    assert!(!files.is_empty(), "{status}");
+    for f in files {
+        let bytes = std::fs::read(f["path"].as_str().unwrap_or_default()).expect("file");
+        let partial = bytes.iter().rev().take_while(|b| **b != b'\n').count();
+        assert_eq!(f["destination"], "firehose fh", "{f}");
+        assert_eq!(f["bytes_behind"], partial, "{f}");
+        assert!(
+            f["last_sequence"].as_str().is_some_and(|s| !s.is_empty()),
+            "{f}"
+        );
+    }
     // Whole lines joined into records of up to 1,000 KiB: a few records
     // for the whole backlog, not one per line.
     let bytes: usize = expected.iter().map(|l| l.len() + 1).sum();

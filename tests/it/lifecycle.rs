@@ -149,6 +149,7 @@ async fn status_reports_lag_of_a_file_written_after_a_pause() {
                 e["last_sequence"].as_str().is_some_and(|s| !s.is_empty()),
                 "a sequence number: {e}"
             );
+            assert_eq!(e["destination"], "stream lag");
             break;
         }
         assert!(
