@@ -258,12 +258,6 @@ impl Batch {
         Batch::default()
     }
 
-    /// A batch with tighter limits than Kinesis's (for a paced shard); its
-    /// limits still apply.
-    pub fn with_limits(max_records: usize, max_bytes: usize) -> Batch {
-        Batch::within(&KINESIS, max_records, max_bytes)
-    }
-
     /// A batch for a destination's calls, held to at most `max_records`
     /// and `max_bytes` as well.
     pub fn within(limits: &Limits, max_records: usize, max_bytes: usize) -> Batch {
