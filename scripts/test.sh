@@ -41,6 +41,12 @@ if [ ! -x tests/moto/.venv/bin/python ]; then
 fi
 tests/moto/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/moto/requirements.txt
 
+echo "== installing kubernetes-validate (tests/manifests), the Kubernetes schemas offline"
+if [ ! -x tests/manifests/.venv/bin/python ]; then
+    python3 -m venv tests/manifests/.venv
+fi
+tests/manifests/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/manifests/requirements.txt
+
 # Tests that cannot check what they are for (data absent, a case the
 # machine cannot make) skip themselves and list why here.
 skipped=target/tmp/skipped.txt
@@ -73,6 +79,10 @@ cargo test --locked --workspace --all-targets -- --test-threads "${KINETAIL_TEST
 # limits run alone: beside another test on two cores, the machine's own
 # scheduling delays calls by more than the jitter pacing allows for
 # (Kinesis's network does not), and they would measure the machine.
+echo "== packaging/kubernetes: the manifests against the Kubernetes schemas, their configs against kinetail check"
+tests/manifests/.venv/bin/kubernetes-validate --strict packaging/kubernetes/*.yaml
+cargo build --locked --bin kinetail
+tests/manifests/.venv/bin/python tests/manifests/configs.py target/debug/kinetail packaging/kubernetes/*.yaml
 echo "== cargo test: the rate tests, one at a time"
 cargo test --locked --test it -- --ignored --test-threads 1
 if [ -s "$skipped" ]; then

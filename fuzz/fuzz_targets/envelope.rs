@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         part: 0,
         start: 0,
         end: data.len() as u64 + 1,
+        entry: None,
     };
     let ctx = LineContext {
         timestamp: "2026-11-26T00:00:00.000Z",
@@ -27,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
         path: "/p",
         flow: "f",
         metadata: "\"provider\":\"aws\"",
+        kubernetes: "\"pod\":\"p\"",
         reading: 7,
         read_ms: 1_767_571_200_000,
     };

@@ -150,6 +150,15 @@ fn describe_flow(s: &mut String, f: &FlowSettings) {
     let _ = writeln!(s, "linger_ms = {}", ms(f.linger));
     let _ = writeln!(s, "max_in_flight = {}", f.max_in_flight);
     let _ = writeln!(s, "strip_cr = {}", f.strip_cr);
+    match f.container_format {
+        Some(c) => {
+            let _ = writeln!(s, "container_format = {:?}", c.name());
+        }
+        None => s.push_str(
+            "# container_format: off
+",
+        ),
+    }
     let oversize = match f.oversize {
         Oversize::Split => "split",
         Oversize::Truncate => "truncate",
@@ -264,6 +273,8 @@ fn describe_record(s: &mut String, r: &RecordSettings) {
                 ("fields_key", &k.fields),
                 ("metadata_key", &k.metadata),
                 ("id_key", &k.id),
+                ("stream_key", &k.stream),
+                ("kubernetes_key", &k.kubernetes),
             ] {
                 let _ = writeln!(s, "{name} = {value:?}");
             }
@@ -280,6 +291,7 @@ fn describe_record(s: &mut String, r: &RecordSettings) {
                 .map(|m| match m {
                     MetadataSource::Ec2 => "ec2",
                     MetadataSource::Ecs => "ecs",
+                    MetadataSource::Kubernetes => "kubernetes",
                 })
                 .collect();
             let _ = writeln!(

@@ -11,6 +11,7 @@ use super::record::RecordSettings;
 use crate::firehose::name::parse_delivery_stream;
 use crate::kinesis::shards::ShardLimits;
 use crate::kinesis::stream::{StreamRef, parse_stream};
+use crate::lines::container::ContainerFormat;
 use crate::lines::multiline::MultilineSettings;
 use crate::records::batcher::{FIREHOSE, FIREHOSE_RECORD, KINESIS, Limits};
 use crate::records::keying::{KeySource, KeySpec};
@@ -96,6 +97,9 @@ pub struct FlowSettings {
     pub max_in_flight: usize,
     /// Strip the `\r` of a `\r\n` terminator (a bare `\r` inside a line stays).
     pub strip_cr: bool,
+    /// The container runtime whose log files the flow reads, if any: its
+    /// wrapper is stripped and partial entries merged (`lines::container`).
+    pub container_format: Option<ContainerFormat>,
     pub multiline: Option<MultilineSettings>,
     pub oversize: Oversize,
     /// Which symbolic links under the globs are followed.
@@ -152,6 +156,7 @@ impl FlowSettings {
                 "flow.max_in_flight",
             )?,
             strip_cr: f.strip_cr.unwrap_or(DEFAULT_STRIP_CR),
+            container_format: container_format(loc, f)?,
             multiline: f
                 .multiline
                 .as_ref()
@@ -176,6 +181,23 @@ impl FlowSettings {
             record: RecordSettings::from_raw(loc, f)?,
         })
     }
+}
+
+/// `container_format`: off unless named.
+fn container_format(
+    loc: &Locator<'_>,
+    f: &RawFlow,
+) -> Result<Option<ContainerFormat>, ConfigError> {
+    loc.choice(
+        f.container_format.as_ref(),
+        None,
+        &[
+            ("cri", Some(ContainerFormat::Cri)),
+            ("docker", Some(ContainerFormat::Docker)),
+            ("auto", Some(ContainerFormat::Auto)),
+        ],
+        "flow.container_format",
+    )
 }
 
 /// The flow's settings that are one of a few words.

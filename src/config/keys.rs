@@ -109,11 +109,12 @@ fn key_source(
             }
             KeySource::Json(parts)
         }
+        "kubernetes" if !for_fallback => kubernetes_key(loc, key, span)?,
         other => {
             let allowed = if for_fallback {
                 "random, deterministic, static, path, hostname"
             } else {
-                "random, deterministic, static, regex, json, path, hostname"
+                "random, deterministic, static, regex, json, kubernetes, path, hostname"
             };
             return Err(loc.at(
                 span,
@@ -121,6 +122,35 @@ fn key_source(
             ));
         }
     })
+}
+
+/// `from = "kubernetes"`: a field of the file's pod.
+fn kubernetes_key(
+    loc: &Locator<'_>,
+    key: &RawKey,
+    span: Range<usize>,
+) -> Result<KeySource, ConfigError> {
+    let fields = crate::records::kubernetes::KEY_FIELDS;
+    let f = key.field.as_ref().ok_or_else(|| {
+        loc.at(
+            span,
+            format!(
+                "partition_key.from = \"kubernetes\" needs partition_key.field, one of {}",
+                fields.join(", ")
+            ),
+        )
+    })?;
+    let s = loc.string(f, "partition_key.field")?;
+    if !fields.contains(&s.as_str()) {
+        return Err(loc.at(
+            f.span(),
+            format!(
+                "partition_key.field {s:?} must be one of {}",
+                fields.join(", ")
+            ),
+        ));
+    }
+    Ok(KeySource::Kubernetes(s))
 }
 
 fn static_key(

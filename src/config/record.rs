@@ -26,6 +26,9 @@ pub enum MetadataSource {
     Ec2,
     /// The ECS task metadata endpoint (`ECS_CONTAINER_METADATA_URI_V4`).
     Ecs,
+    /// Each file's pod, from its path (and the API server, when it can be
+    /// reached): under its own key, per file.
+    Kubernetes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -65,6 +68,8 @@ impl RecordSettings {
                 (f.fields_key.as_ref(), "fields_key"),
                 (f.metadata_key.as_ref(), "metadata_key"),
                 (f.id_key.as_ref(), "id_key"),
+                (f.stream_key.as_ref(), "stream_key"),
+                (f.kubernetes_key.as_ref(), "kubernetes_key"),
                 (f.time_field.as_ref(), "time_field"),
                 (f.time_format.as_ref(), "time_format"),
                 (f.read_time_key.as_ref(), "read_time_key"),
@@ -131,6 +136,12 @@ fn envelope(loc: &Locator<'_>, f: &RawFlow) -> Result<Envelope, ConfigError> {
         fields: name(f.fields_key.as_ref(), d.fields, "flow.fields_key")?,
         metadata: name(f.metadata_key.as_ref(), d.metadata, "flow.metadata_key")?,
         id: name(f.id_key.as_ref(), d.id, "flow.id_key")?,
+        stream: name(f.stream_key.as_ref(), d.stream, "flow.stream_key")?,
+        kubernetes: name(
+            f.kubernetes_key.as_ref(),
+            d.kubernetes,
+            "flow.kubernetes_key",
+        )?,
     };
     let mut fields = Vec::new();
     if let Some(t) = &f.fields {
@@ -175,7 +186,11 @@ fn metadata(
         let source = loc.choice(
             Some(v),
             MetadataSource::Ec2,
-            &[("ec2", MetadataSource::Ec2), ("ecs", MetadataSource::Ecs)],
+            &[
+                ("ec2", MetadataSource::Ec2),
+                ("ecs", MetadataSource::Ecs),
+                ("kubernetes", MetadataSource::Kubernetes),
+            ],
             "flow.metadata entry",
         )?;
         if !out.contains(&source) {

@@ -41,6 +41,56 @@ pub struct Line {
     pub start: u64,
     /// Offset just past the last byte, terminator included.
     pub end: u64,
+    /// What the container runtime said of it, when the flow reads a
+    /// runtime's log files (`container_format`; see `lines::container`).
+    pub entry: Option<Box<Entry>>,
+}
+
+/// Which of a container's output streams a line was written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// A line a container runtime wrapped: its stream, its time, and where it
+/// starts when its range is its group's (see `lines::container`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub stream: Stream,
+    /// The runtime's time of the line's first entry, in ms since the
+    /// epoch, when it reads.
+    pub time_ms: Option<i64>,
+    /// Offset of the line's first entry: its own place (offset and id),
+    /// which differs from `start` when the line is tied.
+    pub at: u64,
+    /// Its range is the range of a group of lines that interleave in the
+    /// file (a merged line and the other stream's lines between its
+    /// pieces): the group is one chunk, confirmed only as a whole, and no
+    /// line of it is acked by its range alone.
+    pub tied: bool,
+}
+
+impl Line {
+    /// Where the line itself starts in the file: its offset in an
+    /// envelope and in its record's id.
+    pub fn at(&self) -> u64 {
+        self.entry.as_ref().map_or(self.start, |e| e.at)
+    }
+
+    /// Whether its range is shared with other lines (see [`Entry::tied`]).
+    pub fn tied(&self) -> bool {
+        self.entry.as_ref().is_some_and(|e| e.tied)
+    }
 }
 
 #[derive(Debug)]
@@ -88,6 +138,7 @@ impl Framer {
             part: self.parts,
             start: self.pending_start,
             end,
+            entry: None,
         })
     }
 
@@ -117,6 +168,7 @@ impl Framer {
             part,
             start,
             end: self.pending_start,
+            entry: None,
         });
     }
 

@@ -54,6 +54,11 @@ impl Grouper {
         self.pending.is_some()
     }
 
+    /// Where the pending event starts, if one is pending.
+    pub fn pending_start(&self) -> Option<u64> {
+        self.pending.as_ref().map(|(l, _)| l.start)
+    }
+
     /// Sends the pending event, if any.
     pub fn flush(&mut self, out: &mut Vec<Line>) {
         if let Some((event, _)) = self.pending.take() {

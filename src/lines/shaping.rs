@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use crate::config::{FlowSettings, Oversize};
+use crate::lines::container::{Counts, Decoder, PARTIAL_TIMEOUT};
 use crate::lines::framing::{Line, Piece};
 use crate::lines::multiline::Grouper;
 use crate::re::Re;
@@ -17,7 +18,7 @@ use crate::re::Re;
 use crate::records::batcher::MAX_BYTES_PER_RECORD;
 use crate::records::batcher::RecordLimit;
 use crate::records::envelope::{
-    ENVELOPE_RESERVE, METADATA_MAX_BYTES, WORST_EXPANSION, message_len,
+    ENVELOPE_RESERVE, KUBERNETES_MAX_BYTES, METADATA_MAX_BYTES, WORST_EXPANSION, message_len,
 };
 
 /// Appended to the part of a truncated line that is sent.
@@ -63,7 +64,14 @@ impl Fit {
                     .iter()
                     .map(|(k, v)| message_len(k.as_bytes()) + message_len(v.as_bytes()) + 2)
                     .sum();
-                let reserve = ENVELOPE_RESERVE + fields + METADATA_MAX_BYTES;
+                let pods = settings
+                    .record
+                    .metadata
+                    .contains(&crate::config::MetadataSource::Kubernetes);
+                let reserve = ENVELOPE_RESERVE
+                    + fields
+                    + METADATA_MAX_BYTES
+                    + if pods { KUBERNETES_MAX_BYTES } else { 0 };
                 Fit {
                     room: room.saturating_sub(reserve),
                     envelope: true,
@@ -140,6 +148,8 @@ pub struct Shaper {
     /// framer's later pieces of it are numbered after them.
     extra_parts: u32,
     oversize: Oversize,
+    /// A container runtime's entries into lines, first (`container_format`).
+    decoder: Option<Decoder>,
     grouper: Option<Grouper>,
     include: Vec<Re>,
     exclude: Vec<Re>,
@@ -152,10 +162,14 @@ impl Shaper {
             m.max_bytes = m.max_bytes.min(max_line_piece(settings));
             Grouper::new(m)
         });
+        let decoder = settings
+            .container_format
+            .map(|c| Decoder::new(c, max_line_piece(settings), settings.strip_cr));
         Shaper {
             fit: Fit::new(settings),
             extra_parts: 0,
             oversize: settings.oversize,
+            decoder,
             grouper,
             include: settings.record.include_lines.clone(),
             exclude: settings.record.exclude_lines.clone(),
@@ -179,9 +193,29 @@ impl Shaper {
     }
 
     /// Shapes `framed` (emptying it): lines to send go to `ready`, lines not
-    /// to send go to `dead`. Returns whether a whole line went into a
-    /// pending multi-line event (its flush timeout starts again).
+    /// to send go to `dead`. Returns whether a line went into something
+    /// pending (a multi-line event, a partial container line): its flush
+    /// timeout starts again.
     pub fn shape(
+        &mut self,
+        framed: &mut Vec<Line>,
+        ready: &mut Vec<Line>,
+        dead: &mut Vec<Dead>,
+    ) -> bool {
+        match self.decoder.as_mut() {
+            Some(d) => {
+                // Any entry restarts a pending partial's timeout.
+                let entries = !framed.is_empty();
+                let mut decoded = Vec::with_capacity(framed.len());
+                d.feed(framed, &mut decoded);
+                self.shape_lines(&mut decoded, ready, dead) || entries
+            }
+            None => self.shape_lines(framed, ready, dead),
+        }
+    }
+
+    /// [`Shaper::shape`] after the container decoder.
+    fn shape_lines(
         &mut self,
         framed: &mut Vec<Line>,
         ready: &mut Vec<Line>,
@@ -189,6 +223,13 @@ impl Shaper {
     ) -> bool {
         let mut grouped = false;
         for mut line in framed.drain(..) {
+            // A tied line never joins a multi-line event: its group is
+            // handed off whole (`lines::container`).
+            if line.piece == Piece::Whole && line.tied() {
+                self.flush_events(ready);
+                ready.push(line);
+                continue;
+            }
             if line.piece == Piece::Whole {
                 match self.grouper.as_mut() {
                     Some(g) => {
@@ -200,7 +241,7 @@ impl Shaper {
                 continue;
             }
             // Pieces of an over-long line are never joined to an event.
-            self.flush(ready);
+            self.flush_events(ready);
             match (self.oversize, line.piece) {
                 (Oversize::Split, _) => ready.push(line),
                 (Oversize::Truncate, Piece::Head) => {
@@ -283,19 +324,58 @@ impl Shaper {
     }
 
     /// Sends the pending multi-line event, if any.
-    pub fn flush(&mut self, ready: &mut Vec<Line>) {
+    pub fn flush_events(&mut self, ready: &mut Vec<Line>) {
         if let Some(g) = self.grouper.as_mut() {
             g.flush(ready);
         }
     }
 
-    /// How long a pending multi-line event waits for another line, if one
-    /// is pending.
+    /// Sends everything pending: partial container lines unfinished (and
+    /// counted), then the multi-line event. For a file that ends (closed,
+    /// truncated) or waited past a timeout.
+    pub fn flush(&mut self, ready: &mut Vec<Line>, dead: &mut Vec<Dead>) {
+        if let Some(d) = self.decoder.as_mut()
+            && d.pending_start().is_some()
+        {
+            let mut cut = Vec::new();
+            d.cut(&mut cut, true);
+            self.shape_lines(&mut cut, ready, dead);
+        }
+        self.flush_events(ready);
+    }
+
+    /// How long what is pending waits for another line, if anything is
+    /// pending: the shorter of a partial container line's timeout and a
+    /// multi-line event's.
     pub fn pending_timeout(&self) -> Option<Duration> {
-        self.grouper
+        let partial = self
+            .decoder
+            .as_ref()
+            .filter(|d| d.pending_start().is_some())
+            .map(|_| PARTIAL_TIMEOUT);
+        let event = self
+            .grouper
             .as_ref()
             .filter(|g| g.has_pending())
-            .map(Grouper::timeout)
+            .map(Grouper::timeout);
+        partial.into_iter().chain(event).min()
+    }
+
+    /// Where the first byte not yet shaped into a line to send is, when
+    /// something is pending (a group of container lines, a multi-line
+    /// event): a stopping reading's checkpoint is at most there.
+    pub fn pending_start(&self) -> Option<u64> {
+        let group = self.decoder.as_ref().and_then(Decoder::pending_start);
+        let event = self.grouper.as_ref().and_then(Grouper::pending_start);
+        group.into_iter().chain(event).min()
+    }
+
+    /// What the container decoder found since the last call.
+    pub fn take_counts(&mut self) -> Counts {
+        self.decoder
+            .as_mut()
+            .map(Decoder::take_counts)
+            .unwrap_or_default()
     }
 }
 
@@ -305,7 +385,14 @@ impl Shaper {
 fn split_line(line: Line, k: usize) -> (Line, Line) {
     let mut data = line.data;
     let rest = data.split_off(k);
+    // A container line's bytes are not the file's (the runtime's wrapper
+    // is gone): both pieces keep its range, so a stop sends both or
+    // neither. So do a tied line's.
     let cut = line.start + k as u64;
+    let (first_end, second_start) = match line.entry {
+        Some(_) => (line.end, line.start),
+        None => (cut, cut),
+    };
     let (first, second) = match line.piece {
         Piece::Whole => (Piece::Head, Piece::Tail),
         Piece::Head => (Piece::Head, Piece::Middle),
@@ -318,14 +405,16 @@ fn split_line(line: Line, k: usize) -> (Line, Line) {
             piece: first,
             part: line.part,
             start: line.start,
-            end: cut,
+            end: first_end,
+            entry: line.entry.clone(),
         },
         Line {
             data: rest,
             piece: second,
             part: line.part + 1,
-            start: cut,
+            start: second_start,
             end: line.end,
+            entry: line.entry,
         },
     )
 }
@@ -438,6 +527,7 @@ mod tests {
             path: &long_path,
             flow: "a",
             metadata: "",
+            kubernetes: "",
             reading: u64::MAX,
             read_ms: 0,
         };

@@ -56,6 +56,10 @@ pub struct FieldKeys {
     /// The record's id (`id_key`; off, "", by default): the same line gets
     /// the same id whenever it is sent, so consumers can drop duplicates.
     pub id: String,
+    /// A container line's stream, stdout or stderr (`container_format`).
+    pub stream: String,
+    /// The file's pod (`metadata = ["kubernetes"]`).
+    pub kubernetes: String,
 }
 
 impl Default for FieldKeys {
@@ -70,6 +74,8 @@ impl Default for FieldKeys {
             fields: "fields".into(),
             metadata: "cloud".into(),
             id: String::new(),
+            stream: "stream".into(),
+            kubernetes: "kubernetes".into(),
         }
     }
 }
@@ -134,6 +140,8 @@ pub struct LineContext<'a> {
     /// Cloud metadata as the members of a JSON object (`"k":"v",...`), or
     /// empty.
     pub metadata: &'a str,
+    /// The file's pod as the members of a JSON object, or empty.
+    pub kubernetes: &'a str,
     /// The id of the file's reading (`Checkpoints::reading`), for `id_key`.
     pub reading: u64,
     /// When the line was read, in ms since the epoch (syslog's year).
@@ -160,6 +168,11 @@ pub const ENVELOPE_RESERVE: usize = 32 * 1024;
 /// The most bytes of cloud metadata a record carries (its members as
 /// rendered; a larger set of tags is cut, with a warning).
 pub const METADATA_MAX_BYTES: usize = 64 * 1024;
+
+/// The most a file's pod may take in an envelope (`metadata =
+/// ["kubernetes"]`): the path's fields, and what the API server adds
+/// (labels, annotations), which is left out past it.
+pub const KUBERNETES_MAX_BYTES: usize = 32 * 1024;
 
 /// The most a line's bytes can grow when encoded: a control byte escapes to
 /// six (`\u0001`), an invalid one becomes a three-byte U+FFFD, and a line
@@ -297,11 +310,7 @@ fn key(out: &mut Vec<u8>, k: &str) {
 /// file read again from its start as other content gets a new reading.
 fn record_id(out: &mut Vec<u8>, reading: u64, line: &Line) {
     use std::io::Write;
-    let _ = write!(
-        out,
-        "\"{reading:016x}{:016x}{:04x}\"",
-        line.start, line.part
-    );
+    let _ = write!(out, "\"{reading:016x}{:016x}{:04x}\"", line.at(), line.part);
 }
 
 impl Envelope {
@@ -336,15 +345,21 @@ impl Envelope {
         // members with these names are left out).
         let mut own: Vec<&str> = Vec::with_capacity(10);
         let own = &mut own;
-        // Parsed first: the line's own time is the `timestamp`.
-        let event_time = self.event_time(line, fields.as_ref(), ctx.read_ms, &mut result);
+        // Parsed first: the line's own time is the `timestamp`; else the
+        // container runtime's, else the read time.
+        let event_time = self
+            .event_time(line, fields.as_ref(), ctx.read_ms, &mut result)
+            .or_else(|| rfc3339_ms(line.entry.as_ref()?.time_ms?));
         let timestamp = event_time.as_deref().unwrap_or(ctx.timestamp);
         put(out, own, &k.timestamp, |o| string(o, timestamp));
         put(out, own, &self.read_time_key, |o| string(o, ctx.timestamp));
         put(out, own, &k.host, |o| string(o, ctx.host));
         put(out, own, &k.path, |o| string(o, ctx.path));
-        put(out, own, &k.offset, |o| number(o, line.start));
+        put(out, own, &k.offset, |o| number(o, line.at()));
         put(out, own, &k.flow, |o| string(o, ctx.flow));
+        if let Some(e) = line.entry.as_ref() {
+            put(out, own, &k.stream, |o| string(o, e.stream.name()));
+        }
         put(out, own, &k.id, |o| record_id(o, ctx.reading, line));
         if line.piece != Piece::Whole {
             put(out, own, "part_index", |o| number(o, line.part));
@@ -358,12 +373,14 @@ impl Envelope {
         if !self.fields.is_empty() {
             self.put_fields(out, own);
         }
-        if !ctx.metadata.is_empty() {
-            put(out, own, &k.metadata, |o| {
-                o.push(b'{');
-                o.extend_from_slice(ctx.metadata.as_bytes());
-                o.push(b'}');
-            });
+        for (key, members) in [(&k.metadata, ctx.metadata), (&k.kubernetes, ctx.kubernetes)] {
+            if !members.is_empty() {
+                put(out, own, key, |o| {
+                    o.push(b'{');
+                    o.extend_from_slice(members.as_bytes());
+                    o.push(b'}');
+                });
+            }
         }
         // A piece of a split line is never a whole JSON object.
         let parsed = match (&self.parse, line.piece) {
@@ -560,6 +577,7 @@ mod tests {
             part: 0,
             start,
             end: start + data.len() as u64 + 1,
+            entry: None,
         }
     }
 
@@ -569,6 +587,7 @@ mod tests {
         path: "/var/log/app.log",
         flow: "app",
         metadata: "",
+        kubernetes: "",
         reading: 0xabc,
         read_ms: 1_767_571_200_000,
     };

@@ -11,6 +11,7 @@
 use md5::{Digest, Md5};
 
 use crate::records::batcher::MAX_KEY_CHARS;
+use crate::records::kubernetes::PodFile;
 use crate::records::parse::{Fields, Value};
 
 /// Where a key comes from.
@@ -32,6 +33,8 @@ pub enum KeySource {
     Path,
     /// The host's name.
     Hostname,
+    /// A field of the file's pod, from its path (`records::kubernetes`).
+    Kubernetes(String),
 }
 
 impl KeySource {
@@ -72,6 +75,8 @@ pub struct KeyContext<'a> {
     /// The line's fields, when a parser other than JSON's found them: a
     /// field key reads them instead of the line.
     pub fields: Option<&'a Fields>,
+    /// The file's pod, when its path is kubelet's.
+    pub pod: Option<&'a PodFile>,
 }
 
 impl KeySpec {
@@ -101,6 +106,7 @@ impl KeySpec {
                 KeySource::Json(f) => format!("\"json\" ({:?})", f.join(".")),
                 KeySource::Path => "\"path\"".into(),
                 KeySource::Hostname => "\"hostname\"".into(),
+                KeySource::Kubernetes(f) => format!("\"kubernetes\" ({f:?})"),
             }
         }
         format!(
@@ -168,6 +174,7 @@ fn extract(src: &KeySource, data: &[u8], ctx: KeyContext<'_>, random: u64) -> Op
         }
         KeySource::Path => nonempty(ctx.path.to_string()),
         KeySource::Hostname => nonempty(ctx.hostname.to_string()),
+        KeySource::Kubernetes(field) => ctx.pod?.field(field).and_then(nonempty),
     }
 }
 
@@ -189,6 +196,7 @@ mod tests {
         fields: None,
         path: "/var/log/app.log",
         hostname: "host-1",
+        pod: None,
     };
 
     fn spec(primary: KeySource) -> KeySpec {
@@ -244,6 +252,7 @@ mod tests {
             fields: None,
             path: "",
             hostname: "",
+            pod: None,
         };
         assert_eq!(both_empty.key(b"x", empty, 16), "0000000000000010");
     }

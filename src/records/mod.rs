@@ -7,6 +7,7 @@ pub mod batcher;
 pub mod compress;
 pub mod envelope;
 pub mod keying;
+pub mod kubernetes;
 #[cfg(feature = "aws")]
 pub mod metadata;
 pub mod packing;

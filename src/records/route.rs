@@ -21,6 +21,7 @@ use crate::records::batcher::{ChunkId, FileId};
 use crate::records::batcher::{ONE_STREAM, Record};
 use crate::records::envelope::LineContext;
 use crate::records::keying::KeyContext;
+use crate::records::kubernetes::PodFile;
 use crate::records::parse::Fields;
 
 /// Where the lines of one hand-off come from: they share a file, a path,
@@ -32,6 +33,10 @@ pub struct Source<'a> {
     pub timestamp: &'a str,
     /// Cloud metadata rendered for the envelope, or empty.
     pub metadata: &'a str,
+    /// The file's pod rendered for the envelope, or empty.
+    pub kubernetes: &'a str,
+    /// The file's pod, for a key from it.
+    pub pod: Option<&'a PodFile>,
     pub file: FileId,
     pub chunk: ChunkId,
     /// The id of the file's reading, for records' ids (`id_key`).
@@ -94,6 +99,7 @@ impl<'a> Keyer<'a> {
             path: self.source.path,
             hostname: self.source.hostname,
             fields: fields.as_ref(),
+            pod: self.source.pod,
         };
         let key = self
             .settings
@@ -154,6 +160,7 @@ impl<'a> Keyer<'a> {
                         path: self.source.path,
                         flow: &self.settings.name,
                         metadata: self.source.metadata,
+                        kubernetes: self.source.kubernetes,
                         reading: self.source.reading,
                         read_ms: self.source.read_ms,
                     },

@@ -32,6 +32,12 @@ pub struct Metrics {
     pub parse_collisions: AtomicU64,
     /// Parsed lines whose own time did not read (they keep the read time).
     pub time_failures: AtomicU64,
+    /// Entries of a `container_format` flow in neither runtime's format
+    /// (sent as written).
+    pub container_malformed: AtomicU64,
+    /// Partial container lines sent unfinished (the file ended, or the
+    /// partial timeout passed).
+    pub container_unfinished: AtomicU64,
     /// Kinesis PUT payload units (25 KB each, counting the partition key)
     /// of the records confirmed.
     pub payload_units: AtomicU64,
@@ -157,6 +163,18 @@ pub const COUNTERS: &[Counter] = &[
         help: "Parsed lines whose own time did not read as its format says (their timestamp is the read time).",
         summary: None,
         get: |m| Metrics::get(&m.time_failures),
+    },
+    Counter {
+        name: "container_malformed_total",
+        help: "Entries of a container_format flow in neither runtime's format (sent as written).",
+        summary: None,
+        get: |m| Metrics::get(&m.container_malformed),
+    },
+    Counter {
+        name: "container_partials_unfinished_total",
+        help: "Partial container lines sent unfinished: the file ended, or no entry came for the partial timeout.",
+        summary: None,
+        get: |m| Metrics::get(&m.container_unfinished),
     },
     Counter {
         name: "payload_units_total",

@@ -403,3 +403,56 @@ fn parsers_are_checked_and_shown() {
     let raw = format!("{GOOD}parse = \"syslog\"\n");
     assert_error_at(&raw, &[], 11, "needs format = \"json\"");
 }
+
+#[test]
+fn container_format_and_kubernetes_keys_are_checked_where_written() {
+    // Off by default, shown as such; each name accepted and shown.
+    let (code, out, err, _, _dir) = check(GOOD, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("# container_format: off"), "{out}");
+    for name in ["cri", "docker", "auto"] {
+        let text = format!(
+            "{GOOD}container_format = \"{name}\"\nformat = \"json\"\nmetadata = [\"kubernetes\"]\npartition_key = {{ from = \"kubernetes\", field = \"pod_uid\" }}\n"
+        );
+        let text = text.replace(
+            "partition_key = { from = \"regex\", pattern = '^\\S+ \\S+ \\S+ (\\S+)', fallback = \"random\" }\n",
+            "",
+        );
+        let (code, out, err, _, _dir) = check(&text, &[]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains(&format!("container_format = \"{name}\"")),
+            "{out}"
+        );
+        assert!(out.contains("metadata = [\"kubernetes\"]"), "{out}");
+        assert!(out.contains("\"kubernetes\" (\"pod_uid\")"), "{out}");
+    }
+    let base = GOOD.replace(
+        "partition_key = { from = \"regex\", pattern = '^\\S+ \\S+ \\S+ (\\S+)', fallback = \"random\" }\n",
+        "",
+    );
+    assert_error_at(
+        &format!("{base}container_format = \"crio\"\n"),
+        &[],
+        10,
+        "flow.container_format must be \"cri\", \"docker\" or \"auto\"",
+    );
+    assert_error_at(
+        &format!("{base}partition_key = {{ from = \"kubernetes\" }}\n"),
+        &[],
+        10,
+        "needs partition_key.field, one of namespace, pod, pod_uid",
+    );
+    assert_error_at(
+        &format!("{base}partition_key = {{ from = \"kubernetes\", field = \"labels\" }}\n"),
+        &[],
+        10,
+        "partition_key.field \"labels\" must be one of",
+    );
+    assert_error_at(
+        &format!("{base}metadata = [\"kubernetes\"]\n"),
+        &[],
+        10,
+        "flow.metadata needs format = \"json\"",
+    );
+}

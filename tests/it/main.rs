@@ -7,6 +7,7 @@ mod fault;
 mod files;
 mod firehose;
 mod hostile;
+mod kubernetes;
 mod lifecycle;
 mod model;
 mod neighbours;

@@ -70,8 +70,9 @@ impl Tailer {
     ) -> EofAction {
         let contended = self.flow.slots.contended();
         if contended || self.last_data_at.elapsed() >= self.flow.settings.idle_timeout {
-            // A pending multi-line event goes out first.
-            self.shaper.flush(lines);
+            // A pending multi-line event goes out first (a partial
+            // container line waits: the file is read on later).
+            self.shaper.flush_events(lines);
             self.hand_off(lines).await;
             let grew = self
                 .file
@@ -111,7 +112,7 @@ impl Tailer {
         // A file about to be closed sends its pending event first (one
         // about to restart at 0 does so in `truncated`).
         if timed_out || action == EofAction::Close {
-            self.shaper.flush(lines);
+            self.shaper.flush(lines, &mut self.dead);
             self.hand_off(lines).await;
         }
         action
@@ -159,7 +160,7 @@ impl Tailer {
         Metrics::add(&self.flow.metrics.truncations, 1);
         tracing::warn!(flow = %self.flow.settings.name, path = %crate::redact::path(&self.path()), size = len, offset = self.read_offset,
             "file was truncated (shorter than what was read, or its content changed); reading again from the start");
-        self.shaper.flush(lines);
+        self.shaper.flush(lines, &mut self.dead);
         self.hand_off(lines).await;
         let read_to = self.framer.consumed();
         let strip_cr = self.flow.settings.strip_cr;
@@ -168,10 +169,13 @@ impl Tailer {
             Framer::new(0, max_line_piece(&self.flow.settings), strip_cr),
         );
         if let Some(partial) = old.into_pending() {
-            self.dead_letter(vec![(
-                partial,
-                "partial line: the file was truncated before its newline",
-            )])
+            self.dead_letter(
+                vec![(
+                    partial,
+                    "partial line: the file was truncated before its newline",
+                )],
+                NO_CHUNK,
+            )
             .await;
         }
         // The new reading's head comes from its own reads (see

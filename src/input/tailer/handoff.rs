@@ -4,26 +4,23 @@
 use super::*;
 
 impl Tailer {
-    /// Shapes framed lines (oversize policy, multi-line grouping): what
-    /// is to be sent goes to `ready`, what is not goes to the dead-letter
-    /// file (and is acked once written there).
+    /// Shapes framed lines (container entries, oversize policy,
+    /// multi-line grouping): what is to be sent goes to `ready`, what is
+    /// not waits in `self.dead` for the next hand-off, which dead-letters
+    /// it in its chunk.
     pub(super) async fn shape(&mut self, framed: &mut Vec<Line>, ready: &mut Vec<Line>) {
-        let mut dead: Vec<Dead> = Vec::new();
-        if self.shaper.shape(framed, ready, &mut dead) {
+        if self.shaper.shape(framed, ready, &mut self.dead) {
             self.last_line_at = Instant::now();
-        }
-        if !dead.is_empty() {
-            self.dead_letter(dead).await;
         }
     }
 
     /// Writes lines to the dead-letter file, retrying until it works, then
-    /// acks their ranges.
-    pub(super) async fn dead_letter(&self, dead: Vec<Dead>) {
+    /// acks them: in `chunk`, or by their ranges ([`NO_CHUNK`]).
+    pub(super) async fn dead_letter(&self, dead: Vec<Dead>, chunk: ChunkId) {
         let path = self.path();
         let mut records = Vec::with_capacity(dead.len());
         for (l, why) in dead {
-            let r = self.unsent(l);
+            let r = self.unsent(l, chunk);
             self.flow
                 .dead_letter
                 .write_until_written(&self.flow.settings.name, &path, &r, why)
@@ -36,8 +33,25 @@ impl Tailer {
 
     /// A line that is done without being sent, as a record to ack (and to
     /// dead-letter, when it is one).
-    pub(super) fn unsent(&self, l: Line) -> Record {
-        Record::new(l.data, String::new()).ranged(self.id, l.start, l.end)
+    pub(super) fn unsent(&self, l: Line, chunk: ChunkId) -> Record {
+        Record::new(l.data, String::new())
+            .ranged(self.id, l.start, l.end)
+            .chunked(chunk)
+    }
+
+    /// Opens the chunk of one hand-off: the lines to send, to dead-letter
+    /// and filtered out, all acked in it (never by their own ranges, which
+    /// a tied line shares with its group). Its range runs from the first
+    /// start to the last end: lines between that are not here were done
+    /// before. `None` when there are no lines.
+    fn open_chunk<'l>(&self, lines: impl Iterator<Item = &'l Line>) -> Option<ChunkId> {
+        let (mut first, mut last, mut n) = (u64::MAX, 0, 0);
+        for l in lines {
+            first = first.min(l.start);
+            last = last.max(l.end);
+            n += 1;
+        }
+        (n > 0).then(|| self.flow.checkpoints.open_chunk(self.id, first, last, n))
     }
 
     /// The reading's id when the flow puts ids in its records, once the
@@ -70,6 +84,41 @@ impl Tailer {
         }
     }
 
+    /// The file's pod, when the flow asks for it (`metadata =
+    /// ["kubernetes"]`, or a key from it): from its path, kept until the
+    /// path changes.
+    fn pod(&mut self, path: &std::path::Path) -> Option<Arc<Pod>> {
+        let settings = &self.flow.settings;
+        let wanted = settings
+            .record
+            .metadata
+            .contains(&MetadataSource::Kubernetes);
+        let keyed = [
+            &settings.partition_key.primary,
+            &settings.partition_key.fallback,
+        ]
+        .iter()
+        .any(|k| matches!(k, KeySource::Kubernetes(_)));
+        if !wanted && !keyed {
+            return None;
+        }
+        if let Some((p, pod)) = &self.pod
+            && p == path
+        {
+            return pod.clone();
+        }
+        let pod = PodFile::from_path(path).map(|file| {
+            let members = if wanted {
+                file.members("")
+            } else {
+                String::new()
+            };
+            Arc::new(Pod { file, members })
+        });
+        self.pod = Some((path.to_path_buf(), pod.clone()));
+        pod
+    }
+
     /// When the lines of a hand-off were read, and the cloud metadata, for
     /// an envelope flow (empty otherwise).
     fn envelope_context(&self) -> (String, Arc<str>) {
@@ -86,57 +135,81 @@ impl Tailer {
         (now.to_string(), members)
     }
 
-    /// Filters, keys and encodes the shaped lines and hands them to their
-    /// lanes, waiting for budget first.
-    pub(super) async fn hand_off(&mut self, lines: &mut Vec<Line>) {
-        if lines.is_empty() {
-            return;
-        }
+    /// Before a hand-off: cuts what does not fit its record, filters, and
+    /// opens the hand-off's chunk, in which the dead-lettered and filtered
+    /// lines are acked at once. `None` when there are no lines at all.
+    async fn settle_unsent(&mut self, lines: &mut Vec<Line>) -> Option<ChunkId> {
         // What framing let through whole but does not fit its record once
         // encoded is cut again, by the oversize rule.
-        let mut dead = Vec::new();
+        let mut dead = std::mem::take(&mut self.dead);
         self.shaper.fit(lines, &mut dead);
-        if !dead.is_empty() {
-            self.dead_letter(dead).await;
-        }
-        Metrics::add(&self.flow.metrics.lines_read, lines.len() as u64);
+        let counts = self.shaper.take_counts();
+        Metrics::add(
+            &self.flow.metrics.container_malformed,
+            counts.malformed as u64,
+        );
+        Metrics::add(
+            &self.flow.metrics.container_unfinished,
+            counts.unfinished as u64,
+        );
         let filtered = self.shaper.filter(lines);
+        let all = lines
+            .iter()
+            .chain(&filtered)
+            .chain(dead.iter().map(|(l, _)| l));
+        let chunk = self.open_chunk(all)?;
+        if !dead.is_empty() {
+            self.dead_letter(dead, chunk).await;
+        }
+        Metrics::add(
+            &self.flow.metrics.lines_read,
+            (lines.len() + filtered.len()) as u64,
+        );
         if !filtered.is_empty() {
             // Done without sending: acked now, so a read whose lines were
             // all filtered still moves the watermark.
             Metrics::add(&self.flow.metrics.lines_filtered, filtered.len() as u64);
-            let records: Vec<Record> = filtered.into_iter().map(|l| self.unsent(l)).collect();
+            let records: Vec<Record> = filtered
+                .into_iter()
+                .map(|l| self.unsent(l, chunk))
+                .collect();
             self.flow.checkpoints.ack(&coalesce_acks(&records));
         }
-        let (first, last) = match (lines.first(), lines.last()) {
-            (Some(f), Some(l)) => (f.start, l.end),
-            _ => return,
+        Some(chunk)
+    }
+
+    /// Filters, keys and encodes the shaped lines and hands them to their
+    /// lanes, waiting for budget first; dead-letters what shaping left out.
+    pub(super) async fn hand_off(&mut self, lines: &mut Vec<Line>) {
+        let Some(chunk) = self.settle_unsent(lines).await else {
+            return;
         };
+        if lines.is_empty() {
+            return;
+        }
         // Records with ids go only once the store holds the reading's id:
         // after a crash, the same lines must get the same ids.
         let reading = match self.reading_for_ids().await {
             Some(r) => r,
             // Stopping before the store took it: the lines are read again
-            // at the next start (nothing was acked).
+            // at the next start (the chunk is never done).
             None => {
                 lines.clear();
                 return;
             }
         };
-        let path = self.path();
-        let path = path.to_string_lossy();
+        let path_buf = self.path();
+        let path = path_buf.to_string_lossy();
         let flow = self.flow.clone();
-        // One chunk for these lines: lines between them that are not here
-        // were dead-lettered or filtered, and acked, before.
-        let chunk = flow
-            .checkpoints
-            .open_chunk(self.id, first, last, lines.len());
         let (timestamp, metadata) = self.envelope_context();
+        let pod = self.pod(&path_buf);
         let source = Source {
             path: &path,
             hostname: &flow.hostname,
             timestamp: &timestamp,
             metadata: &metadata,
+            kubernetes: pod.as_ref().map_or("", |p| p.members.as_str()),
+            pod: pod.as_ref().map(|p| &p.file),
             file: self.id,
             chunk,
             reading,

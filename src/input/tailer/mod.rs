@@ -52,9 +52,11 @@ use crate::input::identity::{FileKey, Fingerprint, file_key, head_is, head_match
 use crate::kinesis::shards::Router;
 use crate::lines::framing::{Framer, Line};
 use crate::lines::shaping::{Dead, Shaper, max_line_piece};
-use crate::records::batcher::FileId;
+use crate::records::batcher::{ChunkId, FileId, NO_CHUNK};
 use crate::records::batcher::{Record, coalesce_acks};
 use crate::records::envelope::SharedMetadata;
+use crate::records::keying::KeySource;
+use crate::records::kubernetes::PodFile;
 use crate::records::route::{Keyer, Source};
 use crate::service::metrics::Metrics;
 use crate::state::budget::Budget;
@@ -87,6 +89,15 @@ pub const ORPHAN_GRACE: Duration = Duration::from_secs(5);
 
 /// A file holding a slot gives it up after this long when others wait.
 const FAIR_SHARE: Duration = Duration::from_millis(500);
+
+/// A file's pod: from its path, and rendered for the envelope.
+#[derive(Debug)]
+struct Pod {
+    file: PodFile,
+    /// The members of the envelope's `kubernetes` object (empty when the
+    /// flow only keys by the pod).
+    members: String,
+}
 
 /// What a look at an open file's size (and, when it grew, its bytes)
 /// finds.
@@ -148,6 +159,11 @@ pub struct Tailer {
     shaper: Shaper,
     /// When the last line went into a multi-line event, for its flush timeout.
     last_line_at: Instant,
+    /// The file's pod, for the path it had (see `pod`).
+    pod: Option<(PathBuf, Option<Arc<Pod>>)>,
+    /// Lines shaping decided not to send, to dead-letter with the next
+    /// hand-off (in its chunk).
+    dead: Vec<Dead>,
     /// Offset of the next byte to read.
     read_offset: u64,
     /// The byte just before `read_offset`, as it was read: a file whose
@@ -202,6 +218,8 @@ impl Tailer {
             framer: Framer::new(offset, piece, strip_cr),
             shaper,
             last_line_at: Instant::now(),
+            dead: Vec::new(),
+            pod: None,
             read_offset: offset,
             last_byte,
             head,
@@ -300,8 +318,18 @@ impl Tailer {
         }
         // What was read but not framed into a full line stays in the file:
         // the checkpoint never passes it, so it is read again next time.
-        tracing::debug!(flow = %self.flow.settings.name, path = %crate::redact::path(&self.path()), offset = self.framer.consumed(), "tailer stopped");
-        self.flow.checkpoints.close(self.id, self.framer.consumed());
+        tracing::debug!(flow = %self.flow.settings.name, path = %crate::redact::path(&self.path()), offset = self.consumed(), "tailer stopped");
+        self.flow.checkpoints.close(self.id, self.consumed());
+    }
+
+    /// Offset up to which every byte was shaped into lines to send: what
+    /// is pending (a partial container line's group, a multi-line event)
+    /// is not.
+    fn consumed(&self) -> u64 {
+        let framed = self.framer.consumed();
+        self.shaper
+            .pending_start()
+            .map_or(framed, |p| p.min(framed))
     }
 
     /// Takes `n` bytes just read into `buf` through the stages: framing,

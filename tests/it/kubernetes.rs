@@ -1,0 +1,346 @@
+//! A node's container logs, made as kubelet and the runtimes make them: a
+//! `pods/<namespace>_<pod>_<uid>/<container>/<n>.log` tree of CRI and
+//! Docker files, long lines split into partial entries with the other
+//! stream's entries between the pieces, kubelet's rename rotation with the
+//! older copy gzipped, a pod removed, and a stop while a partial waits.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// Where containerd and Docker split a long line.
+const RUNTIME_PIECE: usize = 16 * 1024;
+
+/// A runtime's file: entries written as containerd (CRI) or Docker's
+/// json-file driver write them.
+struct RuntimeFile {
+    path: PathBuf,
+    docker: bool,
+    /// The next entry's time, in ns past a fixed second.
+    clock: u64,
+}
+
+/// One application line as a consumer should see it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Want {
+    message: String,
+    stream: &'static str,
+    timestamp: String,
+}
+
+impl RuntimeFile {
+    fn new(path: PathBuf, docker: bool) -> RuntimeFile {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("pod dir");
+        }
+        RuntimeFile {
+            path,
+            docker,
+            clock: 0,
+        }
+    }
+
+    fn time(&mut self) -> (String, String) {
+        self.clock += 1_234_567;
+        let (s, ns) = (self.clock / 1_000_000_000, self.clock % 1_000_000_000);
+        (
+            format!("2026-12-04T10:00:{s:02}.{ns:09}Z"),
+            format!("2026-12-04T10:00:{s:02}.{:03}Z", ns / 1_000_000),
+        )
+    }
+
+    /// One entry's text.
+    fn entry(&self, time: &str, stream: &str, partial: bool, msg: &str) -> String {
+        if self.docker {
+            let log = if partial {
+                msg.to_string()
+            } else {
+                format!("{msg}\n")
+            };
+            let v = serde_json::json!({"log": log, "stream": stream, "time": time});
+            format!("{v}\n")
+        } else {
+            let tag = if partial { "P" } else { "F" };
+            format!("{time} {stream} {tag} {msg}\n")
+        }
+    }
+
+    /// Writes `msg` as the runtime does (in pieces when long), with
+    /// `between` written on the other stream after its first piece.
+    fn line(&mut self, stream: &'static str, msg: &str, between: Option<&str>) -> Vec<Want> {
+        let (time, ms) = self.time();
+        let other = if stream == "stdout" {
+            "stderr"
+        } else {
+            "stdout"
+        };
+        let mut text = String::new();
+        let mut wants = vec![Want {
+            message: msg.to_string(),
+            stream,
+            timestamp: ms,
+        }];
+        let pieces: Vec<&str> = msg
+            .as_bytes()
+            .chunks(RUNTIME_PIECE)
+            .map(|c| std::str::from_utf8(c).expect("ascii"))
+            .collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            let last = i + 1 == pieces.len();
+            let (t, _) = if i == 0 {
+                (time.clone(), String::new())
+            } else {
+                self.time()
+            };
+            text.push_str(&self.entry(&t, stream, !last, piece));
+            if i == 0
+                && let Some(b) = between
+            {
+                let (bt, bms) = self.time();
+                text.push_str(&self.entry(&bt, other, false, b));
+                wants.push(Want {
+                    message: b.to_string(),
+                    stream: other,
+                    timestamp: bms,
+                });
+            }
+        }
+        append(&self.path, text.as_bytes());
+        wants
+    }
+
+    /// Lines `from..to` of `tag`: every seventh long and split, with a
+    /// stderr line between its pieces.
+    fn lines(&mut self, tag: &str, from: usize, to: usize) -> Vec<Want> {
+        let mut wants = Vec::new();
+        for i in from..to {
+            if i % 7 == 3 {
+                let long = format!("{tag} long {i} {}", "L".repeat(40_000));
+                let err = format!("{tag} between {i}");
+                wants.extend(self.line("stdout", &long, Some(&err)));
+            } else {
+                wants.extend(self.line("stdout", &format!("{tag} line {i}"), None));
+            }
+        }
+        wants
+    }
+}
+
+struct Pod {
+    namespace: &'static str,
+    name: String,
+    uid: String,
+    dir: PathBuf,
+}
+
+impl Pod {
+    fn new(root: &Path, namespace: &'static str, n: usize) -> Pod {
+        let name = format!("web-{n}-7d4b9c");
+        let uid = format!("0f1e2d3c-aaaa-bbbb-cccc-{n:012}");
+        let dir = root.join(format!("{namespace}_{name}_{uid}"));
+        Pod {
+            namespace,
+            name,
+            uid,
+            dir,
+        }
+    }
+
+    fn file(&self, container: &str, restarts: u32, docker: bool) -> RuntimeFile {
+        RuntimeFile::new(
+            self.dir.join(container).join(format!("{restarts}.log")),
+            docker,
+        )
+    }
+}
+
+/// kubelet's rotation: `N.log` renamed to `N.log.<timestamp>`, a new `N.log`.
+fn rotate(file: &mut RuntimeFile, stamp: &str) -> PathBuf {
+    let rotated = PathBuf::from(format!("{}.{stamp}", file.path.display()));
+    std::fs::rename(&file.path, &rotated).expect("rotate");
+    rotated
+}
+
+/// kubelet's compression of an older copy: `.gz` beside it, then removed.
+fn gzip(path: &Path) {
+    use std::io::Write;
+    let data = std::fs::read(path).expect("read copy");
+    let out = std::fs::File::create(format!("{}.gz", path.display())).expect("gz");
+    let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    gz.write_all(&data).expect("compress");
+    gz.finish().expect("gz end");
+    std::fs::remove_file(path).expect("remove copy");
+}
+
+/// What arrived, as (message, record) pairs.
+fn records(got: &[Got]) -> Vec<(String, Value, String)> {
+    got.iter()
+        .map(|g| {
+            let v: Value = serde_json::from_slice(&g.data)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&g.data)));
+            let m = v["message"].as_str().unwrap_or_default().to_string();
+            (m, v, g.key.clone())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_container_line_arrives_once_with_its_pod_across_partials_rotation_and_a_stop() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "pods", 2).await;
+    let s = Scratch::new();
+    let root = s.logs().join("pods");
+    // Three CRI pods and two Docker ones, of two namespaces.
+    let pods: Vec<Pod> = (0..5)
+        .map(|n| Pod::new(&root, if n % 2 == 0 { "shop" } else { "ops" }, n))
+        .collect();
+    let mut files: Vec<(usize, &'static str, u32, RuntimeFile)> = Vec::new();
+    for (n, pod) in pods.iter().enumerate() {
+        let docker = n >= 3;
+        files.push((n, "app", 0, pod.file("app", 0, docker)));
+        files.push((n, "sidecar", 2, pod.file("sidecar", 2, docker)));
+    }
+    let mut want: Vec<(usize, &'static str, u32, Want)> = Vec::new();
+    for (n, c, r, f) in files.iter_mut() {
+        let tag = format!("{}/{c}", pods[*n].name);
+        for w in f.lines(&tag, 0, 30) {
+            want.push((*n, c, *r, w));
+        }
+    }
+    // The flow a DaemonSet runs (packaging/kubernetes): both runtimes'
+    // files, kubelet's compressed copies left out, a pod's lines on one
+    // shard. Defaults otherwise.
+    let config = s.config(
+        &server.endpoint(),
+        "",
+        r#"
+[[flow]]
+name = "pods"
+paths = ["{logs}/pods/*/*/*.log*"]
+exclude = ["{logs}/pods/*/*/*.gz"]
+stream = "pods"
+container_format = "auto"
+format = "json"
+metadata = ["kubernetes"]
+partition_key = { from = "kubernetes", field = "pod_uid" }
+"#,
+    );
+    let log = s.path("daemon.log");
+    let mut daemon = Daemon::start(&config, &log);
+    let count = |w: &[(usize, &str, u32, Want)]| w.len();
+    let got = wait_for_count(&client, "pods", count(&want), TIMEOUT).await;
+    assert_eq!(got.len(), count(&want), "log:\n{}", daemon.log_text());
+
+    // kubelet rotates pod 0's app file twice; the older copy is gzipped
+    // once its lines are in (kubelet compresses all but the newest copy).
+    let (n0, c0, r0) = (0usize, "app", 0u32);
+    let first = rotate(&mut files[0].3, "20261204-100000");
+    for w in files[0].3.lines("after-rotation", 0, 5) {
+        want.push((n0, c0, r0, w));
+    }
+    let got = wait_for_count(&client, "pods", count(&want), TIMEOUT).await;
+    assert_eq!(got.len(), count(&want), "log:\n{}", daemon.log_text());
+    let second = rotate(&mut files[0].3, "20261204-100500");
+    gzip(&first);
+    for w in files[0].3.lines("after-second-rotation", 0, 5) {
+        want.push((n0, c0, r0, w));
+    }
+    // Pod 4 is deleted: its directory goes, after its lines were read.
+    std::fs::remove_dir_all(&pods[4].dir).expect("remove pod");
+    let got = wait_for_count(&client, "pods", count(&want), TIMEOUT).await;
+    assert_eq!(got.len(), count(&want), "log:\n{}", daemon.log_text());
+    assert!(second.exists());
+
+    // A stop while a long line waits for its last piece, with a stderr
+    // line after its first: after the restart it arrives whole, once.
+    // Pod 2's app file (CRI).
+    let f = &mut files[4].3;
+    let (time, ms) = f.time();
+    let head = "P".repeat(RUNTIME_PIECE);
+    let first_piece = f.entry(&time, "stdout", true, &head);
+    let (et, ems) = f.time();
+    let err = f.entry(&et, "stderr", false, "pending stop between");
+    append(&f.path, format!("{first_piece}{err}").as_bytes());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = daemon.stop(Duration::from_secs(15));
+    assert!(status.success(), "log:\n{}", daemon.log_text());
+    let (tt, _) = f.time();
+    let tail = f.entry(&tt, "stdout", false, "end");
+    append(&f.path, tail.as_bytes());
+    want.push((
+        2,
+        "app",
+        0,
+        Want {
+            message: format!("{head}end"),
+            stream: "stdout",
+            timestamp: ms,
+        },
+    ));
+    want.push((
+        2,
+        "app",
+        0,
+        Want {
+            message: "pending stop between".into(),
+            stream: "stderr",
+            timestamp: ems,
+        },
+    ));
+    let mut daemon = Daemon::start(&config, &log);
+    wait_for_count(&client, "pods", count(&want), TIMEOUT).await;
+    // A duplicate would come now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = read_all(&client, "pods").await;
+    daemon.stop(Duration::from_secs(15));
+
+    let arrived = records(&got);
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (m, _, _) in &arrived {
+        *seen.entry(m.as_str()).or_default() += 1;
+    }
+    let mut problems = Vec::new();
+    for (n, container, restarts, w) in &want {
+        let pod = &pods[*n];
+        let found: Vec<&(String, Value, String)> =
+            arrived.iter().filter(|(m, _, _)| *m == w.message).collect();
+        if found.len() != 1 {
+            problems.push(format!("{} times: {:.60}", found.len(), w.message));
+            continue;
+        }
+        let (_, v, key) = found[0];
+        let k = &v["kubernetes"];
+        let expect = [
+            (&v["stream"], Value::from(w.stream)),
+            (&v["timestamp"], Value::from(w.timestamp.as_str())),
+            (&k["namespace"], Value::from(pod.namespace)),
+            (&k["pod"], Value::from(pod.name.as_str())),
+            (&k["pod_uid"], Value::from(pod.uid.as_str())),
+            (&k["container"], Value::from(*container)),
+            (&k["restart_count"], Value::from(*restarts)),
+        ];
+        for (got, want_v) in expect {
+            if *got != want_v {
+                problems.push(format!("{:.40}: {got} is not {want_v}", w.message));
+            }
+        }
+        if *key != pod.uid {
+            problems.push(format!("{:.40}: key {key}", w.message));
+        }
+    }
+    assert!(
+        problems.is_empty() && arrived.len() == want.len(),
+        "{} records for {} lines; {} problems, first: {:?}\nlog:\n{}",
+        arrived.len(),
+        want.len(),
+        problems.len(),
+        &problems[..problems.len().min(8)],
+        daemon.log_text()
+    );
+}
