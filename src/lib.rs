@@ -13,6 +13,8 @@ pub mod arn;
 pub mod backoff;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "aws")]
+pub mod fetch;
 pub mod firehose;
 pub mod input;
 pub mod kinesis;

@@ -39,6 +39,7 @@ impl Settings {
             None => s.push_str("\n# [api]: off\n"),
         }
         describe_aws(&mut s, &self.aws);
+        describe_kubernetes(&mut s, &self.kubernetes);
         for f in &self.flows {
             describe_flow(&mut s, f);
         }
@@ -80,6 +81,21 @@ fn describe_aws(s: &mut String, aws: &AwsSettings) {
         }
         None => s.push_str("# role_arn: none (the default credential chain as it is)\n"),
     }
+}
+
+fn describe_kubernetes(s: &mut String, k: &super::KubernetesSettings) {
+    s.push_str("\n[kubernetes]\n");
+    match &k.api_url {
+        Some(u) => {
+            let _ = writeln!(s, "api_url = {:?}", crate::redact::url(u));
+        }
+        None => s.push_str(
+            "api_url = (in-cluster: KUBERNETES_SERVICE_HOST and _PORT; no lookups without them)\n",
+        ),
+    }
+    let _ = writeln!(s, "token_file = {:?}", k.token_file.display().to_string());
+    let _ = writeln!(s, "ca_file = {:?}", k.ca_file.display().to_string());
+    let _ = writeln!(s, "labels = {}\nannotations = {}", k.labels, k.annotations);
 }
 
 /// How the flow's records are packed and paced, as its destination has it.

@@ -18,6 +18,7 @@ mod check;
 mod describe;
 mod flow;
 mod keys;
+mod kubernetes;
 mod multiline;
 mod raw;
 mod record;
@@ -34,6 +35,7 @@ pub use flow::{
     DEFAULT_SHARD_BYTES_PER_SEC, DEFAULT_SHARD_RECORDS_PER_SEC, Destination, FlowSettings,
     FollowSymlinks, Oversize, StartAt,
 };
+pub use kubernetes::KubernetesSettings;
 pub use multiline::{DEFAULT_MULTILINE_MAX_LINES, DEFAULT_MULTILINE_TIMEOUT_MS};
 pub use record::{MetadataSource, RecordSettings};
 
@@ -98,6 +100,8 @@ pub struct Settings {
     pub source: PathBuf,
     pub state_dir: PathBuf,
     pub aws: AwsSettings,
+    /// The pod lookups of `metadata = ["kubernetes"]`.
+    pub kubernetes: KubernetesSettings,
     /// Where the metrics and health API listens, if anywhere.
     pub api: Option<std::net::SocketAddr>,
     /// How often confirmed offsets are written to the checkpoint store.
@@ -128,6 +132,7 @@ impl Settings {
             source: _,
             state_dir,
             aws,
+            kubernetes,
             api,
             checkpoint_interval,
             shutdown_grace: _,
@@ -150,6 +155,7 @@ impl Settings {
         let old = &self.aws;
         [
             ("state_dir", *state_dir != self.state_dir),
+            ("kubernetes", *kubernetes != self.kubernetes),
             ("api.listen", *api != self.api),
             (
                 "checkpoint_interval_ms",
@@ -233,6 +239,7 @@ impl Settings {
         Ok(Settings {
             source: file.to_path_buf(),
             aws: AwsSettings::from_raw(&loc, &raw.aws)?,
+            kubernetes: KubernetesSettings::from_raw(&loc, raw.kubernetes.as_ref())?,
             api: raw
                 .api
                 .as_ref()

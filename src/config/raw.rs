@@ -15,6 +15,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub aws: RawAws,
     pub api: Option<Spanned<RawApi>>,
+    pub kubernetes: Option<RawKubernetes>,
     pub checkpoint_interval_ms: Option<Num>,
     pub shutdown_grace_ms: Option<Num>,
     pub rescan_interval_ms: Option<Num>,
@@ -30,6 +31,16 @@ pub(super) struct RawConfig {
 pub(super) struct RawApi {
     pub listen: Str,
     pub allow_remote: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKubernetes {
+    pub api_url: Option<Str>,
+    pub token_file: Option<Str>,
+    pub ca_file: Option<Str>,
+    pub labels: Option<bool>,
+    pub annotations: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -16,8 +16,6 @@
 use std::time::Duration;
 
 use aws_config::imds;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -123,38 +121,14 @@ async fn ec2_tags(client: &imds::Client) -> Result<String, String> {
 
 /// A plain-HTTP GET (the ECS endpoint is a link-local HTTP address).
 async fn http_get(url: &str) -> Result<Vec<u8>, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    if uri.scheme_str() != Some("http") {
+    if !url.starts_with("http://") {
         return Err(format!("{url}: only http:// is supported"));
     }
-    let host = uri.host().ok_or_else(|| format!("{url}: no host"))?;
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    tokio::spawn(conn);
-    let req = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(hyper::header::HOST, host)
-        .body(Empty::<bytes::Bytes>::new())
-        .map_err(|e| format!("{url}: {e}"))?;
-    let resp = send
-        .send_request(req)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?
-        .to_bytes();
-    if !status.is_success() {
-        return Err(format!("{url}: HTTP {status}"));
+    match crate::fetch::get(url, &[], None).await {
+        Ok((200..=299, body)) => Ok(body),
+        Ok((status, _)) => Err(format!("{url}: HTTP {status}")),
+        Err(e) => Err(format!("{url}: {e}")),
     }
-    Ok(body.to_vec())
 }
 
 async fn ecs() -> Result<String, String> {

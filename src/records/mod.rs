@@ -12,5 +12,6 @@ pub mod kubernetes;
 pub mod metadata;
 pub mod packing;
 pub mod parse;
+pub mod pods;
 pub mod route;
 pub mod time;

@@ -38,6 +38,13 @@ pub struct Metrics {
     /// Partial container lines sent unfinished (the file ended, or the
     /// partial timeout passed).
     pub container_unfinished: AtomicU64,
+    /// Pod lookups on the Kubernetes API server that answered, and that
+    /// failed.
+    pub kubernetes_lookups: AtomicU64,
+    pub kubernetes_lookup_failures: AtomicU64,
+    /// Lines of `metadata = ["kubernetes"]` flows sent without what the
+    /// API server adds (not known in time, or its lookup failed).
+    pub kubernetes_without_lookup: AtomicU64,
     /// Kinesis PUT payload units (25 KB each, counting the partition key)
     /// of the records confirmed.
     pub payload_units: AtomicU64,
@@ -175,6 +182,24 @@ pub const COUNTERS: &[Counter] = &[
         help: "Partial container lines sent unfinished: the file ended, or no entry came for the partial timeout.",
         summary: None,
         get: |m| Metrics::get(&m.container_unfinished),
+    },
+    Counter {
+        name: "kubernetes_lookups_total",
+        help: "Pod lookups the Kubernetes API server answered.",
+        summary: None,
+        get: |m| Metrics::get(&m.kubernetes_lookups),
+    },
+    Counter {
+        name: "kubernetes_lookup_failures_total",
+        help: "Pod lookups that failed (the API server down, slow, or refusing).",
+        summary: None,
+        get: |m| Metrics::get(&m.kubernetes_lookup_failures),
+    },
+    Counter {
+        name: "kubernetes_lines_without_lookup_total",
+        help: "Lines of metadata = [\"kubernetes\"] flows sent with the pod's fields from the path only (its lookup not in within a second, or failed).",
+        summary: None,
+        get: |m| Metrics::get(&m.kubernetes_without_lookup),
     },
     Counter {
         name: "payload_units_total",

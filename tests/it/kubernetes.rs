@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -342,5 +343,192 @@ partition_key = { from = "kubernetes", field = "pod_uid" }
         problems.len(),
         &problems[..problems.len().min(8)],
         daemon.log_text()
+    );
+}
+
+/// What the API server stand-in saw.
+#[derive(Default)]
+struct ApiSeen {
+    /// Pod lookups by pod name.
+    gets: HashMap<String, usize>,
+    /// Lookups without the service account's token.
+    unauthorized: usize,
+}
+
+const API_TOKEN: &str = "sa-token-1";
+
+/// A stand-in for the Kubernetes API server's pod lookups, one behaviour
+/// per pod: `web-0` answers at once, `web-1` after 3 s, `web-2` says 403,
+/// `web-3` closes the connection unanswered.
+async fn api_stand_in(pods: &[Pod]) -> (u16, Arc<Mutex<ApiSeen>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = Arc::new(Mutex::new(ApiSeen::default()));
+    let log = seen.clone();
+    let uids: HashMap<String, String> = pods
+        .iter()
+        .map(|p| (p.name.clone(), p.uid.clone()))
+        .collect();
+    tokio::spawn(testkit::http::serve(
+        listener,
+        move |req: hyper::Request<hyper::body::Incoming>| {
+            let path = req.uri().path().to_string();
+            let auth = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let log = log.clone();
+            let uids = uids.clone();
+            async move {
+                let name = path.rsplit('/').next().unwrap_or_default().to_string();
+                {
+                    let mut seen = log.lock().unwrap_or_else(|e| e.into_inner());
+                    *seen.gets.entry(name.clone()).or_default() += 1;
+                    if auth.as_deref() != Some(&format!("Bearer {API_TOKEN}")) {
+                        seen.unauthorized += 1;
+                        return Some(testkit::http::response(401, "application/json", "{}"));
+                    }
+                }
+                let body = serde_json::json!({
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": name,
+                        "uid": uids.get(&name).cloned().unwrap_or_default(),
+                        "labels": {"app": name.clone(), "team": "payments"},
+                        "annotations": {"note": "looked up"},
+                    },
+                    "spec": {"nodeName": "node-a"},
+                })
+                .to_string();
+                match name.split('-').nth(1) {
+                    Some("0") => Some(testkit::http::response(200, "application/json", body)),
+                    Some("1") => {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        Some(testkit::http::response(200, "application/json", body))
+                    }
+                    Some("2") => Some(testkit::http::response(
+                        403,
+                        "application/json",
+                        r#"{"reason":"Forbidden"}"#,
+                    )),
+                    _ => None,
+                }
+            }
+        },
+    ));
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_are_looked_up_once_and_lines_never_wait_long_for_a_slow_forbidden_or_down_api_server()
+{
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "looked", 1).await;
+    let s = Scratch::new();
+    let root = s.logs().join("pods");
+    let pods: Vec<Pod> = (0..4).map(|n| Pod::new(&root, "shop", n)).collect();
+    let (api_port, seen) = api_stand_in(&pods).await;
+    let token = s.path("token");
+    std::fs::write(&token, format!("{API_TOKEN}\n")).expect("token");
+    let mut files: Vec<RuntimeFile> = pods.iter().map(|p| p.file("app", 0, false)).collect();
+    for (n, f) in files.iter_mut().enumerate() {
+        f.lines(&format!("first-{n}"), 0, 5);
+    }
+    let metrics_port = free_port();
+    // The API server over plain HTTP at the stand-in, with the token file;
+    // annotations asked for (off by default). Defaults otherwise.
+    let config = s.config(
+        &server.endpoint(),
+        &format!(
+            "[api]\nlisten = \"127.0.0.1:{metrics_port}\"\n[kubernetes]\napi_url = \"http://127.0.0.1:{api_port}\"\ntoken_file = {:?}\nannotations = true\n",
+            token.display().to_string()
+        ),
+        r#"
+[[flow]]
+name = "looked"
+paths = ["{logs}/pods/*/*/*.log"]
+stream = "looked"
+container_format = "cri"
+format = "json"
+metadata = ["kubernetes"]
+"#,
+    );
+    let started = Instant::now();
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let first = 4 * 5 + 4; // four pods' five lines, and a stderr line each
+    let got = wait_for_count(&client, "looked", first, TIMEOUT).await;
+    assert_eq!(got.len(), first, "log:\n{}", daemon.log_text());
+    // Nobody waited for the slow lookup beyond about a second.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "first lines took {:?}",
+        started.elapsed()
+    );
+    // Later lines of the slow pod carry what its lookup found.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    files[1].lines("later-1", 0, 3);
+    files[0].lines("later-0", 0, 3);
+    let all = first + 6;
+    let got = wait_for_count(&client, "looked", all, TIMEOUT).await;
+    assert_eq!(got.len(), all, "log:\n{}", daemon.log_text());
+    let metrics = parse_prometheus(&http_get(metrics_port, "/metrics").1);
+    daemon.stop(Duration::from_secs(15));
+
+    let arrived = records(&got);
+    let of = |prefix: &str| -> Vec<&Value> {
+        arrived
+            .iter()
+            .filter(|(m, _, _)| m.starts_with(prefix))
+            .map(|(_, v, _)| v)
+            .collect()
+    };
+    for v in of("web-0")
+        .iter()
+        .chain(&of("first-0"))
+        .chain(&of("later-0"))
+        .chain(&of("later-1"))
+    {
+        let k = &v["kubernetes"];
+        assert_eq!(k["node"], "node-a", "{v}");
+        assert_eq!(k["labels"]["team"], "payments", "{v}");
+        assert_eq!(k["annotations"]["note"], "looked up", "{v}");
+        assert!(k["pod_uid"].as_str().is_some_and(|u| !u.is_empty()), "{v}");
+    }
+    // The slow pod's first lines, the forbidden and the unreachable pods'
+    // lines: the path's fields only.
+    for prefix in ["first-1", "first-2", "first-3"] {
+        let lines = of(prefix);
+        assert_eq!(lines.len(), 6, "{prefix}");
+        for v in lines {
+            let k = &v["kubernetes"];
+            assert!(k.get("labels").is_none() && k.get("node").is_none(), "{v}");
+            assert_eq!(k["namespace"], "shop", "{v}");
+            assert_eq!(k["container"], "app", "{v}");
+        }
+    }
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    assert_eq!(seen.unauthorized, 0, "every lookup carried the token");
+    // Once per pod while known (the failed ones are tried again after 30 s,
+    // past this test).
+    for p in &pods {
+        assert_eq!(
+            seen.gets.get(&p.name).copied(),
+            Some(1),
+            "{} looked up once: {:?}",
+            p.name,
+            seen.gets
+        );
+    }
+    let m = |name: &str| metrics.get(name).copied().unwrap_or(-1.0);
+    assert_eq!(m("kinetail_kubernetes_lookups_total"), 2.0);
+    assert_eq!(m("kinetail_kubernetes_lookup_failures_total"), 2.0);
+    assert_eq!(m("kinetail_kubernetes_lines_without_lookup_total"), 18.0);
+    assert!(
+        daemon.log_text().contains("HTTP 403"),
+        "the refusal is said"
     );
 }

@@ -85,9 +85,11 @@ impl Tailer {
     }
 
     /// The file's pod, when the flow asks for it (`metadata =
-    /// ["kubernetes"]`, or a key from it): from its path, kept until the
-    /// path changes.
-    fn pod(&mut self, path: &std::path::Path) -> Option<Arc<Pod>> {
+    /// ["kubernetes"]`, or a key from it): from its path (parsed again only
+    /// when the path changes) and what the API server adds, looked up for
+    /// each hand-off of `lines` lines (a new pod's first may wait for it;
+    /// see `records::pods`).
+    async fn pod(&mut self, path: &std::path::Path, lines: usize) -> Option<Arc<Pod>> {
         let settings = &self.flow.settings;
         let wanted = settings
             .record
@@ -102,21 +104,53 @@ impl Tailer {
         if !wanted && !keyed {
             return None;
         }
-        if let Some((p, pod)) = &self.pod
-            && p == path
-        {
-            return pod.clone();
-        }
-        let pod = PodFile::from_path(path).map(|file| {
-            let members = if wanted {
-                file.members("")
-            } else {
-                String::new()
-            };
-            Arc::new(Pod { file, members })
-        });
-        self.pod = Some((path.to_path_buf(), pod.clone()));
-        pod
+        let cached = match &self.pod {
+            Some((p, pod)) if p == path => pod.clone(),
+            _ => PodFile::from_path(path).map(|file| {
+                Arc::new(Pod {
+                    file,
+                    members: String::new(),
+                    extra: None,
+                })
+            }),
+        };
+        let Some(cached) = cached else {
+            self.pod = Some((path.to_path_buf(), None));
+            return None;
+        };
+        let extra = match wanted {
+            false => None,
+            true => match self
+                .flow
+                .pods
+                .lookup(&cached.file, &self.flow.metrics)
+                .await
+            {
+                Lookup::Known(m) => Some(m),
+                Lookup::Without => {
+                    Metrics::add(&self.flow.metrics.kubernetes_without_lookup, lines as u64);
+                    None
+                }
+                Lookup::Off => None,
+            },
+        };
+        let same = match (&extra, &cached.extra) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => !wanted || !cached.members.is_empty(),
+            _ => false,
+        };
+        let pod = if same {
+            cached
+        } else {
+            let members = cached.file.members(extra.as_deref().unwrap_or(""));
+            Arc::new(Pod {
+                file: cached.file.clone(),
+                members,
+                extra,
+            })
+        };
+        self.pod = Some((path.to_path_buf(), Some(pod.clone())));
+        Some(pod)
     }
 
     /// When the lines of a hand-off were read, and the cloud metadata, for
@@ -202,7 +236,7 @@ impl Tailer {
         let path = path_buf.to_string_lossy();
         let flow = self.flow.clone();
         let (timestamp, metadata) = self.envelope_context();
-        let pod = self.pod(&path_buf);
+        let pod = self.pod(&path_buf, lines.len()).await;
         let source = Source {
             path: &path,
             hostname: &flow.hostname,

@@ -57,6 +57,7 @@ use crate::records::batcher::{Record, coalesce_acks};
 use crate::records::envelope::SharedMetadata;
 use crate::records::keying::KeySource;
 use crate::records::kubernetes::PodFile;
+use crate::records::pods::{Lookup, Pods};
 use crate::records::route::{Keyer, Source};
 use crate::service::metrics::Metrics;
 use crate::state::budget::Budget;
@@ -97,6 +98,8 @@ struct Pod {
     /// The members of the envelope's `kubernetes` object (empty when the
     /// flow only keys by the pod).
     members: String,
+    /// What the API server added to them, when known.
+    extra: Option<Arc<str>>,
 }
 
 /// What a look at an open file's size (and, when it grew, its bytes)
@@ -125,6 +128,8 @@ pub struct FlowRuntime {
     /// Cloud metadata for the JSON envelope (empty when none is asked for
     /// or none could be fetched).
     pub metadata: Arc<SharedMetadata>,
+    /// Pod lookups on the Kubernetes API server (`metadata = ["kubernetes"]`).
+    pub pods: Arc<Pods>,
     /// Where notifications are known to arrive.
     pub event_dirs: Arc<EventDirs>,
     /// kinetail's own directory, whose files are never tailed.

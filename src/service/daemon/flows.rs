@@ -50,6 +50,8 @@ pub(super) struct Env {
     /// Cloud metadata for the JSON envelope, and what the flows ask of it.
     pub(super) metadata: Arc<SharedMetadata>,
     pub(super) wanted: tokio::sync::watch::Sender<Wanted>,
+    /// Pod lookups for `metadata = ["kubernetes"]` flows.
+    pub(super) pods: Arc<crate::records::pods::Pods>,
     /// Where file notifications arrive (the watcher notes, tailers ask).
     pub(super) event_dirs: Arc<EventDirs>,
     pub(super) state_dir: std::path::PathBuf,
@@ -181,6 +183,7 @@ pub(super) fn start_flow(
         router,
         hostname: env.hostname.clone(),
         metadata: env.metadata.clone(),
+        pods: env.pods.clone(),
         event_dirs: env.event_dirs.clone(),
         state_dir: env.state_dir.clone(),
     });

@@ -46,6 +46,7 @@ use crate::kinesis::shards::ShardMap;
 use crate::kinesis::sink::SinkShared;
 use crate::records::envelope::SharedMetadata;
 use crate::records::metadata::{self, Wanted};
+use crate::records::pods::{ApiServer, Pods};
 use crate::service::api::ApiState;
 use crate::service::metrics::Metrics;
 use crate::state::budget::Budget;
@@ -147,6 +148,7 @@ impl Daemon {
             rescan_interval: settings.rescan_interval,
             metadata,
             wanted,
+            pods: pod_lookups(&settings),
             event_dirs: Arc::default(),
             state_dir: settings.state_dir.clone(),
         };
@@ -292,6 +294,49 @@ fn wanted(flows: &[FlowSettings]) -> Wanted {
         w.ecs |= f.record.metadata.contains(&MetadataSource::Ecs);
     }
     w
+}
+
+/// The pod lookups of `metadata = ["kubernetes"]` flows: at the API server
+/// of the settings or of the cluster kinetail runs in; none outside one,
+/// or when no flow asks (said once, at start).
+fn pod_lookups(settings: &Settings) -> Arc<Pods> {
+    let asked = settings
+        .flows
+        .iter()
+        .any(|f| f.record.metadata.contains(&MetadataSource::Kubernetes));
+    let k = &settings.kubernetes;
+    let url = match (asked, k.resolved_api_url()) {
+        (false, _) => return Pods::new(None),
+        (true, None) => {
+            tracing::info!(
+                "no Kubernetes API server (no kubernetes.api_url, and KUBERNETES_SERVICE_HOST is not set): records carry each pod's fields from its path only"
+            );
+            return Pods::new(None);
+        }
+        (true, Some(u)) => u,
+    };
+    let tls = if url.starts_with("https://") {
+        let trust = std::fs::read(&k.ca_file)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| crate::fetch::tls_trusting(&pem));
+        match trust {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(ca_file = %crate::redact::path(&k.ca_file), error = %e, "cannot read the Kubernetes API server's CA: no pod lookups; records carry each pod's fields from its path only");
+                return Pods::new(None);
+            }
+        }
+    } else {
+        None
+    };
+    tracing::info!(api_url = %crate::redact::url(&url), labels = k.labels, annotations = k.annotations, "pods are looked up on the Kubernetes API server");
+    Pods::new(Some(ApiServer {
+        url,
+        token_file: k.token_file.clone(),
+        tls,
+        labels: k.labels,
+        annotations: k.annotations,
+    }))
 }
 
 /// Starts fetching cloud metadata (when a flow asks for it), and waits for
