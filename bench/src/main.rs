@@ -201,6 +201,32 @@ const BACKLOGS: &[Backlog] = &[
         max_lines: None,
         by_default: true,
     },
+    // A node's containers: 100 pods' CRI files, their entries unwrapped
+    // (CPU per line beside (a), the same lines unwrapped), then the
+    // DaemonSet's flow (packaging/kubernetes): JSON envelopes with each
+    // file's pod, keyed by pod.
+    Backlog {
+        letter: "s",
+        name: "(s) backlog, 100 pods' CRI files unwrapped",
+        top: "",
+        flow: "container_format = \"cri\"",
+        lines: Lines::Cri,
+        shards: 4,
+        default_pace: false,
+        max_lines: None,
+        by_default: true,
+    },
+    Backlog {
+        letter: "t",
+        name: "(t) backlog, 100 pods' CRI files, the DaemonSet's flow",
+        top: "",
+        flow: "container_format = \"auto\"\nformat = \"json\"\nmetadata = [\"kubernetes\"]\npartition_key = { from = \"kubernetes\", field = \"pod_uid\" }",
+        lines: Lines::Cri,
+        shards: 4,
+        default_pace: false,
+        max_lines: None,
+        by_default: true,
+    },
     Backlog {
         letter: "f",
         name: "(f) backlog, gzip",

@@ -20,10 +20,20 @@ pub enum Lines {
     Syslog,
     /// logfmt lines.
     Logfmt,
+    /// The `Text` lines as containerd writes them (CRI entries), spread
+    /// over [`PODS`] pods' files in kubelet's tree (`logs/pods/...`).
+    Cri,
 }
 
-/// Writes `n` lines of `kind` to `path` (about 100 bytes, but `Long`).
+/// The pods of a [`Lines::Cri`] backlog.
+pub const PODS: u64 = 100;
+
+/// Writes `n` lines of `kind` to `path` (about 100 bytes, but `Long`;
+/// `Cri` lines go to the pods' files beside it instead).
 pub fn generate(path: &Path, n: u64, kind: Lines) -> std::io::Result<u64> {
+    if kind == Lines::Cri {
+        return generate_pods(path.parent().unwrap_or(path), n);
+    }
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut bytes = 0;
     for i in 0..n {
@@ -57,6 +67,7 @@ pub fn generate(path: &Path, n: u64, kind: Lines) -> std::io::Result<u64> {
                 "ts=2026-11-25T10:{m:02}:{s:02}.{ms:03}Z level=info req={i} took={} path=/api/v1/items\n",
                 i % 250
             ),
+            Lines::Cri => String::new(),
             Lines::Json => format!(
                 "{{\"ts\":\"2026-11-25T10:{m:02}:{s:02}.{ms:03}Z\",\"level\":\"info\",\"req\":{i},\"ms\":{},\"path\":\"/api/v1/items\"}}\n",
                 i % 250
@@ -69,7 +80,38 @@ pub fn generate(path: &Path, n: u64, kind: Lines) -> std::io::Result<u64> {
     Ok(bytes)
 }
 
-/// Starts kinetail on `dir/logs/*.log`; `top` goes before the first table,
+/// `n` text lines as CRI entries, round-robin over [`PODS`] pods'
+/// `app/0.log` under `logs/pods/`, as kubelet lays them out.
+fn generate_pods(logs: &Path, n: u64) -> std::io::Result<u64> {
+    let mut files = Vec::new();
+    for p in 0..PODS {
+        let dir = logs.join(format!(
+            "pods/shop_web-{p}-7d4b9c_0f1e2d3c-aaaa-bbbb-cccc-{p:012}/app"
+        ));
+        std::fs::create_dir_all(&dir)?;
+        files.push(std::io::BufWriter::new(std::fs::File::create(
+            dir.join("0.log"),
+        )?));
+    }
+    let mut bytes = 0;
+    for i in 0..n {
+        let (m, s, ms) = ((i / 60_000) % 60, (i / 1000) % 60, i % 1000);
+        let line = format!(
+            "2026-11-25T10:{m:02}:{s:02}.{ms:03}456789Z stdout F host-{} app[{}]: request {i:010} served in {} ms status 200 path /api/v1/items\n",
+            i % 7,
+            1000 + i % 97,
+            i % 250
+        );
+        files[(i % PODS) as usize].write_all(line.as_bytes())?;
+        bytes += line.len() as u64;
+    }
+    for mut f in files {
+        f.flush()?;
+    }
+    Ok(bytes)
+}
+
+/// Starts kinetail on `dir/logs/**/*.log`; `top` goes before the first table,
 /// `flow_extra` into the flow.
 pub fn start_kinetail(
     dir: &Path,
@@ -92,7 +134,7 @@ pub fn start_kinetail(
         &config,
         format!(
             "state_dir = \"{}/state\"\n{top}\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\"\n\n\
-             [[flow]]\nname = \"bench\"\npaths = [\"{}/logs/*.log\"]\n{destination}{flow_extra}\n",
+             [[flow]]\nname = \"bench\"\npaths = [\"{}/logs/**/*.log\"]\n{destination}{flow_extra}\n",
             dir.display(),
             dir.display()
         ),

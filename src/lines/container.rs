@@ -73,7 +73,16 @@ struct Unwrapped {
     /// The line continues in the stream's next entry.
     partial: bool,
     time_ms: Option<i64>,
-    message: Vec<u8>,
+    message: Message,
+}
+
+/// Where an entry's message is.
+#[derive(Debug, PartialEq, Eq)]
+enum Message {
+    /// The entry's bytes from this offset on (CRI): taken in place.
+    From(usize),
+    /// Unescaped from the entry (Docker's JSON).
+    Owned(Vec<u8>),
 }
 
 /// A stream's line being merged from partial entries.
@@ -172,8 +181,16 @@ impl Decoder {
             return self.complete(raw, out);
         };
         let (start, end) = (raw.start, raw.end);
+        let message = match u.message {
+            Message::From(k) => {
+                let mut data = raw.data;
+                data.drain(..k);
+                data
+            }
+            Message::Owned(m) => m,
+        };
         let s = index(u.stream);
-        if self.streams[s].open && self.streams[s].data.len() + u.message.len() > self.max_bytes {
+        if self.streams[s].open && self.streams[s].data.len() + message.len() > self.max_bytes {
             self.cut(out, false);
         }
         let p = &mut self.streams[s];
@@ -185,7 +202,11 @@ impl Decoder {
                 p.time_ms = u.time_ms;
             }
         }
-        p.data.extend_from_slice(&u.message);
+        if p.data.is_empty() {
+            p.data = message;
+        } else {
+            p.data.extend_from_slice(&message);
+        }
         p.end = end;
         if u.partial {
             if self.group_start.is_none() {
@@ -334,7 +355,7 @@ fn time_of(text: &str) -> Option<i64> {
 /// followed by `:`-separated flags.
 fn cri_entry(data: &[u8]) -> Option<Unwrapped> {
     let mut parts = data.splitn(4, |&b| b == b' ');
-    let time = std::str::from_utf8(parts.next()?).ok()?;
+    let time = parts.next()?;
     let stream = stream_of(parts.next()?)?;
     let tag = parts.next()?;
     let partial = match tag.split(|&b| b == b':').next()? {
@@ -342,14 +363,58 @@ fn cri_entry(data: &[u8]) -> Option<Unwrapped> {
         b"F" => false,
         _ => return None,
     };
-    let time_ms = time_of(time);
-    time_ms?;
+    let time_ms = Some(utc_ms(time).or_else(|| time_of(std::str::from_utf8(time).ok()?))?);
+    // The message starts after the tag's space (or is empty).
+    let from = (time.len() + 1 + stream.name().len() + 1 + tag.len() + 1).min(data.len());
     Some(Unwrapped {
         stream,
         partial,
         time_ms,
-        message: parts.next().unwrap_or_default().to_vec(),
+        message: Message::From(from),
     })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, the form runtimes write, in ms since
+/// the epoch, without the general parser; `None` for any other form.
+fn utc_ms(t: &[u8]) -> Option<i64> {
+    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
+        t.get(r)?.iter().try_fold(0i64, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0'))
+        })
+    };
+    let seps = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if t.last() != Some(&b'Z') || seps.iter().any(|&(i, c)| t.get(i) != Some(&c)) {
+        return None;
+    }
+    let (y, mo, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (h, mi, s) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    let ms = match t.get(19) {
+        Some(b'.') => {
+            let frac = &t[20..t.len() - 1];
+            if frac.is_empty() || !frac.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let mut v = digits(20..20 + frac.len().min(3))?;
+            for _ in frac.len()..3 {
+                v *= 10;
+            }
+            v
+        }
+        Some(b'Z') if t.len() == 20 => 0,
+        _ => return None,
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + s * 1000 + ms)
 }
 
 #[derive(serde::Deserialize)]
@@ -378,7 +443,7 @@ fn docker_entry(data: &[u8], strip_cr: bool) -> Option<Unwrapped> {
         stream,
         partial,
         time_ms: e.time.as_deref().and_then(time_of),
-        message: message.to_vec(),
+        message: Message::Owned(message.to_vec()),
     })
 }
 
@@ -488,6 +553,37 @@ mod tests {
         let (lines, _) = decode(ContainerFormat::Docker, text.as_bytes(), 1000);
         assert_eq!(lines.len(), 3, "a CRI line in a docker flow is malformed");
         assert!(lines[2].entry.is_none());
+    }
+
+    proptest::proptest! {
+        /// The fast reading of runtimes' times agrees with the general
+        /// parser, and refuses what is not that form.
+        #[test]
+        fn runtime_times_read_as_the_general_parser_reads_them(
+            secs in 0i64..4_102_444_800, nanos in 0u32..1_000_000_000, digits in 0usize..10,
+        ) {
+            let t = chrono::DateTime::from_timestamp(secs, nanos).unwrap_or_default();
+            let mut text = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+            if digits > 0 {
+                let frac = format!("{nanos:09}");
+                text.push('.');
+                text.push_str(&frac[..digits.min(9)]);
+            }
+            text.push('Z');
+            proptest::prop_assert_eq!(utc_ms(text.as_bytes()), time_of(&text));
+        }
+    }
+
+    #[test]
+    fn other_time_forms_go_to_the_general_parser() {
+        assert_eq!(utc_ms(b"2026-12-04T10:00:00+01:00"), None);
+        assert_eq!(
+            time_of("2026-12-04T10:00:00+01:00"),
+            Some(1_796_374_800_000)
+        );
+        assert_eq!(utc_ms(b"2026-13-04T10:00:00Z"), None);
+        assert_eq!(utc_ms(b"2026-12-04T10:00:00.Z"), None);
+        assert_eq!(utc_ms(b"2026-12-04 10:00:00Z"), None);
     }
 
     #[test]
