@@ -532,3 +532,85 @@ metadata = ["kubernetes"]
         "the refusal is said"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_left_partial_goes_after_the_timeout_and_files_rotated_while_parked_lose_nothing() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "parked", 1).await;
+    let s = Scratch::new();
+    let root = s.logs().join("pods");
+    let pods: Vec<Pod> = (0..4).map(|n| Pod::new(&root, "ops", n)).collect();
+    let mut files: Vec<RuntimeFile> = pods.iter().map(|p| p.file("app", 0, n_docker(p))).collect();
+    let mut want: Vec<Want> = Vec::new();
+    for (n, f) in files.iter_mut().enumerate() {
+        want.extend(f.lines(&format!("before-{n}"), 0, 20));
+    }
+    let port = free_port();
+    // Two open files for four pods (max_open_files, default 512): files
+    // wait parked for a slot, and kubelet rotates them meanwhile.
+    let config = s.config(
+        &server.endpoint(),
+        &format!("max_open_files = 2\n[api]\nlisten = \"127.0.0.1:{port}\"\n"),
+        r#"
+[[flow]]
+name = "parked"
+paths = ["{logs}/pods/*/*/*.log*"]
+stream = "parked"
+container_format = "auto"
+format = "json"
+"#,
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    // Rotated at once, before kinetail read much of them: parked files
+    // among them.
+    for (n, f) in files.iter_mut().enumerate() {
+        rotate(f, "20261204-110000");
+        want.extend(f.lines(&format!("after-{n}"), 0, 20));
+    }
+    let got = wait_for_count(&client, "parked", want.len(), TIMEOUT).await;
+    assert_eq!(got.len(), want.len(), "log:\n{}", daemon.log_text());
+
+    // A container stopped mid-line: its last entry is partial, and no
+    // entry follows. After the partial timeout (5 s) it goes as it is, a
+    // first piece, and is counted.
+    let f = &mut files[0];
+    let (t, _) = f.time();
+    let half = f.entry(&t, "stdout", true, "stopped mid-line");
+    append(&f.path, half.as_bytes());
+    let got = wait_for_count(&client, "parked", want.len() + 1, TIMEOUT).await;
+    let metrics = parse_prometheus(&http_get(port, "/metrics").1);
+    daemon.stop(Duration::from_secs(15));
+    let arrived = records(&got);
+    let partial: Vec<&Value> = arrived
+        .iter()
+        .filter(|(m, _, _)| m == "stopped mid-line")
+        .map(|(_, v, _)| v)
+        .collect();
+    assert_eq!(partial.len(), 1, "log:\n{}", daemon.log_text());
+    assert_eq!(partial[0]["part_index"], 0);
+    assert_eq!(partial[0]["part_last"], false);
+    assert_eq!(
+        metrics.get("kinetail_container_partials_unfinished_total"),
+        Some(&1.0)
+    );
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for (m, _, _) in &arrived {
+        *counts.entry(m.as_str()).or_default() += 1;
+    }
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|w| counts.get(w.message.as_str()) != Some(&1))
+        .map(|w| format!("{:.40}: {:?}", w.message, counts.get(w.message.as_str())))
+        .collect();
+    assert!(
+        wrong.is_empty() && arrived.len() == want.len() + 1,
+        "{} records; {wrong:?}",
+        arrived.len()
+    );
+}
+
+/// Every other pod writes Docker's format.
+fn n_docker(p: &Pod) -> bool {
+    p.name.starts_with("web-1") || p.name.starts_with("web-3")
+}
