@@ -66,24 +66,32 @@ where
                 continue;
             }
         }
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let answer = handler(req);
-                async move {
-                    match answer.await {
-                        Some(r) => Ok::<_, Closed>(r),
-                        // An error makes hyper drop the connection without
-                        // answering.
-                        None => Err(Closed),
-                    }
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+        tokio::spawn(serve_connection(TokioIo::new(stream), handler.clone()));
     }
+}
+
+/// Serves one connection (plain, or a TLS stream a test accepted) with
+/// `handler`, to its end.
+pub async fn serve_connection<I, F, Fut>(io: I, handler: F)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Answer> + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let answer = handler(req);
+        async move {
+            match answer.await {
+                Some(r) => Ok::<_, Closed>(r),
+                // An error makes hyper drop the connection without
+                // answering.
+                None => Err(Closed),
+            }
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, svc)
+        .await;
 }
 
 /// The error that makes hyper close a connection unanswered.

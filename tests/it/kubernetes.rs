@@ -614,3 +614,132 @@ format = "json"
 fn n_docker(p: &Pod) -> bool {
     p.name.starts_with("web-1") || p.name.starts_with("web-3")
 }
+
+/// A CA, and a certificate for 127.0.0.1 it signed: the PEM of the CA,
+/// and the server's TLS configuration.
+fn generated_ca() -> (String, Arc<rustls::ServerConfig>) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "kubernetes stand-in CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    let cert = params.signed_by(&key, &issuer).expect("server cert");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der"),
+        )
+        .expect("server config");
+    (ca_cert.pem(), Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_cluster_lookups_go_over_tls_to_kubernetes_service_host_with_the_service_accounts_ca() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "tls", 1).await;
+    let s = Scratch::new();
+    let pod = Pod::new(&s.logs().join("pods"), "shop", 0);
+    let mut file = pod.file("app", 0, false);
+    let want = file.lines("tls", 0, 3);
+    let (ca_pem, tls) = generated_ca();
+    let (ca, token) = (s.path("ca.crt"), s.path("token"));
+    std::fs::write(&ca, &ca_pem).expect("ca");
+    std::fs::write(&token, API_TOKEN).expect("token");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api_port = listener.local_addr().expect("addr").port();
+    let uid = pod.uid.clone();
+    let handshakes = Arc::new(Mutex::new(0usize));
+    let counted = handshakes.clone();
+    tokio::spawn(async move {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            *counted.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            let uid = uid.clone();
+            tokio::spawn(testkit::http::serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                move |req: hyper::Request<hyper::body::Incoming>| {
+                    let ok = req
+                        .headers()
+                        .get("authorization")
+                        .is_some_and(|v| v.as_bytes() == format!("Bearer {API_TOKEN}").as_bytes());
+                    let body = serde_json::json!({
+                        "metadata": {"uid": uid.clone(), "labels": {"app": "over-tls"}},
+                        "spec": {"nodeName": "node-tls"},
+                    })
+                    .to_string();
+                    async move {
+                        Some(match ok {
+                            true => testkit::http::response(200, "application/json", body),
+                            false => testkit::http::response(401, "application/json", "{}"),
+                        })
+                    }
+                },
+            ));
+        }
+    });
+    // No api_url: in-cluster, from the environment kubelet gives a pod.
+    // The service account's files are where the test put them.
+    let config = s.config(
+        &server.endpoint(),
+        &format!(
+            "[kubernetes]\ntoken_file = {:?}\nca_file = {:?}\n",
+            token.display().to_string(),
+            ca.display().to_string()
+        ),
+        r#"
+[[flow]]
+name = "tls"
+paths = ["{logs}/pods/*/*/*.log"]
+stream = "tls"
+container_format = "cri"
+format = "json"
+metadata = ["kubernetes"]
+"#,
+    );
+    let port = api_port.to_string();
+    let mut daemon = Daemon::start_with(
+        &config,
+        &s.path("daemon.log"),
+        &[
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", port.as_str()),
+        ],
+    );
+    let got = wait_for_count(&client, "tls", want.len(), TIMEOUT).await;
+    daemon.stop(Duration::from_secs(15));
+    let arrived = records(&got);
+    assert_eq!(arrived.len(), want.len(), "log:\n{}", daemon.log_text());
+    for (_, v, _) in &arrived {
+        assert_eq!(
+            v["kubernetes"]["labels"]["app"],
+            "over-tls",
+            "{v}\nlog:\n{}",
+            daemon.log_text()
+        );
+        assert_eq!(v["kubernetes"]["node"], "node-tls", "{v}");
+    }
+    assert_eq!(*handshakes.lock().unwrap_or_else(|e| e.into_inner()), 1);
+    assert!(
+        daemon
+            .log_text()
+            .contains(&format!("https://127.0.0.1:{api_port}")),
+        "the in-cluster address is said"
+    );
+}
