@@ -344,6 +344,35 @@ impl Shaper {
         self.flush_events(ready);
     }
 
+    /// Sends what has waited its timeout after `quiet` without a new line:
+    /// partial container lines (unfinished, counted) after
+    /// `PARTIAL_TIMEOUT`, a multi-line event after its own timeout. Whether
+    /// anything went.
+    pub fn flush_expired(
+        &mut self,
+        quiet: Duration,
+        ready: &mut Vec<Line>,
+        dead: &mut Vec<Dead>,
+    ) -> bool {
+        let before = ready.len() + dead.len();
+        if let Some(d) = self.decoder.as_mut()
+            && d.pending_start().is_some()
+            && quiet >= PARTIAL_TIMEOUT
+        {
+            let mut cut = Vec::new();
+            d.cut(&mut cut, true);
+            self.shape_lines(&mut cut, ready, dead);
+        }
+        if self
+            .grouper
+            .as_ref()
+            .is_some_and(|g| g.has_pending() && quiet >= g.timeout())
+        {
+            self.flush_events(ready);
+        }
+        ready.len() + dead.len() > before
+    }
+
     /// How long what is pending waits for another line, if anything is
     /// pending: the shorter of a partial container line's timeout and a
     /// multi-line event's.

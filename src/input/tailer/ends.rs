@@ -99,10 +99,7 @@ impl Tailer {
             }
             _ = tokio::time::sleep(wait) => *poll = self.slower(*poll),
         }
-        let timed_out = self
-            .shaper
-            .pending_timeout()
-            .is_some_and(|timeout| self.last_line_at.elapsed() >= timeout);
+        let quiet = self.last_line_at.elapsed();
         let was_away = self.away;
         let action = self.at_eof(orphan_since);
         if self.away && !was_away {
@@ -111,8 +108,10 @@ impl Tailer {
         }
         // A file about to be closed sends its pending event first (one
         // about to restart at 0 does so in `truncated`).
-        if timed_out || action == EofAction::Close {
+        if action == EofAction::Close {
             self.shaper.flush(lines, &mut self.dead);
+            self.hand_off(lines).await;
+        } else if self.shaper.flush_expired(quiet, lines, &mut self.dead) {
             self.hand_off(lines).await;
         }
         action
