@@ -270,6 +270,83 @@ pub async fn endpoint(counts: Arc<Counts>) -> std::io::Result<u16> {
     Ok(port)
 }
 
+/// The endpoint of `counts` over TLS too, on a port of its own, for
+/// shippers that speak only HTTPS (Fluent Bit's Kinesis output): its
+/// certificate, for 127.0.0.1, is signed by a CA generated once per run,
+/// whose PEM is at [`ca_file`].
+pub async fn endpoint_tls(counts: Arc<Counts>) -> std::io::Result<u16> {
+    let (_, config) = tls()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, counts) = (acceptor.clone(), counts.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let handler = move |req: Request<hyper::body::Incoming>| {
+                    let counts = counts.clone();
+                    async move { Some(answer(&counts, req).await) }
+                };
+                testkit::http::serve_connection(hyper_util::rt::TokioIo::new(stream), handler)
+                    .await;
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// Where the PEM of the TLS endpoint's CA is.
+pub fn ca_file() -> std::io::Result<std::path::PathBuf> {
+    tls().map(|(path, _)| path.clone())
+}
+
+type Tls = (std::path::PathBuf, Arc<rustls::ServerConfig>);
+
+/// The CA (written to a file) and the server's configuration, made once.
+fn tls() -> std::io::Result<&'static Tls> {
+    static TLS: std::sync::OnceLock<Result<Tls, String>> = std::sync::OnceLock::new();
+    TLS.get_or_init(make_tls)
+        .as_ref()
+        .map_err(|e| std::io::Error::other(e.clone()))
+}
+
+fn make_tls() -> Result<Tls, String> {
+    let e = |e: rcgen::Error| e.to_string();
+    let ca_key = rcgen::KeyPair::generate().map_err(e)?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // A name of its own: OpenSSL takes a certificate whose issuer is its
+    // own subject for a self-signed one.
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "kinetail-bench CA");
+    let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().map_err(e)?;
+    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let cert = rcgen::CertificateParams::new(names)
+        .map_err(e)?
+        .signed_by(&key, &issuer)
+        .map_err(e)?;
+    let path = std::env::temp_dir().join(format!("kinetail-bench-ca-{}.pem", std::process::id()));
+    std::fs::write(&path, ca_cert.pem()).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| e.to_string())?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], der)
+        .map_err(|e| e.to_string())?;
+    Ok((path, Arc::new(config)))
+}
+
 /// The answer to one request, by its `X-Amz-Target`.
 async fn answer(counts: &Counts, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     let target = req

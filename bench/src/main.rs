@@ -11,7 +11,7 @@
 //! and noisy on shared machines: compare ratios taken in the same run.
 //!
 //! Usage: kinetail-bench [--quick] [--lines N] [--only a,b,...,n] [--repeat N] [--json FILE]
-//!                       [--against NAME=COMMAND]
+//!                       [--against NAME=COMMAND] [--against-rows a,v,...]
 //!
 //! `--repeat N` runs each backlog scenario N times and reports the run with
 //! the median CPU per line (shared machines are noisy).
@@ -21,7 +21,10 @@
 //! and reports it as rows (x): `COMMAND` is run by the shell with `{port}`
 //! (the endpoint's) and `{dir}` (whose `logs/*.log` are the files to ship)
 //! filled in; it should ship every line to `http://127.0.0.1:{port}` and
-//! keep its own state under `{dir}`.
+//! keep its own state under `{dir}`. `--against-rows` names the backlogs it
+//! runs on besides (a) (the same lines: its parsers against kinetail's),
+//! `{row}` in `COMMAND` being the backlog's letter (a configuration per
+//! row, say).
 //!
 //! `KINETAIL_BENCH_TOP` (say `max_buffer_bytes = 4194304`) is added to the
 //! top of every configuration, to try other settings.
@@ -58,6 +61,9 @@ struct Backlog {
     max_lines: Option<u64>,
     /// Run unless `--only` names others; the rest only when named.
     by_default: bool,
+    /// kinetail sends over TLS (to the same endpoint), as another shipper
+    /// that speaks only HTTPS does.
+    tls: bool,
 }
 
 const BACKLOGS: &[Backlog] = &[
@@ -71,6 +77,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: false,
         max_lines: None,
         by_default: true,
+        tls: false,
     },
     Backlog {
         letter: "l",
@@ -82,6 +89,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: false,
         max_lines: None,
         by_default: true,
+        tls: false,
     },
     Backlog {
         letter: "k",
@@ -93,6 +101,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: false,
         max_lines: None,
         by_default: true,
+        tls: false,
     },
     Backlog {
         letter: "i",
@@ -104,6 +113,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: true,
         max_lines: None,
         by_default: true,
+        tls: false,
     },
     // One paced shard: its lines/s is against its budget of 900 records a
     // second (90% of 1,000), so a few seconds of it suffice.
@@ -117,6 +127,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: true,
         max_lines: Some(18_000),
         by_default: false,
+        tls: false,
     },
     // The same for bytes, 0.9 MiB a second; 18 MB of lines.
     Backlog {
@@ -129,6 +140,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: true,
         max_lines: Some(9_000),
         by_default: false,
+        tls: false,
     },
     // Firehose: its defaults (whole lines joined into records of up to
     // 1,000 KiB, unpaced) on the backlog of (a): CPU per line beside (a),
@@ -143,6 +155,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: true,
         max_lines: None,
         by_default: true,
+        tls: false,
     },
     Backlog {
         letter: "d",
@@ -154,6 +167,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: false,
         max_lines: None,
         by_default: true,
+        tls: false,
     },
     Backlog {
         letter: "e",
@@ -165,6 +179,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: false,
         max_lines: None,
         by_default: true,
+        tls: false,
     },
     // Parsers, one per family, on lines of their format in envelopes:
     // CPU per line beside (e), JSON lines in envelopes.
@@ -178,6 +193,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: false,
         max_lines: None,
         by_default: true,
+        tls: false,
     },
     Backlog {
         letter: "q",
@@ -189,6 +205,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: false,
         max_lines: None,
         by_default: true,
+        tls: false,
     },
     Backlog {
         letter: "r",
@@ -200,6 +217,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: false,
         max_lines: None,
         by_default: true,
+        tls: false,
     },
     // A node's containers: 100 pods' CRI files, their entries unwrapped
     // (CPU per line beside (a), the same lines unwrapped), then the
@@ -215,6 +233,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: false,
         max_lines: None,
         by_default: true,
+        tls: false,
     },
     Backlog {
         letter: "t",
@@ -226,6 +245,48 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: false,
         max_lines: None,
         by_default: true,
+        tls: false,
+    },
+    // (a) over TLS: how Fluent Bit's Kinesis output always sends (rows
+    // (x) with `{tls_port}`), so that the two compare like for like.
+    Backlog {
+        letter: "w",
+        name: "(w) backlog of (a) over TLS",
+        top: "",
+        flow: "",
+        lines: Lines::Text,
+        shards: 4,
+        default_pace: false,
+        max_lines: None,
+        by_default: true,
+        tls: true,
+    },
+    // The envelope on the text lines of (a): its default members, and the
+    // message alone (every other key ""), the shape Fluent Bit ships
+    // (`{"log": ...}`): CPU per line and per byte sent beside (a).
+    Backlog {
+        letter: "u",
+        name: "(u) backlog, the default JSON envelope",
+        top: "",
+        flow: "format = \"json\"",
+        lines: Lines::Text,
+        shards: 4,
+        default_pace: false,
+        max_lines: None,
+        by_default: true,
+        tls: false,
+    },
+    Backlog {
+        letter: "v",
+        name: "(v) backlog, an envelope of the message alone",
+        top: "",
+        flow: "format = \"json\"\ntimestamp_key = \"\"\nhost_key = \"\"\npath_key = \"\"\noffset_key = \"\"\nflow_key = \"\"",
+        lines: Lines::Text,
+        shards: 4,
+        default_pace: false,
+        max_lines: None,
+        by_default: true,
+        tls: false,
     },
     Backlog {
         letter: "f",
@@ -237,6 +298,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: false,
         max_lines: None,
         by_default: true,
+        tls: false,
     },
     Backlog {
         letter: "g",
@@ -248,6 +310,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: false,
         max_lines: None,
         by_default: true,
+        tls: false,
     },
     Backlog {
         letter: "h",
@@ -259,6 +322,7 @@ const BACKLOGS: &[Backlog] = &[
         default_pace: false,
         max_lines: None,
         by_default: true,
+        tls: false,
     },
 ];
 
@@ -275,6 +339,9 @@ struct Args {
     /// `--against NAME=COMMAND`: another shipper measured on the backlog of
     /// (a), interleaved with it (see `start_other`).
     against: Option<(String, String)>,
+    /// The backlogs the other shipper runs on (`--against-rows`; (a) by
+    /// default).
+    against_rows: Vec<String>,
     json: Option<String>,
 }
 
@@ -302,6 +369,11 @@ impl Args {
                 Some((name, command)) => (name.to_string(), command.to_string()),
                 None => ("other".to_string(), v),
             }),
+            against_rows: value("--against-rows")
+                .unwrap_or_else(|| "a".into())
+                .split(',')
+                .map(|r| r.trim().to_string())
+                .collect(),
             json: value("--json"),
         }
     }
@@ -330,11 +402,14 @@ async fn run_backlog(args: &Args, b: &Backlog, rows: &mut Vec<Row>) -> std::io::
             top: b.top,
             flow_extra: &flow,
         };
-        runs.push(backlog(b.name, n, shipper, b.lines, b.shards).await?);
-        if let (Some((other, command)), "a") = (&args.against, b.letter) {
-            let name = format!("(x) {other}, the backlog of (a)");
-            let shipper = Shipper::Other { command };
-            theirs.push(backlog(&name, n, shipper, b.lines, b.shards).await?);
+        runs.push(backlog(b.name, n, shipper, b.lines, b.shards, b.tls).await?);
+        if let Some((other, command)) = &args.against
+            && args.against_rows.iter().any(|r| r == b.letter)
+        {
+            let name = format!("(x{}) {other}, the backlog of ({})", b.letter, b.letter);
+            let command = command.replace("{row}", b.letter);
+            let shipper = Shipper::Other { command: &command };
+            theirs.push(backlog(&name, n, shipper, b.lines, b.shards, false).await?);
         }
     }
     rows.push(median(b.name, runs, args.repeat));
@@ -361,7 +436,9 @@ async fn run_quiet(args: &Args, rows: &mut Vec<Row>) -> std::io::Result<()> {
         };
         rows.push(quiet_files(files, seconds, each, shipper).await?);
         if let Some((other, command)) = &args.against {
-            let shipper = Shipper::Other { command };
+            // Quiet files are plain lines, as in (a).
+            let command = command.replace("{row}", "a");
+            let shipper = Shipper::Other { command: &command };
             let mut row = quiet_files(files, seconds, each, shipper).await?;
             row.name = format!("(x) {other} on ({letter})");
             rows.push(row);

@@ -12,9 +12,11 @@ use sha2::Digest;
 use testkit::Scratch;
 use testkit::procfs::{Peak, usage};
 
-use crate::endpoint::{Counts, endpoint, now_nanos};
+use crate::endpoint::{Counts, ca_file, endpoint, endpoint_tls, now_nanos};
 use crate::report::Row;
-use crate::shippers::{Lines, Shipper, generate, start_kinetail, start_other};
+use crate::shippers::{
+    Lines, Shipper, Target, generate, start_kinetail, start_kinetail_at, start_other,
+};
 
 /// Ships `n` pre-written lines; returns the row once the endpoint counted
 /// every line.
@@ -24,6 +26,7 @@ pub async fn backlog(
     shipper: Shipper<'_>,
     kind: Lines,
     shards: u64,
+    tls: bool,
 ) -> std::io::Result<Row> {
     let dir = Scratch::try_new()?;
     let log = dir.root().join("logs/app.log");
@@ -33,8 +36,17 @@ pub async fn backlog(
     let port = endpoint(counts.clone()).await?;
     let started = Instant::now();
     let mut child = match shipper {
-        Shipper::Kinetail { top, flow_extra } => start_kinetail(dir.root(), port, top, flow_extra)?,
-        Shipper::Other { command } => start_other(dir.root(), port, command)?,
+        Shipper::Kinetail { top, flow_extra } => {
+            let target = match tls {
+                false => Target::plain(port),
+                true => Target {
+                    url: format!("https://127.0.0.1:{}", endpoint_tls(counts.clone()).await?),
+                    ca: Some(ca_file()?),
+                },
+            };
+            start_kinetail_at(dir.root(), &target, top, flow_extra)?
+        }
+        Shipper::Other { command } => start_other(dir.root(), port, &counts, command).await?,
     };
     let pid = child.id();
     let mut peak = Peak::default();
@@ -165,7 +177,7 @@ pub async fn quiet_files(
             &format!("max_open_files = {}\n{top}", files + 64),
             flow_extra,
         )?,
-        Shipper::Other { command } => start_other(dir.root(), port, command)?,
+        Shipper::Other { command } => start_other(dir.root(), port, &counts, command).await?,
     };
     let other = matches!(shipper, Shipper::Other { .. });
     let pid = child.id();

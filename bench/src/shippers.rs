@@ -119,6 +119,32 @@ pub fn start_kinetail(
     top: &str,
     flow_extra: &str,
 ) -> std::io::Result<Child> {
+    start_kinetail_at(dir, &Target::plain(port), top, flow_extra)
+}
+
+/// Where kinetail sends: the endpoint's URL, and the CA to trust for it.
+pub struct Target {
+    pub url: String,
+    pub ca: Option<std::path::PathBuf>,
+}
+
+impl Target {
+    pub fn plain(port: u16) -> Target {
+        Target {
+            url: format!("http://127.0.0.1:{port}"),
+            ca: None,
+        }
+    }
+}
+
+/// [`start_kinetail`] to `target` (over TLS, trusting its CA through
+/// `SSL_CERT_FILE`, which the SDK's client reads).
+pub fn start_kinetail_at(
+    dir: &Path,
+    target: &Target,
+    top: &str,
+    flow_extra: &str,
+) -> std::io::Result<Child> {
     let config = dir.join("kinetail.toml");
     // The stream "bench", unless the scenario names a delivery stream.
     let destination = if flow_extra.contains("firehose =") {
@@ -133,13 +159,18 @@ pub fn start_kinetail(
     std::fs::write(
         &config,
         format!(
-            "state_dir = \"{}/state\"\n{top}\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\"\n\n\
+            "state_dir = \"{}/state\"\n{top}\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\n\n\
              [[flow]]\nname = \"bench\"\npaths = [\"{}/logs/**/*.log\"]\n{destination}{flow_extra}\n",
             dir.display(),
-            dir.display()
+            dir.display(),
+            url = target.url,
         ),
     )?;
-    testkit::kinetail()
+    let mut command = testkit::kinetail();
+    if let Some(ca) = &target.ca {
+        command.env("SSL_CERT_FILE", ca);
+    }
+    command
         .arg("run")
         .arg("--config")
         .arg(&config)
@@ -165,11 +196,25 @@ pub enum Shipper<'a> {
 /// Starts another shipper: `command` run by `sh -c "exec ..."` (so the
 /// process measured is the shipper itself), with `{port}` replaced by the
 /// endpoint's port and `{dir}` by the scratch directory, whose `logs/`
-/// holds the log to ship.
-pub fn start_other(dir: &Path, port: u16, command: &str) -> std::io::Result<Child> {
-    let command = command
+/// holds the log to ship; `{tls_port}` and `{ca}` by the endpoint's port
+/// over TLS and its CA's PEM file (see `endpoint_tls`).
+pub async fn start_other(
+    dir: &Path,
+    port: u16,
+    counts: &std::sync::Arc<crate::endpoint::Counts>,
+    command: &str,
+) -> std::io::Result<Child> {
+    let mut command = command
         .replace("{port}", &port.to_string())
         .replace("{dir}", &dir.display().to_string());
+    // An HTTPS-only shipper gets the endpoint over TLS too.
+    if command.contains("{tls_port}") || command.contains("{ca}") {
+        let tls_port = crate::endpoint::endpoint_tls(counts.clone()).await?;
+        let ca = crate::endpoint::ca_file()?;
+        command = command
+            .replace("{tls_port}", &tls_port.to_string())
+            .replace("{ca}", &ca.display().to_string());
+    }
     Command::new("sh")
         .arg("-c")
         .arg(format!("exec {command}"))
