@@ -363,7 +363,7 @@ fn cri_entry(data: &[u8]) -> Option<Unwrapped> {
         b"F" => false,
         _ => return None,
     };
-    let time_ms = Some(utc_ms(time).or_else(|| time_of(std::str::from_utf8(time).ok()?))?);
+    let time_ms = Some(time_of(std::str::from_utf8(time).ok()?)?);
     // The message starts after the tag's space (or is empty).
     let from = (time.len() + 1 + stream.name().len() + 1 + tag.len() + 1).min(data.len());
     Some(Unwrapped {
@@ -372,49 +372,6 @@ fn cri_entry(data: &[u8]) -> Option<Unwrapped> {
         time_ms,
         message: Message::From(from),
     })
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, the form runtimes write, in ms since
-/// the epoch, without the general parser; `None` for any other form.
-fn utc_ms(t: &[u8]) -> Option<i64> {
-    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
-        t.get(r)?.iter().try_fold(0i64, |n, &b| {
-            b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0'))
-        })
-    };
-    let seps = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
-    if t.last() != Some(&b'Z') || seps.iter().any(|&(i, c)| t.get(i) != Some(&c)) {
-        return None;
-    }
-    let (y, mo, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    let (h, mi, s) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    let ms = match t.get(19) {
-        Some(b'.') => {
-            let frac = &t[20..t.len() - 1];
-            if frac.is_empty() || !frac.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let mut v = digits(20..20 + frac.len().min(3))?;
-            for _ in frac.len()..3 {
-                v *= 10;
-            }
-            v
-        }
-        Some(b'Z') if t.len() == 20 => 0,
-        _ => return None,
-    };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 24 + h) * 60 + mi) * 60_000 + s * 1000 + ms)
 }
 
 #[derive(serde::Deserialize)]
@@ -570,12 +527,16 @@ mod tests {
                 text.push_str(&frac[..digits.min(9)]);
             }
             text.push('Z');
-            proptest::prop_assert_eq!(utc_ms(text.as_bytes()), time_of(&text));
+            let general = chrono::DateTime::parse_from_rfc3339(&text)
+                .ok()
+                .map(|t| t.timestamp_millis());
+            proptest::prop_assert_eq!(crate::records::time::utc_ms(text.as_bytes()), general);
         }
     }
 
     #[test]
     fn other_time_forms_go_to_the_general_parser() {
+        use crate::records::time::utc_ms;
         assert_eq!(utc_ms(b"2026-12-04T10:00:00+01:00"), None);
         assert_eq!(
             time_of("2026-12-04T10:00:00+01:00"),
