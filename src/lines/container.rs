@@ -39,8 +39,11 @@ use crate::lines::framing::{Entry, Line, Piece, Stream};
 use crate::records::time::{TimeFormat, parse_time};
 
 /// Bytes of complete lines a group may hold back while a partial is
-/// pending, besides the partials themselves.
-pub const MAX_HELD_BYTES: usize = 1024 * 1024;
+/// pending, besides the partials themselves (at most a record's piece per
+/// stream): with the framer's unfinished line, what a file's reading holds
+/// outside the byte budget. The other stream writes a few lines while a
+/// long line's entries are written; more than this cuts the partial.
+pub const MAX_HELD_BYTES: usize = 256 * 1024;
 
 /// A partial line is sent unfinished after this long without a new entry
 /// in its file. Runtimes write a long line's entries back to back, so a

@@ -33,6 +33,11 @@ pub const RETRY: Duration = Duration::from_secs(30);
 pub const REFRESH: Duration = Duration::from_secs(600);
 /// The longest one lookup may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pods come and go on a node: once the cache holds this many, entries
+/// not looked up or refreshed for [`FORGET_AFTER`] are dropped (a pod of
+/// them that still writes is looked up again).
+const PRUNE_AT: usize = 512;
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 /// Where the API server is and what to ask of it.
 #[derive(Debug, Clone)]
@@ -145,6 +150,9 @@ impl Pods {
         known: Option<Arc<str>>,
         metrics: &Arc<Metrics>,
     ) -> watch::Receiver<bool> {
+        if cache.len() >= PRUNE_AT {
+            prune(cache);
+        }
         let (tx, rx) = watch::channel(false);
         cache.insert(
             key.clone(),
@@ -245,6 +253,16 @@ async fn get(_: &ApiServer, _: &str, _: &[(&str, String)]) -> Result<(u16, Vec<u
     Err("built without network clients (the aws feature)".into())
 }
 
+/// Drops the entries of pods not looked up for [`FORGET_AFTER`]: a known
+/// pod's entry is refreshed whenever its lines come after [`REFRESH`], so
+/// only pods that stopped writing (most of them gone) are dropped.
+fn prune(cache: &mut HashMap<String, Slot>) {
+    cache.retain(|_, slot| match slot {
+        Slot::Fetching { .. } => true,
+        Slot::Known { at, .. } | Slot::Failed { at } => at.elapsed() < FORGET_AFTER,
+    });
+}
+
 /// The node, the labels and the annotations asked for, as members; what
 /// would pass [`KUBERNETES_MAX_BYTES`] is left out (annotations first).
 fn render(doc: &Value, labels: bool, annotations: bool) -> String {
@@ -297,6 +315,43 @@ fn render(doc: &Value, labels: bool, annotations: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_not_seen_for_an_hour_are_forgotten() {
+        let mut cache = HashMap::new();
+        let long_ago = Instant::now().checked_sub(FORGET_AFTER + Duration::from_secs(1));
+        let Some(long_ago) = long_ago else {
+            return; // a machine up for less than an hour: nothing to test
+        };
+        let (_tx, rx) = watch::channel(false);
+        cache.insert("gone".to_string(), Slot::Failed { at: long_ago });
+        cache.insert(
+            "old".to_string(),
+            Slot::Known {
+                members: Arc::from(""),
+                at: long_ago,
+            },
+        );
+        cache.insert(
+            "live".to_string(),
+            Slot::Known {
+                members: Arc::from(""),
+                at: Instant::now(),
+            },
+        );
+        cache.insert(
+            "asking".to_string(),
+            Slot::Fetching {
+                since: long_ago,
+                done: rx,
+                known: None,
+            },
+        );
+        prune(&mut cache);
+        let mut left: Vec<&String> = cache.keys().collect();
+        left.sort();
+        assert_eq!(left, ["asking", "live"]);
+    }
 
     #[test]
     fn render_gives_node_labels_and_annotations_as_asked() {
