@@ -49,15 +49,23 @@ pub fn parse_time(format: &TimeFormat, text: &str, read_ms: u64) -> Option<i64> 
             return Some((secs * 1000.0).round() as i64);
         }
         TimeFormat::UnixMs => return text.parse().ok(),
-        TimeFormat::Apache => DateTime::parse_from_str(text, "%d/%b/%Y:%H:%M:%S %z")
-            .ok()?
-            .to_utc(),
+        TimeFormat::Apache => match apache_ms(text.as_bytes()) {
+            Some(ms) => return Some(ms),
+            None => DateTime::parse_from_str(text, "%d/%b/%Y:%H:%M:%S %z")
+                .ok()?
+                .to_utc(),
+        },
         TimeFormat::ApacheError => NaiveDateTime::parse_from_str(text, "%a %b %d %H:%M:%S%.f %Y")
             .ok()?
             .and_utc(),
-        TimeFormat::Syslog => match DateTime::parse_from_rfc3339(text) {
-            Ok(t) => t.to_utc(),
-            Err(_) => return bsd_syslog(text, read_ms),
+        // RFC 3164's BSD time starts with the month's name, RFC 5424's
+        // with the year's digits: one reader per line, not two.
+        TimeFormat::Syslog if text.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+            return bsd_syslog(text, read_ms);
+        }
+        TimeFormat::Syslog => match utc_ms(text.as_bytes()) {
+            Some(ms) => return Some(ms),
+            None => DateTime::parse_from_rfc3339(text).ok()?.to_utc(),
         },
         TimeFormat::Strftime(pattern) => match DateTime::parse_from_str(text, pattern) {
             Ok(t) => t.to_utc(),
@@ -174,6 +182,47 @@ pub fn utc_ms(t: &[u8]) -> Option<i64> {
         return None;
     }
     Some(((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000 + s * 1000 + ms)
+}
+
+/// Apache's access time, `10/Oct/2000:13:55:36 -0700` exactly (two-digit
+/// day, English month, four-digit offset), in UTC ms since the epoch
+/// without the general parser; `None` for anything else, which chrono's
+/// `%d/%b/%Y:%H:%M:%S %z` then reads.
+fn apache_ms(t: &[u8]) -> Option<i64> {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
+        t.get(r)?.iter().try_fold(0i64, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0'))
+        })
+    };
+    let seps = [
+        (2, b'/'),
+        (6, b'/'),
+        (11, b':'),
+        (14, b':'),
+        (17, b':'),
+        (20, b' '),
+    ];
+    if t.len() != 26 || seps.iter().any(|&(i, c)| t[i] != c) {
+        return None;
+    }
+    let mo = MONTHS.iter().position(|m| t[3..6] == m[..])? as i64 + 1;
+    let (d, y) = (digits(0..2)?, digits(7..11)?);
+    let (h, mi, s) = (digits(12..14)?, digits(15..17)?, digits(18..20)?);
+    let sign = match t[21] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (oh, om) = (digits(22..24)?, digits(24..26)?);
+    if d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 59 || oh > 23 || om > 59 {
+        return None;
+    }
+    let local = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000 + s * 1000;
+    Some(local - sign * (oh * 60 + om) * 60_000)
 }
 
 /// UTC milliseconds as RFC 3339 with milliseconds (`...T10:00:00.123Z`).
@@ -306,6 +355,30 @@ mod tests {
                 _ => chrono_at(year - 1).or(this),
             };
             proptest::prop_assert_eq!(bsd_syslog(&bsd, read), want);
+        }
+
+        /// Apache's access time read by hand as chrono reads it, at any
+        /// offset (and chrono's reading of what the hand reader declines).
+        #[test]
+        fn apache_times_read_as_chrono_does(ms in -62_135_596_800_000i64..253_402_300_799_999, offset_min in -1439i32..1439) {
+            let zone = chrono::FixedOffset::east_opt(offset_min * 60).expect("under a day");
+            let t = Utc.timestamp_millis_opt(ms - ms.rem_euclid(1000)).single().unwrap_or_default().with_timezone(&zone);
+            let text = t.format("%d/%b/%Y:%H:%M:%S %z").to_string();
+            let want = DateTime::parse_from_str(&text, "%d/%b/%Y:%H:%M:%S %z").ok().map(|t| t.timestamp_millis());
+            proptest::prop_assert_eq!(parse_time(&TimeFormat::Apache, &text, 0), want);
+            if (0..=9999).contains(&t.year()) {
+                proptest::prop_assert_eq!(apache_ms(text.as_bytes()), want);
+            }
+        }
+
+        /// Syslog's time, either form, reads as chrono reads it.
+        #[test]
+        fn syslog_times_read_as_chrono_does(ms in 0i64..253_402_300_799_999) {
+            let t = Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
+            for text in [t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(), t.format("%Y-%m-%dT%H:%M:%S%.6f+02:00").to_string()] {
+                let want = DateTime::parse_from_rfc3339(&text).ok().map(|t| t.timestamp_millis());
+                proptest::prop_assert_eq!(parse_time(&TimeFormat::Syslog, &text, 0), want);
+            }
         }
     }
 }
