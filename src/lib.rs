@@ -19,8 +19,6 @@ pub mod firehose;
 pub mod input;
 pub mod kinesis;
 pub mod lines;
-#[cfg(feature = "aws")]
-pub mod prepared;
 pub mod re;
 pub mod records;
 pub mod redact;

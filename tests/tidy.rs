@@ -18,7 +18,6 @@ const LAYERS: &[(&str, &[&str])] = &[
             "re",
             "redact",
             "backoff",
-            "prepared",
             "fetch",
             "service::metrics",
         ],
@@ -64,6 +63,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "input::tailer",
             "input::discovery",
+            "kinesis::direct",
             "kinesis::sink",
             "firehose::put",
         ],

@@ -4,11 +4,40 @@
 //! non-empty `RecordId`; anything else is a failed entry, retried.
 
 use aws_sdk_firehose::Client;
-use aws_sdk_firehose::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_firehose::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_firehose::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_firehose::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata};
+use aws_smithy_types::body::SdkBody;
 
 use crate::kinesis::classify::{CallResult, Failure, classify};
-use crate::prepared::PreparedBody;
 use crate::records::batcher::{Entry, put_record_batch_body};
+
+/// A body kinetail wrote, put into the SDK's request before it is signed
+/// (each attempt starts from the SDK's own): the SDK does not copy every
+/// record into its own types to serialize them (ARCHITECTURE.md, "Where
+/// the CPU goes").
+#[derive(Debug)]
+struct PreparedBody(bytes::Bytes);
+
+impl Intercept for PreparedBody {
+    fn name(&self) -> &'static str {
+        "kinetail::firehose::put::PreparedBody"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request_mut();
+        *request.body_mut() = SdkBody::from(self.0.clone());
+        request
+            .headers_mut()
+            .insert("content-length", self.0.len().to_string());
+        Ok(())
+    }
+}
 
 /// Sends `entries` to the delivery stream `name`.
 pub async fn put(client: &Client, name: &str, entries: &[Entry]) -> CallResult {

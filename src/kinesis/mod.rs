@@ -2,6 +2,8 @@
 //! and pacing, the lanes' `PutRecords` calls, and what answers mean.
 
 pub mod classify;
+#[cfg(feature = "aws")]
+pub mod direct;
 pub mod shards;
 #[cfg(feature = "aws")]
 pub mod sink;

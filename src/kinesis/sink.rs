@@ -23,21 +23,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::config::interceptors::{
-    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
-};
-use aws_sdk_kinesis::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_kinesis::error::BoxError;
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_smithy_types::body::SdkBody;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{backoff, slow_backoff};
-use crate::kinesis::classify::{CallResult, Failure, classify, entry_outcome};
+use crate::kinesis::classify::{CallResult, Failure};
+use crate::kinesis::direct::Direct;
 use crate::kinesis::shards::{RateWindow, Router, ShardLimits};
 use crate::kinesis::stream::StreamRef;
-use crate::prepared::PreparedBody;
 use crate::records::batcher::FileId;
 use crate::records::batcher::{
     Batch, Entry, FIREHOSE, KINESIS, Limits, NO_SHARD, PAYLOAD_UNIT, Record, coalesce_acks,
@@ -89,7 +82,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug, Clone)]
 pub enum Dest {
     Stream {
-        client: aws_sdk_kinesis::Client,
+        client: Arc<Direct>,
         stream: StreamRef,
     },
     Firehose {
@@ -189,7 +182,6 @@ impl Lead {
 /// does, on arrival. Counted from when the wait ended, the time a large
 /// body takes to build and sign (which varies) was jitter between two
 /// calls' arrivals, and an endpoint counting a strict second throttled.
-#[derive(Debug)]
 struct Booking {
     router: Arc<Router>,
     /// (shard tag, booking id) of the call's bookings.
@@ -199,17 +191,8 @@ struct Booking {
     lead: Arc<Lead>,
 }
 
-impl Intercept for Booking {
-    fn name(&self) -> &'static str {
-        "kinetail::kinesis::sink::Booking"
-    }
-
-    fn modify_before_transmit(
-        &self,
-        _context: &mut BeforeTransmitInterceptorContextMut<'_>,
-        _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
+impl Booking {
+    fn settle(&self) {
         let now = Instant::now();
         self.lead.note(now.saturating_duration_since(self.paced_at));
         self.router.windows(|windows| {
@@ -219,7 +202,6 @@ impl Intercept for Booking {
                 }
             }
         });
-        Ok(())
     }
 }
 
@@ -236,98 +218,6 @@ fn per_shard(entries: &[Entry]) -> Vec<(u32, u64, u64)> {
         }
     }
     out
-}
-
-/// What [`LeanAnswer`] read from a successful answer, for the call that
-/// waits on it.
-type Digest = Arc<std::sync::Mutex<Option<crate::kinesis::classify::Answered>>>;
-
-/// The body the SDK's deserializer is given in place of an answer that
-/// [`crate::kinesis::classify::read_answer`] has read: a valid answer with no
-/// entries, which it parses in no time.
-const DIGESTED: &[u8] = br#"{"FailedRecordCount":0,"Records":[]}"#;
-
-/// Reads a successful `PutRecords` answer itself (the SDK's deserializer
-/// builds a struct and two `String`s per entry through its generic shape
-/// reader, about an eighth of kinetail's CPU in a backlog), and hands the
-/// SDK an empty answer instead. Error answers, and any body it cannot
-/// read, go to the SDK untouched: it still classifies every failure.
-#[derive(Debug)]
-struct LeanAnswer(Digest);
-
-impl Intercept for LeanAnswer {
-    fn name(&self) -> &'static str {
-        "kinetail::kinesis::sink::LeanAnswer"
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let response = context.response_mut();
-        if response.status().as_u16() != 200 {
-            return Ok(());
-        }
-        let inner = std::mem::replace(response.body_mut(), SdkBody::taken());
-        *response.body_mut() = SdkBody::from_body_1_x(Digesting {
-            inner,
-            read: Vec::new(),
-            digest: self.0.clone(),
-            done: false,
-        });
-        Ok(())
-    }
-}
-
-/// A response body that collects the answer as it arrives and, at its end,
-/// yields [`DIGESTED`] when the answer could be read (its entries then in
-/// the digest), or the answer's own bytes.
-struct Digesting {
-    inner: SdkBody,
-    read: Vec<u8>,
-    digest: Digest,
-    done: bool,
-}
-
-impl http_body::Body for Digesting {
-    type Data = bytes::Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
-        use std::task::Poll;
-        loop {
-            if self.done {
-                return Poll::Ready(None);
-            }
-            match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Some(Ok(frame))) => {
-                    // Trailers (none in a Kinesis answer) are left out.
-                    if let Ok(data) = frame.into_data() {
-                        self.read.extend_from_slice(&data);
-                    }
-                }
-                Poll::Ready(None) => {
-                    self.done = true;
-                    let read = std::mem::take(&mut self.read);
-                    let out = match crate::kinesis::classify::read_answer(&read) {
-                        Some(entries) => {
-                            *self.digest.lock().unwrap_or_else(|p| p.into_inner()) = Some(entries);
-                            bytes::Bytes::from_static(DIGESTED)
-                        }
-                        None => bytes::Bytes::from(read),
-                    };
-                    return Poll::Ready(Some(Ok(http_body::Frame::data(out))));
-                }
-            }
-        }
-    }
 }
 
 impl Lane {
@@ -752,7 +642,7 @@ impl Lane {
     /// One `PutRecords` call.
     async fn put_records(
         &self,
-        client: &aws_sdk_kinesis::Client,
+        client: &Direct,
         stream: &StreamRef,
         records: &[Entry],
         booked: Vec<(u32, u64)>,
@@ -762,51 +652,29 @@ impl Lane {
             StreamRef::Arn { arn, .. } => Some(arn.as_str()),
             StreamRef::Name(_) => None,
         };
-        let body = PreparedBody(bytes::Bytes::from(put_records_body(
-            records,
-            stream.name(),
-            arn,
-        )));
-        // The SDK still resolves the endpoint (from the name or ARN),
-        // signs, sends and parses the answer; its request carries no
-        // records, and the interceptor puts the prepared body in before
-        // signing.
-        let mut req = client
-            .put_records()
-            .set_records(Some(Vec::new()))
-            .stream_name(stream.name());
-        if let Some(arn) = arn {
-            // The API takes the name, the ARN, or both; both work with
-            // servers that predate the ARN parameter.
-            req = req.stream_arn(arn);
-        }
-        let digest = Digest::default();
-        let mut req = req
-            .customize()
-            .interceptor(body)
-            .interceptor(LeanAnswer(digest.clone()));
-        if self.pace.is_some() {
-            req = req.interceptor(Booking {
-                router: self.router.clone(),
-                booked,
-                paced_at,
-                lead: self.lead.clone(),
-            });
-        }
-        match req.send().await {
-            Ok(out) => {
-                let digested = digest.lock().unwrap_or_else(|p| p.into_inner()).take();
-                self.answered(digested.unwrap_or_else(|| answer_of(out)), records.len())
-            }
-            Err(e) => {
-                let status = e.raw_response().map(|r| r.status().as_u16());
-                let class = classify(e.code(), status);
-                CallResult::Failed {
-                    class,
-                    message: crate::redact::error_text(&DisplayErrorContext(&e)),
-                    code: e.code().map(str::to_string),
+        // The API takes the name, the ARN, or both; both work with servers
+        // that predate the ARN parameter.
+        let body = bytes::Bytes::from(put_records_body(records, stream.name(), arn));
+        let booking = self.pace.is_some().then(|| Booking {
+            router: self.router.clone(),
+            booked,
+            paced_at,
+            lead: self.lead.clone(),
+        });
+        let sent = client
+            .put_records(body, arn, || {
+                if let Some(b) = &booking {
+                    b.settle();
                 }
-            }
+            })
+            .await;
+        match sent {
+            Ok(answered) => self.answered(answered, records.len()),
+            Err(f) => CallResult::Failed {
+                class: f.class,
+                message: f.message,
+                code: f.code,
+            },
         }
     }
 
@@ -899,26 +767,10 @@ impl Lane {
     }
 }
 
-/// The answer as the SDK parsed it, when the lean reader did not read it.
-fn answer_of(
-    out: aws_sdk_kinesis::operation::put_records::PutRecordsOutput,
-) -> crate::kinesis::classify::Answered {
-    let mut answered = crate::kinesis::classify::Answered::default();
-    for e in out.records {
-        let outcome = entry_outcome(e.sequence_number, e.error_code);
-        if let (Ok(_), Some(shard)) = (&outcome, e.shard_id.as_deref()) {
-            answered.note_shard(shard);
-        }
-        answered.entries.push(outcome);
-    }
-    answered
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kinesis::shards::WINDOW;
-    use http_body_util::BodyExt;
 
     proptest::proptest! {
         /// A backlogged shard, its records (up to 40 KB, a twentieth of
@@ -975,42 +827,5 @@ mod tests {
                 proptest::prop_assert!(b <= limits.bytes_per_sec || alone, "{} bytes in a second", b);
             }
         }
-    }
-
-    async fn through(answer: &'static [u8]) -> (Vec<u8>, Option<Vec<Result<String, String>>>) {
-        let digest = Digest::default();
-        let body = Digesting {
-            inner: SdkBody::from(answer),
-            read: Vec::new(),
-            digest: digest.clone(),
-            done: false,
-        };
-        let out = body.collect().await.expect("body").to_bytes().to_vec();
-        let entries = digest.lock().expect("digest").take().map(|a| a.entries);
-        (out, entries)
-    }
-
-    #[test]
-    fn an_answer_read_here_reaches_the_sdk_empty_and_anything_else_as_it_was() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let (out, entries) = through(
-                br#"{"FailedRecordCount":1,"Records":[{"SequenceNumber":"1","ShardId":"s"},{"ErrorCode":"InternalFailure","ErrorMessage":"m"}]}"#,
-            )
-            .await;
-            assert_eq!(out, DIGESTED);
-            assert_eq!(
-                entries,
-                Some(vec![Ok("1".to_string()), Err("InternalFailure".to_string())])
-            );
-            // What the SDK is given is an answer it reads.
-            assert!(crate::kinesis::classify::read_answer(&out).is_some_and(|e| e.entries.is_empty()));
-
-            let (out, entries) = through(b"<html>bad gateway</html>").await;
-            assert_eq!(out, b"<html>bad gateway</html>");
-            assert_eq!(entries, None);
-        });
     }
 }

@@ -13,7 +13,11 @@ use aws_sdk_kinesis::config::Region;
 use aws_sdk_kinesis::config::SharedCredentialsProvider;
 
 use crate::config::AwsSettings;
+use crate::kinesis::direct::{Direct, EndpointSettings};
 use crate::state::checkpoint::StoreError;
+
+/// How long a connection may take to open, for every call.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -28,7 +32,10 @@ pub enum DaemonError {
 /// The clients of every destination, from one AWS configuration.
 #[derive(Debug, Clone)]
 pub struct Clients {
+    /// Kinesis's other calls (the stream's shards, `kinetail status`).
     pub kinesis: Client,
+    /// The lanes' `PutRecords` calls.
+    pub puts: std::sync::Arc<crate::kinesis::direct::Direct>,
     pub firehose: aws_sdk_firehose::Client,
 }
 
@@ -36,7 +43,7 @@ pub struct Clients {
 /// every failure itself, with the classification it documents.
 pub async fn aws_clients(aws: &AwsSettings) -> Result<Clients, DaemonError> {
     let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(CONNECT_TIMEOUT)
         .operation_attempt_timeout(aws.request_timeout)
         .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -57,11 +64,13 @@ pub async fn aws_clients(aws: &AwsSettings) -> Result<Clients, DaemonError> {
     // firehose_endpoint_url when set, else to AWS_ENDPOINT_URL_FIREHOSE when
     // that is in the environment (the SDK reads it), else to endpoint_url.
     let mut kinesis = aws_sdk_kinesis::config::Builder::from(&conf);
+    let mut kinesis_url = kinesis_endpoint_url(&conf);
     let mut firehose = aws_sdk_firehose::config::Builder::from(&conf);
     if let Some(u) = &aws.endpoint_url {
         // User information (a proxy's `user:password@`) is not sent by the
         // SDK, but its debug lines would show it: it stays with kinetail.
         kinesis = kinesis.endpoint_url(crate::redact::without_userinfo(u));
+        kinesis_url = Some(crate::redact::without_userinfo(u));
     }
     let firehose_env = std::env::var_os("AWS_ENDPOINT_URL_FIREHOSE").is_some();
     match (&aws.firehose_endpoint_url, &aws.endpoint_url) {
@@ -71,6 +80,7 @@ pub async fn aws_clients(aws: &AwsSettings) -> Result<Clients, DaemonError> {
         }
         _ => {}
     }
+    let mut credentials = conf.credentials_provider();
     if let Some(role) = &aws.role_arn {
         let mut assume = AssumeRoleProvider::builder(role)
             .session_name(aws.role_session_name.clone())
@@ -78,12 +88,45 @@ pub async fn aws_clients(aws: &AwsSettings) -> Result<Clients, DaemonError> {
         if let Some(id) = &aws.external_id {
             assume = assume.external_id(id);
         }
-        let credentials = SharedCredentialsProvider::new(assume.build().await);
-        kinesis = kinesis.credentials_provider(credentials.clone());
-        firehose = firehose.credentials_provider(credentials);
+        let assumed = SharedCredentialsProvider::new(assume.build().await);
+        kinesis = kinesis.credentials_provider(assumed.clone());
+        firehose = firehose.credentials_provider(assumed.clone());
+        credentials = Some(assumed);
     }
+    let endpoint = EndpointSettings {
+        region: conf.region().map(|r| r.to_string()).unwrap_or_default(),
+        url: kinesis_url,
+        use_fips: conf.use_fips().unwrap_or(false),
+        use_dual_stack: conf.use_dual_stack().unwrap_or(false),
+        account_id_endpoint_mode: conf
+            .account_id_endpoint_mode()
+            .cloned()
+            .unwrap_or_default()
+            .to_string(),
+    };
     Ok(Clients {
+        puts: std::sync::Arc::new(Direct::new(
+            credentials,
+            endpoint,
+            CONNECT_TIMEOUT,
+            aws.request_timeout,
+        )),
         kinesis: Client::from_conf(kinesis.build()),
         firehose: aws_sdk_firehose::Client::from_conf(firehose.build()),
     })
+}
+
+/// Kinesis's endpoint URL as the SDK's client takes it from `conf`:
+/// `AWS_ENDPOINT_URL_KINESIS` (or the profile's `services` section), else
+/// `AWS_ENDPOINT_URL` (or the profile's `endpoint_url`).
+fn kinesis_endpoint_url(conf: &aws_config::SdkConfig) -> Option<String> {
+    let key = aws_types::service_config::ServiceConfigKey::builder()
+        .service_id("Kinesis")
+        .env("AWS_ENDPOINT_URL")
+        .profile("endpoint_url")
+        .build()
+        .ok()?;
+    conf.service_config()
+        .and_then(|c| c.load_config(key))
+        .or_else(|| conf.endpoint_url().map(str::to_string))
 }

@@ -220,7 +220,7 @@ fn lane_starter(
 ) -> crate::records::route::LaneStarter {
     let dest = match &flow.destination {
         Destination::Stream(stream) => Dest::Stream {
-            client: env.client.kinesis.clone(),
+            client: env.client.puts.clone(),
             stream: stream.clone(),
         },
         Destination::Firehose(name) => Dest::Firehose {
