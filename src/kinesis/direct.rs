@@ -19,8 +19,8 @@
 //! fetched again at once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -84,10 +84,7 @@ pub struct EndpointSettings {
 #[derive(Debug)]
 pub struct Direct {
     http: Connector,
-    /// The provider chain (`None` only where the SDK would have none).
-    credentials: Option<SharedCredentialsProvider>,
-    /// The credentials in use and when they were fetched.
-    held: tokio::sync::Mutex<Option<(Credentials, Instant)>>,
+    credentials: CachedCredentials,
     endpoint: EndpointSettings,
     /// Each stream's URL, by its ARN (`None` for a stream named).
     urls: Mutex<HashMap<Option<String>, String>>,
@@ -98,7 +95,7 @@ pub struct Direct {
 
 impl Direct {
     pub fn new(
-        credentials: Option<SharedCredentialsProvider>,
+        credentials: CachedCredentials,
         endpoint: EndpointSettings,
         connect_timeout: Duration,
         attempt_timeout: Duration,
@@ -114,7 +111,6 @@ impl Direct {
         Direct {
             http,
             credentials,
-            held: tokio::sync::Mutex::new(None),
             endpoint,
             urls: Mutex::new(HashMap::new()),
             attempt_timeout,
@@ -173,8 +169,8 @@ impl Direct {
             return read_answer(&body)
                 .ok_or_else(|| Failed::retry("an answer that is not a PutRecords answer".into()));
         }
-        let failed = service_error(status, error_type.as_deref(), &body);
-        self.learn(&failed, date.as_deref()).await;
+        let mut failed = service_error(status, error_type.as_deref(), &body);
+        self.learn(&mut failed, date.as_deref()).await;
         Err(failed)
     }
 
@@ -274,9 +270,74 @@ impl Direct {
         Ok(url)
     }
 
-    /// The credentials to sign with: the cached ones until a minute before
-    /// they expire, else fetched from the provider chain.
+    /// The credentials to sign with.
     async fn credentials(&self) -> Result<Credentials, Failed> {
+        self.credentials
+            .provide_credentials()
+            .await
+            .map_err(|e| Failed {
+                class: Failure::Stuck,
+                message: format!(
+                    "failed to load credentials: {}",
+                    crate::redact::error_text(&DisplayErrorContext(&e))
+                ),
+                code: None,
+            })
+    }
+
+    /// What a failure teaches: the service's clock when a signature was
+    /// refused as too old or too new (a call refused so is retried at
+    /// once when that corrected the clock), credentials to fetch again
+    /// when they were refused as expired.
+    async fn learn(&self, failed: &mut Failed, date: Option<&str>) {
+        match failed.code.as_deref() {
+            Some(
+                "InvalidSignatureException"
+                | "SignatureDoesNotMatch"
+                | "RequestTimeTooSkewed"
+                | "RequestExpired",
+            ) => {
+                if let Some(skew) = date.and_then(skew_from) {
+                    let before = self.skew_ms.swap(skew, Ordering::Relaxed);
+                    if (skew - before).abs() > 1000 {
+                        failed.class = Failure::Retry;
+                        failed
+                            .message
+                            .push_str(&format!("; signing by the service's clock from now on ({skew} ms from this machine's)"));
+                    }
+                }
+            }
+            Some("ExpiredTokenException" | "ExpiredToken" | "UnrecognizedClientException") => {
+                self.credentials.forget().await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The credentials of every call, Kinesis's and Firehose's, from one
+/// provider chain: kept until a minute before they expire (or 15 minutes
+/// when they do not, as the SDK's identity cache keeps them), fetched once
+/// for all callers, and forgotten when the service refuses them as expired
+/// (a revoked session; the SDK would sign with them until they expire).
+#[derive(Debug, Clone)]
+pub struct CachedCredentials {
+    /// The provider chain (`None` only where the SDK would have none).
+    inner: Option<SharedCredentialsProvider>,
+    /// The credentials in use and when they were fetched.
+    held: Arc<tokio::sync::Mutex<Option<(Credentials, Instant)>>>,
+}
+
+impl CachedCredentials {
+    pub fn new(inner: Option<SharedCredentialsProvider>) -> Self {
+        CachedCredentials {
+            inner,
+            held: Arc::new(tokio::sync::Mutex::new(None)),
+        }
+    }
+
+    async fn get(&self) -> aws_credential_types::provider::Result {
+        use aws_credential_types::provider::error::CredentialsError;
         let mut held = self.held.lock().await;
         if let Some((c, fetched)) = held.as_ref() {
             let fresh = match c.expiry() {
@@ -287,49 +348,28 @@ impl Direct {
                 return Ok(c.clone());
             }
         }
-        let Some(provider) = &self.credentials else {
-            return Err(Failed {
-                class: Failure::Stuck,
-                message: "no credentials provider".into(),
-                code: None,
-            });
+        let Some(provider) = &self.inner else {
+            return Err(CredentialsError::not_loaded("no credentials provider"));
         };
-        match provider.provide_credentials().await {
-            Ok(c) => {
-                *held = Some((c.clone(), Instant::now()));
-                Ok(c)
-            }
-            Err(e) => Err(Failed {
-                class: Failure::Stuck,
-                message: format!(
-                    "failed to load credentials: {}",
-                    crate::redact::error_text(&DisplayErrorContext(&e))
-                ),
-                code: None,
-            }),
-        }
+        let c = provider.provide_credentials().await?;
+        *held = Some((c.clone(), Instant::now()));
+        Ok(c)
     }
 
-    /// What a failure teaches: the service's clock when a signature was
-    /// refused as too old or too new, credentials to fetch again when they
-    /// were refused as expired.
-    async fn learn(&self, failed: &Failed, date: Option<&str>) {
-        match failed.code.as_deref() {
-            Some(
-                "InvalidSignatureException"
-                | "SignatureDoesNotMatch"
-                | "RequestTimeTooSkewed"
-                | "RequestExpired",
-            ) => {
-                if let Some(skew) = date.and_then(skew_from) {
-                    self.skew_ms.store(skew, Ordering::Relaxed);
-                }
-            }
-            Some("ExpiredTokenException" | "ExpiredToken" | "UnrecognizedClientException") => {
-                *self.held.lock().await = None;
-            }
-            _ => {}
-        }
+    /// Drops the held credentials: the next call fetches new ones.
+    async fn forget(&self) {
+        *self.held.lock().await = None;
+    }
+}
+
+impl ProvideCredentials for CachedCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(self.get())
     }
 }
 

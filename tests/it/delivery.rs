@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::fault::{self, Faults};
@@ -33,6 +34,7 @@ async fn a_mix_of_faults_loses_nothing_and_duplicates_only_unanswered_calls() {
         shard_limit: None,
         error_padding: 0,
         first_calls_500: 0,
+        ..Faults::default()
     };
     let proxy = fault::start(&server.endpoint(), faults).await;
     let s = Scratch::new();
@@ -462,6 +464,9 @@ async fn fake_sts() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         move |req: hyper::Request<hyper::body::Incoming>| {
             let log = log.clone();
             async move {
+                // The first call's key is ASIAASSUMEDROLE, the next ones'
+                // ASIAASSUMEDROLE2, 3, ...
+                let n = log.lock().expect("lock").len() + 1;
                 let body = req
                     .into_body()
                     .collect()
@@ -471,10 +476,14 @@ async fn fake_sts() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
                 log.lock()
                     .expect("lock")
                     .push(String::from_utf8_lossy(&body).into_owned());
+                let key = match n {
+                    1 => String::from("ASIAASSUMEDROLE"),
+                    n => format!("ASIAASSUMEDROLE{n}"),
+                };
                 let xml = r#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <AssumeRoleResult>
     <Credentials>
-      <AccessKeyId>ASIAASSUMEDROLE</AccessKeyId>
+      <AccessKeyId>KEY</AccessKeyId>
       <SecretAccessKey>assumed-secret</SecretAccessKey>
       <SessionToken>assumed-token</SessionToken>
       <Expiration>2099-01-01T00:00:00Z</Expiration>
@@ -485,7 +494,8 @@ async fn fake_sts() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     </AssumedRoleUser>
   </AssumeRoleResult>
   <ResponseMetadata><RequestId>fake-sts</RequestId></ResponseMetadata>
-</AssumeRoleResponse>"#;
+</AssumeRoleResponse>"#
+                    .replace("KEY", &key);
                 Some(testkit::http::response(200, "text/xml", xml))
             }
         },
@@ -538,5 +548,105 @@ async fn role_arn_assumes_the_role_with_external_id_and_signs_with_its_credentia
         Some("ASIAASSUMEDROLE"),
         "PutRecords is signed with the assumed role's credentials"
     );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
+
+/// The role's first credentials are refused as expired long before the
+/// expiry STS gave them (revoked sessions look so): kinetail assumes the
+/// role again at once instead of signing with them until they expire, and
+/// every line arrives. Default settings but the role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_refused_as_expired_are_fetched_again_and_nothing_is_lost() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "expired", 1).await;
+    let faults = Faults {
+        expired_keys: vec!["ASIAASSUMEDROLE".into()],
+        ..Faults::default()
+    };
+    let proxy = fault::start(&server.endpoint(), faults).await;
+    let (sts_port, seen) = fake_sts().await;
+    let s = Scratch::new();
+    let content = lines("expired", 0, 2_000, 60);
+    std::fs::write(s.logs().join("app.log"), &content).expect("write");
+    let config = s.config(
+        &proxy.endpoint(),
+        "",
+        "[[flow]]\nname = \"e\"\npaths = [\"{logs}/*.log\"]\nstream = \"expired\"\n",
+    );
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "[aws]\n",
+        "[aws]\nrole_arn = \"arn:aws:iam::123456789012:role/shipper\"\n",
+    );
+    std::fs::write(&config, text).expect("config");
+    let sts = format!("http://127.0.0.1:{sts_port}");
+    let mut daemon = Daemon::start_with(
+        &config,
+        &s.path("daemon.log"),
+        &[("AWS_ENDPOINT_URL_STS", &sts)],
+    );
+    let got = wait_for_count(&client, "expired", 2_000, TIMEOUT).await;
+    assert_eq!(
+        multiset(data_of(&got)),
+        multiset(complete_lines(&content)),
+        "every line once; log:\n{}",
+        daemon.log_tail(30)
+    );
+    let expired = proxy.stats.calls_expired.load(Ordering::Relaxed);
+    assert!(expired >= 1, "the first credentials were refused");
+    let assumed = seen.lock().expect("lock").len();
+    assert!(
+        assumed >= 2,
+        "the role was assumed again after the refusal ({assumed} AssumeRole calls)"
+    );
+    let akid = proxy.stats.last_access_key.lock().expect("lock").clone();
+    assert!(
+        akid.as_deref()
+            .is_some_and(|k| k.starts_with("ASIAASSUMEDROLE") && k != "ASIAASSUMEDROLE"),
+        "signed with the new credentials: {akid:?}"
+    );
+    assert!(daemon.stop(Duration::from_secs(30)).success());
+}
+
+/// The endpoint's clock is 15 minutes ahead of the machine's: the first
+/// calls are refused as Kinesis refuses them (a signature more than 5
+/// minutes off), kinetail signs by the service's `Date` from then on, and
+/// every line arrives once, every call signed right. Default settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_15_minutes_off_is_corrected_by_the_services_date_and_nothing_is_lost() {
+    let server = Kinesalite::start();
+    let client = server.client();
+    create_stream(&client, "skew", 2).await;
+    let faults = Faults {
+        clock_ahead: Some(Duration::from_secs(15 * 60)),
+        ..Faults::default()
+    };
+    let proxy = fault::start(&server.endpoint(), faults).await;
+    let s = Scratch::new();
+    let content = lines("skew", 0, 5_000, 60);
+    std::fs::write(s.logs().join("app.log"), &content).expect("write");
+    let config = s.config(
+        &proxy.endpoint(),
+        "",
+        "[[flow]]\nname = \"k\"\npaths = [\"{logs}/*.log\"]\nstream = \"skew\"\n",
+    );
+    let mut daemon = Daemon::start(&config, &s.path("daemon.log"));
+    let got = wait_for_count(&client, "skew", 5_000, TIMEOUT).await;
+    assert_eq!(
+        multiset(data_of(&got)),
+        multiset(complete_lines(&content)),
+        "every line once; log:\n{}",
+        daemon.log_tail(30)
+    );
+    let skewed = proxy.stats.calls_skewed.load(Ordering::Relaxed);
+    let calls = proxy.stats.calls.load(Ordering::Relaxed);
+    // One refusal per lane at most before the clock is corrected (the
+    // lanes' first calls may be in flight together).
+    assert!(
+        (1..=8).contains(&skewed) && calls > skewed,
+        "{skewed} of {calls} calls refused for the clock"
+    );
+    let invalid = proxy.stats.signatures_invalid.load(Ordering::Relaxed);
+    assert_eq!(invalid, 0, "every call signed right");
     assert!(daemon.stop(Duration::from_secs(30)).success());
 }

@@ -40,6 +40,13 @@ pub struct Faults {
     /// behind lists them at each call (so splits and merges count at once,
     /// as they do in Kinesis).
     pub shard_limit: Option<ShardLimit>,
+    /// The endpoint's clock is this far ahead of the machine's: a call
+    /// signed more than 5 minutes off it is refused as Kinesis refuses it
+    /// (400 InvalidSignatureException), with the endpoint's `Date`.
+    pub clock_ahead: Option<Duration>,
+    /// Calls signed with these access key ids are refused as expired
+    /// (400 ExpiredTokenException).
+    pub expired_keys: Vec<String>,
 }
 
 /// What one shard takes in any sliding second.
@@ -107,6 +114,10 @@ pub struct FaultStats {
     /// signature was checked here against the body received: right, wrong.
     pub signatures_valid: AtomicU64,
     pub signatures_invalid: AtomicU64,
+    /// Calls refused for a signature time off the endpoint's clock.
+    pub calls_skewed: AtomicU64,
+    /// Calls refused for expired credentials.
+    pub calls_expired: AtomicU64,
 }
 
 /// The secret key `util::kinetail()` gives the daemon (with key id "test").
@@ -291,6 +302,30 @@ pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
     }
 }
 
+/// The answer Kinesis gives a call signed more than 5 minutes off its
+/// clock (here `ahead` of the machine's), or `None` for a call in time.
+fn skewed(parts: &hyper::http::request::Parts, ahead: Duration) -> Option<Response<Full<Bytes>>> {
+    let theirs = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now() + ahead);
+    let signed = parts
+        .headers
+        .get("x-amz-date")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|d| chrono::NaiveDateTime::parse_from_str(d, "%Y%m%dT%H%M%SZ").ok())
+        .map(|t| t.and_utc());
+    if signed.is_some_and(|t| (theirs - t).num_seconds().abs() <= 300) {
+        return None;
+    }
+    let mut refused = json_response(
+        400,
+        json!({"__type": "InvalidSignatureException", "message": format!("Signature expired: {signed:?} is now earlier than {theirs} - 5 min.")}),
+    );
+    let date = theirs.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    refused
+        .headers_mut()
+        .insert("date", date.parse().expect("a header value"));
+    Some(refused)
+}
+
 fn json_response(status: u16, body: Value) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
@@ -432,8 +467,24 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Option<Response<Full<Bytes
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
-    *stats.last_access_key.lock().expect("lock") = akid;
     let f = &ctx.faults;
+    if f.expired_keys
+        .iter()
+        .any(|k| akid.as_deref() == Some(k.as_str()))
+    {
+        stats.calls_expired.fetch_add(1, Ordering::Relaxed);
+        return Some(json_response(
+            400,
+            json!({"__type": "ExpiredTokenException", "message": "The security token included in the request is expired"}),
+        ));
+    }
+    *stats.last_access_key.lock().expect("lock") = akid;
+    if let Some(ahead) = f.clock_ahead
+        && let Some(refused) = skewed(&parts, ahead)
+    {
+        stats.calls_skewed.fetch_add(1, Ordering::Relaxed);
+        return Some(refused);
+    }
     if call <= f.first_calls_500 || rand::random::<f64>() < f.call_500 {
         stats.calls_failed.fetch_add(1, Ordering::Relaxed);
         let message = format!("injected failure{}", "x".repeat(f.error_padding));

@@ -13,8 +13,9 @@ use aws_sdk_kinesis::config::Region;
 use aws_sdk_kinesis::config::SharedCredentialsProvider;
 
 use crate::config::AwsSettings;
-use crate::kinesis::direct::{Direct, EndpointSettings};
+use crate::kinesis::direct::{CachedCredentials, Direct, EndpointSettings};
 use crate::state::checkpoint::StoreError;
+use std::sync::Arc;
 
 /// How long a connection may take to open, for every call.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,7 +81,7 @@ pub async fn aws_clients(aws: &AwsSettings) -> Result<Clients, DaemonError> {
         }
         _ => {}
     }
-    let mut credentials = conf.credentials_provider();
+    let mut chain = conf.credentials_provider();
     if let Some(role) = &aws.role_arn {
         let mut assume = AssumeRoleProvider::builder(role)
             .session_name(aws.role_session_name.clone())
@@ -88,11 +89,14 @@ pub async fn aws_clients(aws: &AwsSettings) -> Result<Clients, DaemonError> {
         if let Some(id) = &aws.external_id {
             assume = assume.external_id(id);
         }
-        let assumed = SharedCredentialsProvider::new(assume.build().await);
-        kinesis = kinesis.credentials_provider(assumed.clone());
-        firehose = firehose.credentials_provider(assumed.clone());
-        credentials = Some(assumed);
+        chain = Some(SharedCredentialsProvider::new(assume.build().await));
     }
+    // One cache for every caller: the chain (or the role) is asked once,
+    // and credentials refused as expired are fetched again for all.
+    let credentials = CachedCredentials::new(chain);
+    let shared = SharedCredentialsProvider::new(credentials.clone());
+    kinesis = kinesis.credentials_provider(shared.clone());
+    firehose = firehose.credentials_provider(shared);
     let endpoint = EndpointSettings {
         region: conf.region().map(|r| r.to_string()).unwrap_or_default(),
         url: kinesis_url,
@@ -105,7 +109,7 @@ pub async fn aws_clients(aws: &AwsSettings) -> Result<Clients, DaemonError> {
             .to_string(),
     };
     Ok(Clients {
-        puts: std::sync::Arc::new(Direct::new(
+        puts: Arc::new(Direct::new(
             credentials,
             endpoint,
             CONNECT_TIMEOUT,
