@@ -557,7 +557,7 @@ fn put_fields(
         return;
     }
     for (name, value) in fields {
-        if own.contains(&name.as_str()) {
+        if own.contains(&name.as_ref()) {
             result.collisions += 1;
             continue;
         }

@@ -13,6 +13,7 @@
 //! Pure: a line in, its fields (or `None`: the line does not match, and is
 //! sent as a message and counted) out.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::re::Re;
@@ -89,8 +90,10 @@ impl Value {
     }
 }
 
-/// A line's fields, in the order they are written.
-pub type Fields = Vec<(String, Value)>;
+/// A line's fields, in the order they are written. Names are the
+/// format's own (borrowed) or the line's (logfmt keys, CSV columns, regex
+/// groups).
+pub type Fields = Vec<(Cow<'static, str>, Value)>;
 
 /// Parses `line` as `format` (not JSON: the envelope places JSON as written),
 /// converting fields named in `types`. `None` when it does not match.
@@ -109,7 +112,7 @@ pub fn parse(format: &Format, types: &BTreeMap<String, Kind>, line: &[u8]) -> Op
     };
     if !types.is_empty() {
         for (name, value) in &mut fields {
-            if let (Some(kind), Value::Str(s)) = (types.get(name), &*value) {
+            if let (Some(kind), Value::Str(s)) = (types.get(name.as_ref()), &*value) {
                 *value = Value::typed(s, Some(*kind));
             }
         }
@@ -117,8 +120,8 @@ pub fn parse(format: &Format, types: &BTreeMap<String, Kind>, line: &[u8]) -> Op
     Some(fields)
 }
 
-fn s(name: &str, value: &str) -> (String, Value) {
-    (name.to_string(), Value::Str(value.to_string()))
+fn s(name: &'static str, value: &str) -> (Cow<'static, str>, Value) {
+    (Cow::Borrowed(name), Value::Str(value.to_string()))
 }
 
 /// `key=value key="quoted \" value" flag`: a bare key is `true`. At least
@@ -145,10 +148,10 @@ fn logfmt(text: &str) -> Option<Fields> {
                     (after[..end].to_string(), &after[end..])
                 }
             };
-            out.push((key.to_string(), Value::Str(value)));
+            out.push((Cow::Owned(key.to_string()), Value::Str(value)));
             rest = next;
         } else {
-            out.push((key.to_string(), Value::Bool(true)));
+            out.push((Cow::Owned(key.to_string()), Value::Bool(true)));
         }
         rest = rest.trim_start();
     }
@@ -207,9 +210,9 @@ fn word(s: &str) -> Option<(&str, &str)> {
 }
 
 /// A number field, absent when it is `-`.
-fn number(name: &str, v: &str, out: &mut Fields) -> Option<()> {
+fn number(name: &'static str, v: &str, out: &mut Fields) -> Option<()> {
     if v != "-" {
-        out.push((name.to_string(), Value::Int(v.parse().ok()?)));
+        out.push((Cow::Borrowed(name), Value::Int(v.parse().ok()?)));
     }
     Some(())
 }
@@ -395,7 +398,14 @@ fn rfc3164(text: &str, out: &mut Fields) -> Option<()> {
     if !digits_ok || !clock_ok {
         return None;
     }
-    out.push(s("time", &format!("{month} {day:>2} {clock}")));
+    // As written when the day is padded to two (`Jun  4`, `Jun 14`).
+    let written = text
+        .get(..15)
+        .filter(|t| t.len() == 15 && t.as_bytes()[6] == b' ');
+    match written {
+        Some(t) if t.ends_with(clock) && t[4..6].trim_start() == day => out.push(s("time", t)),
+        _ => out.push(s("time", &format!("{month} {day:>2} {clock}"))),
+    }
     let (host, rest) = word(rest)?;
     out.push(s("host", host));
     // `ident[pid]: message`, `ident: message`, or only a message.
@@ -436,7 +446,7 @@ fn csv(text: &str, names: &[String], delimiter: u8) -> Option<Fields> {
             .get(i)
             .cloned()
             .unwrap_or_else(|| format!("column_{}", i + 1));
-        out.push((name, Value::Str(v.to_string())));
+        out.push((Cow::Owned(name), Value::Str(v.to_string())));
     }
     Some(out)
 }
@@ -448,7 +458,8 @@ fn regex(re: &Re, line: &[u8]) -> Option<Fields> {
     let mut out = Fields::new();
     for name in re.capture_names().flatten() {
         if let Some(m) = caps.name(name) {
-            out.push(s(name, &String::from_utf8_lossy(m.as_bytes())));
+            let value = String::from_utf8_lossy(m.as_bytes()).into_owned();
+            out.push((Cow::Owned(name.to_string()), Value::Str(value)));
         }
     }
     Some(out)
@@ -458,7 +469,7 @@ fn regex(re: &Re, line: &[u8]) -> Option<Fields> {
 mod tests {
     use super::*;
 
-    fn fields(format: &Format, line: &str) -> Option<Vec<(String, Value)>> {
+    fn fields(format: &Format, line: &str) -> Option<Fields> {
         parse(format, &BTreeMap::new(), line.as_bytes())
     }
 
