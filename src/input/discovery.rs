@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{FlowSettings, StartAt};
-use crate::input::identity::{FileKey, Fingerprint, file_key, fingerprint, head_matches};
+use crate::input::identity::{FileKey, Fingerprint, Head, file_key, fingerprint, head_matches};
 use crate::input::tailer::{FlowRuntime, TailStart, Tailer};
 use crate::records::batcher::FileId;
 use crate::state::checkpoint::{COPY_WINDOW, CopyCandidate, SavedFile};
@@ -294,14 +294,16 @@ fn copy_of(
     key: FileKey,
     since: Option<Instant>,
 ) -> Copy {
-    let candidates = flow.checkpoints.copy_candidates(&flow.settings.name, key);
+    let Ok(mut head) = Head::of(file) else {
+        return Copy::No;
+    };
+    let candidates = flow
+        .checkpoints
+        .copy_candidates(&flow.settings.name, key, |fp| head.matches(fp));
     let mut wait = false;
     let mut hold = false;
     let mut sent = false;
     for c in candidates {
-        if !head_matches(file, &c.fingerprint) {
-            continue;
-        }
         if c.truncated {
             return Copy::TakeOver(c.id);
         }
@@ -324,14 +326,8 @@ fn copy_of(
     let saved = flow
         .checkpoints
         .saved_copy_candidates(&flow.settings.name, key);
-    let Ok(head) = crate::input::identity::read_head(file, Fingerprint::MAX_LEN as usize) else {
-        return Copy::No;
-    };
     for s in saved {
-        let matches = head
-            .get(..s.fingerprint.len as usize)
-            .is_some_and(|h| Fingerprint::of(h) == s.fingerprint);
-        if s.offset > len || !matches {
+        if s.offset > len || !head.matches(&s.fingerprint) {
             continue;
         }
         let truncated = File::open(&s.path).is_ok_and(|f| {

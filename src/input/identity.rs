@@ -32,11 +32,52 @@ impl Fingerprint {
 
     pub fn of(head: &[u8]) -> Fingerprint {
         use md5::{Digest, Md5};
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Md5::digest(head);
+        let mut md5 = String::with_capacity(32);
+        for b in digest.iter() {
+            md5.push(char::from(HEX[usize::from(b >> 4)]));
+            md5.push(char::from(HEX[usize::from(b & 15)]));
+        }
         Fingerprint {
             len: head.len() as u64,
-            md5: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            md5,
         }
+    }
+}
+
+/// A file's first bytes, read once, against many fingerprints: each
+/// length hashed once however many fingerprints have it. What a new file
+/// is compared with every reading of its flow by (a copy of one of them?),
+/// which read and hashed the file's head once per reading before.
+pub struct Head {
+    bytes: Vec<u8>,
+    prints: Vec<Fingerprint>,
+}
+
+impl Head {
+    /// The first [`Fingerprint::MAX_LEN`] bytes of `file` (fewer if it is
+    /// shorter).
+    pub fn of(file: &File) -> std::io::Result<Head> {
+        Ok(Head {
+            bytes: read_head(file, Fingerprint::MAX_LEN as usize)?,
+            prints: Vec::new(),
+        })
+    }
+
+    /// Whether the file's first `fp.len` bytes hash to `fp`, as
+    /// [`head_matches`] says.
+    pub fn matches(&mut self, fp: &Fingerprint) -> bool {
+        let Some(head) = self.bytes.get(..fp.len as usize) else {
+            return false;
+        };
+        if let Some(known) = self.prints.iter().find(|p| p.len == fp.len) {
+            return known == fp;
+        }
+        let print = Fingerprint::of(head);
+        let same = print == *fp;
+        self.prints.push(print);
+        same
     }
 }
 
@@ -62,7 +103,8 @@ pub fn fingerprint(file: &File) -> std::io::Result<Fingerprint> {
     )?))
 }
 
-/// Whether the first `fp.len` bytes of `file` still hash to `fp`.
+/// Whether the first `fp.len` bytes of `file` still hash to `fp` (one
+/// fingerprint; [`Head`] for many).
 pub fn head_matches(file: &File, fp: &Fingerprint) -> bool {
     match read_head(file, fp.len as usize) {
         Ok(head) => head.len() as u64 == fp.len && Fingerprint::of(&head) == *fp,
@@ -93,5 +135,45 @@ pub fn file_key(meta: &std::fs::Metadata) -> FileKey {
     FileKey {
         dev: meta.dev(),
         ino: meta.ino(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// A head read once says what reading it again for each
+        /// fingerprint says, whatever the lengths and contents.
+        #[test]
+        fn a_head_read_once_matches_as_each_fingerprint_read_again(
+            content in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            prints in proptest::collection::vec((0u64..300, proptest::collection::vec(0u8..3, 0..300)), 1..12),
+        ) {
+            let dir = tempfile::tempdir().map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let path = dir.path().join("f");
+            std::fs::write(&path, &content).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let file = File::open(&path).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let mut head = Head::of(&file).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            for (len, other) in prints {
+                let len = len.min(Fingerprint::MAX_LEN);
+                // Half the fingerprints are of the file's own head, half of
+                // something else of the same length.
+                let of_file = Fingerprint::of(&content[..(len as usize).min(content.len())]);
+                let of_other = Fingerprint::of(&other[..(len as usize).min(other.len())]);
+                for fp in [of_file, of_other] {
+                    proptest::prop_assert_eq!(head.matches(&fp), head_matches(&file, &fp));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_the_md5_of_the_head_in_lowercase_hex() {
+        assert_eq!(
+            Fingerprint::of(b"head").md5,
+            "96e89a298e0a9f469b9ae458d6afae9f"
+        );
+        assert_eq!(Fingerprint::of(b"").md5, "d41d8cd98f00b204e9800998ecf8427e");
     }
 }

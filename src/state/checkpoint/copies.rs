@@ -25,14 +25,21 @@ pub struct CopyCandidate {
 
 impl Checkpoints {
     /// Readings of `flow` a new file could be a copy of: files followed now
-    /// and files truncated within [`COPY_WINDOW`]. Empty heads are left
-    /// out: they match anything.
-    pub fn copy_candidates(&self, flow: &str, except: FileKey) -> Vec<CopyCandidate> {
+    /// and files truncated within [`COPY_WINDOW`], whose fingerprint the
+    /// new file's head matches (`head`). Empty heads are left out: they
+    /// match anything.
+    pub fn copy_candidates(
+        &self,
+        flow: &str,
+        except: FileKey,
+        mut head: impl FnMut(&Fingerprint) -> bool,
+    ) -> Vec<CopyCandidate> {
         let st = self.lock();
         st.live
             .iter()
             .filter(|(_, l)| l.flow == flow && l.key != except && l.fingerprint.len > 0)
             .filter(|(_, l)| l.detached_at.is_none_or(|t| t.elapsed() < COPY_WINDOW))
+            .filter(|(_, l)| head(&l.fingerprint))
             .map(|(id, l)| CopyCandidate {
                 id: *id,
                 key: l.key,

@@ -589,7 +589,9 @@ mod tests {
         // Truncated after reading 45 bytes, the last complete line ending at 40.
         let fresh = cp.restart(id, Fingerprint::of(b""), 40).unwrap();
         assert_ne!(fresh, id);
-        let cands = cp.copy_candidates("f", copy);
+        // Only the readings whose fingerprint the copy's head matches.
+        assert!(cp.copy_candidates("f", copy, |_| false).is_empty());
+        let cands = cp.copy_candidates("f", copy, |fp| *fp == Fingerprint::of(b"head"));
         assert_eq!(cands.len(), 1);
         assert_eq!(
             (cands[0].id, &cands[0].fingerprint, cands[0].truncated),
