@@ -484,6 +484,9 @@ pub fn write(dir: &Path, files: &[SavedFile], body: &mut Vec<u8>) -> Result<(), 
 /// The store of one state directory, for the one process that writes it:
 /// what its base and journal hold, so that a save writes only what
 /// changed.
+/// The scratch space a store keeps after writing a base.
+const JOURNAL_SCRATCH: usize = 64 * 1024;
+
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
@@ -663,6 +666,9 @@ impl Store {
         fs::rename(&tmp, &journal).map_err(io(&journal, "cannot rename into place"))?;
         sync_dir(&self.dir)?;
         self.journal_bytes = self.body.len() as u64;
+        // The base's bytes (about 300 bytes a file) are not kept between
+        // bases, hours apart: the journal's appends need far less.
+        self.body.shrink_to(JOURNAL_SCRATCH);
         self.compacted_at = Some(Instant::now());
         self.written.clear();
         for f in files {
