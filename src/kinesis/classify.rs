@@ -87,7 +87,7 @@ pub fn entry_outcome(
 /// as [`entry_outcome`] does, from the body's bytes: only the two members
 /// that decide an entry are kept (no shard id, no message), and strings
 /// are copied once, into what is kept. `None` when the body is not
-/// such an answer (the caller then lets the SDK read it as before).
+/// such an answer (the call is then retried).
 pub fn read_answer(body: &[u8]) -> Option<Answered> {
     // Valid UTF-8 as a whole, as the SDK's reader wants it (serde_json
     // does not check the strings of members it skips).

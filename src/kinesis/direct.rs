@@ -47,6 +47,9 @@ const REFETCH_AFTER: Duration = Duration::from_secs(5);
 /// cache keeps them as long): a profile's keys rotated on disk are read
 /// again.
 const UNDATED_FOR: Duration = Duration::from_secs(15 * 60);
+/// The most of an answer read: 500 entries take about 75 KB; an endpoint
+/// that sends more is not Kinesis, and the call is retried.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
 /// Skew below this is left alone (the service accepts 5 minutes).
 const SKEW_IGNORED: Duration = Duration::from_secs(60);
 
@@ -142,13 +145,12 @@ impl Direct {
             let status = response.status().as_u16();
             let header = |name: &str| response.headers().get(name).map(str::to_string);
             let (error_type, date) = (header("x-amzn-errortype"), header("date"));
-            let body = response
-                .into_body()
+            let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
                 .await
                 .map_err(|e| {
                     Failed::retry(format!(
-                        "reading the answer: {}",
+                        "reading the answer (at most {MAX_ANSWER_BYTES} bytes): {}",
                         crate::redact::error_text(&DisplayErrorContext(&*e))
                     ))
                 })?
