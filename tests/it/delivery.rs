@@ -503,32 +503,45 @@ async fn fake_sts() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     (port, seen)
 }
 
+/// Starts kinetail on `flow` (a `[[flow]]` table) through `endpoint`, with
+/// `role` added to its `[aws]` table and STS stood in by [`fake_sts`]:
+/// the daemon and what STS was asked.
+async fn start_with_role(
+    s: &Scratch,
+    endpoint: &str,
+    flow: &str,
+    role: &str,
+) -> (Daemon, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let (sts_port, seen) = fake_sts().await;
+    let config = s.config(endpoint, "", flow);
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("[aws]\n", &format!("[aws]\n{role}"));
+    std::fs::write(&config, text).expect("config");
+    let sts = format!("http://127.0.0.1:{sts_port}");
+    let daemon = Daemon::start_with(
+        &config,
+        &s.path("daemon.log"),
+        &[("AWS_ENDPOINT_URL_STS", &sts)],
+    );
+    (daemon, seen)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_arn_assumes_the_role_with_external_id_and_signs_with_its_credentials() {
     let server = Kinesalite::start();
     let client = server.client();
     create_stream(&client, "role", 1).await;
     let proxy = fault::start(&server.endpoint(), Faults::default()).await;
-    let (sts_port, seen) = fake_sts().await;
     let s = Scratch::new();
     std::fs::write(s.logs().join("app.log"), "assumed 1\nassumed 2\n").expect("write");
-    let config = s.config(
+    let (mut daemon, seen) = start_with_role(
+        &s,
         &proxy.endpoint(),
-        "",
         "[[flow]]\nname = \"r\"\npaths = [\"{logs}/*.log\"]\nstream = \"role\"\nlinger_ms = 20\n",
-    );
-    // The [aws] table gets the role settings.
-    let text = std::fs::read_to_string(&config).expect("config").replace(
-        "[aws]\n",
-        "[aws]\nrole_arn = \"arn:aws:iam::123456789012:role/shipper\"\nexternal_id = \"ext-1234\"\nrole_session_name = \"kinetail-test\"\n",
-    );
-    std::fs::write(&config, text).expect("config");
-    let sts = format!("http://127.0.0.1:{sts_port}");
-    let mut daemon = Daemon::start_with(
-        &config,
-        &s.path("daemon.log"),
-        &[("AWS_ENDPOINT_URL_STS", &sts)],
-    );
+        "role_arn = \"arn:aws:iam::123456789012:role/shipper\"\nexternal_id = \"ext-1234\"\nrole_session_name = \"kinetail-test\"\n",
+    )
+    .await;
     let got = wait_for_count(&client, "role", 2, TIMEOUT).await;
     assert_eq!(got.len(), 2, "log:\n{}", daemon.log_text());
     let calls = seen.lock().expect("lock").clone();
@@ -565,26 +578,16 @@ async fn credentials_refused_as_expired_are_fetched_again_and_nothing_is_lost() 
         ..Faults::default()
     };
     let proxy = fault::start(&server.endpoint(), faults).await;
-    let (sts_port, seen) = fake_sts().await;
     let s = Scratch::new();
     let content = lines("expired", 0, 2_000, 60);
     std::fs::write(s.logs().join("app.log"), &content).expect("write");
-    let config = s.config(
+    let (mut daemon, seen) = start_with_role(
+        &s,
         &proxy.endpoint(),
-        "",
         "[[flow]]\nname = \"e\"\npaths = [\"{logs}/*.log\"]\nstream = \"expired\"\n",
-    );
-    let text = std::fs::read_to_string(&config).expect("config").replace(
-        "[aws]\n",
-        "[aws]\nrole_arn = \"arn:aws:iam::123456789012:role/shipper\"\n",
-    );
-    std::fs::write(&config, text).expect("config");
-    let sts = format!("http://127.0.0.1:{sts_port}");
-    let mut daemon = Daemon::start_with(
-        &config,
-        &s.path("daemon.log"),
-        &[("AWS_ENDPOINT_URL_STS", &sts)],
-    );
+        "role_arn = \"arn:aws:iam::123456789012:role/shipper\"\n",
+    )
+    .await;
     let got = wait_for_count(&client, "expired", 2_000, TIMEOUT).await;
     assert_eq!(
         multiset(data_of(&got)),
