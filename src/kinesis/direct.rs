@@ -132,7 +132,19 @@ impl Direct {
         on_send: impl FnOnce(),
     ) -> Result<Answered, Failed> {
         let url = self.url(arn).await?;
-        let credentials = self.credentials().await?;
+        // A provider that does not answer (an instance metadata service
+        // that hangs) is bounded like the call itself, as the SDK's
+        // attempt timeout bounded it.
+        let credentials = match tokio::time::timeout(self.attempt_timeout, self.credentials()).await
+        {
+            Ok(c) => c?,
+            Err(_) => {
+                return Err(Failed::retry(format!(
+                    "timeout: no credentials within {} ms",
+                    self.attempt_timeout.as_millis()
+                )));
+            }
+        };
         let request = self.signed(&url, body, credentials)?;
         on_send();
         let sent = async {
